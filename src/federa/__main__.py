@@ -1,0 +1,5 @@
+import sys
+
+from federa.cli import main
+
+sys.exit(main())

@@ -1,0 +1,105 @@
+"""Command line: ``federa run``, ``federa report``.
+
+Every :class:`FederaError` becomes one ``error: ...`` line on stderr and a non-zero exit,
+never a traceback; finished work stays on disk and ``--resume`` continues it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from federa.errors import FederaError
+
+EXIT_USAGE = 2  # bad input: config, data, model
+EXIT_METHOD_FAILED = 3  # the run finished, but a method stopped (e.g. NaN loss)
+
+
+def _quiet_libraries() -> None:
+    # Library chatter (weight-load reports, map progress bars) buries federa's own output.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from federa.config import load_config
+    from federa.experiment import default_run_dir, open_run_dir, run_experiment
+
+    if args.resume:
+        if args.config or args.set:
+            raise FederaError("--resume takes the run's own config.yaml; drop --config/--set")
+        out = Path(args.resume)
+        cfg = load_config(out / "config.yaml") if (out / "config.yaml").is_file() else None
+        if cfg is None:
+            raise FederaError(f"--resume {out}: no config.yaml there; pass the folder of an earlier run")
+    else:
+        cfg = load_config(args.config, args.set)
+        out = Path(args.out) if args.out else default_run_dir(cfg)
+    _quiet_libraries()
+    run_dir = open_run_dir(cfg, out, resume=bool(args.resume))
+    print(f"results: {run_dir.root}")
+    summary = run_experiment(cfg, run_dir, progress=not args.no_progress)
+    print(run_dir.report.read_text(encoding="utf-8").split("\n## Client partition")[0])
+    failed = [m for m, s in summary["methods"].items() if s.get("status") != "done"]
+    if failed:
+        print(f"error: method(s) {', '.join(failed)} did not finish; see {run_dir.report}", file=sys.stderr)
+        return EXIT_METHOD_FAILED
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from federa.config import load_config
+    from federa.experiment import write_report
+    from federa.runlog import RunDir
+
+    run_dir = RunDir(Path(args.dir))
+    cfg = load_config(run_dir.config)
+    info = json.loads(run_dir.summary.read_text()).get("run", {}) if run_dir.summary.is_file() else {}
+    write_report(run_dir, cfg, info)
+    print(run_dir.report.read_text(encoding="utf-8"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="federa", description="Federated fine-tuning with FeDeRA, LoRA and FFT.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one experiment (every method in `methods`) and write a report")
+    run.add_argument("--config", help="YAML config file (default: the built-in default)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, e.g. --set partition.alpha=0.1 (repeatable)")
+    run.add_argument("--out", help="results folder (default: runs/<time>-<name>)")
+    run.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+    run.set_defaults(func=_cmd_run)
+
+    rep = sub.add_parser("report", help="rebuild summary.json, report.md and plots of a results folder")
+    rep.add_argument("dir")
+    rep.set_defaults(func=_cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FederaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished rounds are saved; continue with `federa run --resume <results folder>`",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

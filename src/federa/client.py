@@ -1,0 +1,108 @@
+"""One client's local update: load the broadcast trainables, train on the private shard, reply.
+
+Pure with respect to its inputs plus ``settings.seed``: the same model, state, shard and
+settings give the same reply on any engine (in-process, Flower). Nothing here knows about
+rounds, transport or other clients.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from datasets import Dataset
+from torch import nn
+from torch.utils.data import DataLoader
+
+from federa.errors import NonFiniteLossError
+from federa.methods.base import State, load_trainable_state, trainable_state
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What a strategy tells one client to do this round."""
+
+    lr: float
+    batch_size: int
+    seed: int
+    local_steps: int | None = None
+    local_epochs: float | None = None
+    max_grad_norm: float | None = 1.0
+    weight_decay: float = 0.0
+
+    def num_steps(self, num_examples: int) -> int:
+        if self.local_epochs is not None:
+            return max(1, math.ceil(self.local_epochs * num_examples / self.batch_size))
+        assert self.local_steps is not None
+        return self.local_steps
+
+
+@dataclass
+class Update:
+    """A client's reply: its new trainable state, the example count that weights it, metrics."""
+
+    state: State
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _batches(shard: Dataset, collate, batch_size: int, seed: int):
+    """Endless shuffled batches: each pass over the shard is a new seeded permutation."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        loader = DataLoader(shard, batch_size=batch_size, shuffle=True, generator=g, collate_fn=collate)
+        yield from loader
+
+
+def local_update(
+    model: nn.Module,
+    state: State,
+    shard: Dataset,
+    collate,
+    settings: TrainSettings,
+    device: torch.device | str = "cpu",
+    client_id: int | str = "?",
+) -> Update:
+    """Train ``model`` (starting from ``state``) on ``shard`` with a fresh AdamW; return the update.
+
+    A fresh optimiser each round is the FedAvg convention: optimiser moments are local and
+    never travel. Raises :class:`NonFiniteLossError` on a NaN/inf loss.
+    """
+    if len(shard) == 0:
+        raise ValueError(f"client {client_id} has an empty shard")
+    load_trainable_state(model, state)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps = settings.num_steps(len(shard))
+    losses: list[float] = []
+    samples = 0
+    start = time.perf_counter()
+    # Dropout draws from torch's global stream: fork it so the update depends only on the seed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        batches = _batches(shard, collate, settings.batch_size, settings.seed)
+        for _ in range(steps):
+            batch = {k: v.to(device) for k, v in next(batches).items()}
+            loss = model(**batch).loss
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"client {client_id}: loss became {loss.item()} at step {len(losses) + 1}; "
+                    f"lower the learning rate (lr={settings.lr})"
+                )
+            loss.backward()
+            if settings.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            samples += len(batch["labels"])
+    seconds = time.perf_counter() - start
+    return Update(
+        state={k: v.cpu() for k, v in trainable_state(model).items()},
+        num_examples=len(shard),
+        metrics={"train_loss": sum(losses) / len(losses), "steps": steps, "samples": samples,
+                 "train_seconds": seconds},
+    )

@@ -1,0 +1,44 @@
+"""The default engine: every client trains in this process, one after another.
+
+Clients share the server's model object: only trainable tensors differ between parties,
+and ``local_update`` loads the broadcast state before training, so this is exactly what
+separate clients holding the same frozen weights would compute, without N model copies.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from federa.client import local_update
+from federa.engines.server import ServerRun
+from federa.errors import NonFiniteLossError
+from federa.job import Job
+from federa.runlog import RunDir
+
+
+def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = True, log=print) -> dict[str, Any]:
+    """Run (or resume) one method to its last round; returns its result record."""
+    server = ServerRun(job, method_name, run_dir, log=log)
+    bar = tqdm(total=job.cfg.rounds, initial=server.round, desc=method_name, unit="round",
+               disable=not progress, dynamic_ncols=True)
+    bar.set_postfix(acc=f"{server.last_metrics.get('accuracy', float('nan')):.3f}")
+    try:
+        for rnd in server.remaining_rounds():
+            started = time.perf_counter()
+            updates = {
+                cid: local_update(server.model, server.state, job.shard(cid), job.collate, settings,
+                                  job.device, client_id=cid)
+                for cid, settings in server.configure(rnd).items()
+            }
+            server.complete_round(rnd, updates, started)
+            bar.update(1)
+            bar.set_postfix(acc=f"{server.last_metrics['accuracy']:.3f}")
+    except NonFiniteLossError as err:
+        bar.close()
+        log(f"[{method_name}] stopped: {err}")
+        return server.fail(str(err))
+    bar.close()
+    return server.finish()

@@ -1,0 +1,183 @@
+"""The server side of one method's federated run, shared by every engine.
+
+:class:`ServerRun` owns the global trainable state, the strategy, the counters (time, bytes,
+examples) and the results folder: it plans each round, takes the replies however they
+arrived, aggregates, evaluates, logs a metrics line and checkpoints. Engines only move
+settings and updates between it and the clients.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from federa.checkpoint import load_checkpoint, save_checkpoint
+from federa.client import TrainSettings, Update
+from federa.evaluate import evaluate
+from federa.job import Job
+from federa.methods.base import count_parameters, load_trainable_state, state_bytes, trainable_state
+from federa.runlog import RunDir
+from federa.strategies import make_strategy
+
+_COUNTERS = ("train_wall_s", "client_compute_s", "wall_s", "bytes_up", "bytes_down", "examples_seen")
+
+
+@dataclass
+class Totals:
+    """Cumulative counters since round 0 (carried in checkpoints, so resume keeps them)."""
+
+    train_wall_s: float = 0.0  # configure → aggregate, summed over rounds (no evaluation)
+    client_compute_s: float = 0.0  # Σ over clients of local training seconds
+    wall_s: float = 0.0  # end to end, evaluation included
+    bytes_up: int = 0
+    bytes_down: int = 0
+    examples_seen: int = 0
+    contacted: set[int] = field(default_factory=set)  # clients that already hold the setup broadcast
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**{k: getattr(self, k) for k in _COUNTERS}, "contacted": sorted(self.contacted)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Totals:
+        return cls(**{k: d[k] for k in _COUNTERS}, contacted=set(d["contacted"]))
+
+
+class ServerRun:
+    """Global state of one method: built fresh, or resumed from its last checkpoint."""
+
+    def __init__(self, job: Job, method_name: str, run_dir: RunDir, log=print) -> None:
+        cfg = job.cfg
+        self.job, self.name, self.run_dir, self.log = job, method_name, run_dir, log
+        self.method, self.model, self.setup = job.server_model(method_name)
+        self.strategy = make_strategy(cfg.strategy, cfg.clients_per_round, cfg.seed)
+        self.settings = job.train_settings(method_name)
+        self.state = trainable_state(self.model)
+        self.trainable, self.total = count_parameters(self.model)
+        self.totals = Totals()
+        self.round = 0
+        self.last_metrics: dict[str, float] = {}
+        run_dir.method_dir(method_name).mkdir(parents=True, exist_ok=True)
+        if not self._resume():
+            self._log_round(0, self._evaluate(), {})
+            self._checkpoint()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _resume(self) -> bool:
+        payload, warning = load_checkpoint(self.run_dir.checkpoint(self.name))
+        kept = [r for r in self.run_dir.read_metrics() if r.get("method") != self.name]
+        if payload is None:
+            self.run_dir.rewrite_metrics(kept)  # lines from a start that never checkpointed
+            return False
+        if warning:
+            self.log(f"[{self.name}] {warning}")
+        self.round = payload["round"]
+        self.state = payload["state"]
+        load_trainable_state(self.model, self.state)
+        self.strategy.load_state_dict(payload["strategy"])
+        self.totals = Totals.from_dict(payload["totals"])
+        self.last_metrics = payload["last_metrics"]
+        # Keep this method's lines up to the checkpointed round: a line written after it
+        # belongs to a round that will be run again.
+        mine = [r for r in self.run_dir.read_metrics() if r.get("method") == self.name and r["round"] <= self.round]
+        self.run_dir.rewrite_metrics(kept + mine)
+        self.log(f"[{self.name}] resumed after round {self.round}")
+        return True
+
+    def _checkpoint(self) -> None:
+        save_checkpoint(self.run_dir.checkpoint(self.name), {
+            "method": self.name, "round": self.round, "state": self.state,
+            "strategy": self.strategy.state_dict(), "totals": self.totals.as_dict(),
+            "last_metrics": self.last_metrics,
+        })
+
+    def remaining_rounds(self) -> Iterator[int]:
+        return iter(range(self.round + 1, self.job.cfg.rounds + 1))
+
+    # -- one round -----------------------------------------------------------------------
+
+    def configure(self, rnd: int) -> dict[int, TrainSettings]:
+        return self.strategy.configure_round(rnd, range(self.job.cfg.num_clients), self.settings)
+
+    def complete_round(self, rnd: int, updates: Mapping[int, Update], started: float) -> dict[str, Any]:
+        """Aggregate ``updates`` (client id → reply), evaluate when due, log and checkpoint."""
+        cfg = self.job.cfg
+        t_agg = time.perf_counter()
+        new_state = self.strategy.aggregate(rnd, self.state, list(updates.values()))
+        load_trainable_state(self.model, new_state)
+        t_eval = time.perf_counter()
+        newly = set(updates) - self.totals.contacted
+        round_stats = {
+            "clients": sorted(updates),
+            "bytes_down": state_bytes(self.state) * len(updates) + state_bytes(self.setup) * len(newly),
+            "bytes_up": sum(state_bytes(u.state) for u in updates.values()),
+            "examples_seen": int(sum(u.metrics.get("samples", 0) for u in updates.values())),
+            "client_compute_s": sum(u.metrics.get("train_seconds", 0.0) for u in updates.values()),
+            "train_loss": sum(u.metrics["train_loss"] * u.num_examples for u in updates.values())
+            / max(1, sum(u.num_examples for u in updates.values())),
+            "round_s": t_eval - started,
+            "aggregate_s": t_eval - t_agg,
+        }
+        self.state, self.round = new_state, rnd
+        t = self.totals
+        t.contacted |= newly
+        t.train_wall_s += round_stats["round_s"]
+        t.client_compute_s += round_stats["client_compute_s"]
+        t.bytes_up += round_stats["bytes_up"]
+        t.bytes_down += round_stats["bytes_down"]
+        t.examples_seen += round_stats["examples_seen"]
+        record: dict[str, Any] = {}
+        due = rnd % cfg.eval_every == 0 or rnd == cfg.rounds
+        if due:
+            metrics = self._evaluate()
+            round_stats["eval_s"] = time.perf_counter() - t_eval
+        t.wall_s += time.perf_counter() - started
+        if due:
+            record = self._log_round(rnd, metrics, round_stats)
+        self._checkpoint()
+        return record
+
+    def _evaluate(self) -> dict[str, float]:
+        job = self.job
+        self.last_metrics = evaluate(self.model, job.test, job.collate, len(job.label_names),
+                                     job.cfg.eval_batch_size, job.device)
+        return self.last_metrics
+
+    def _log_round(self, rnd: int, metrics: dict[str, float], round_stats: dict[str, Any]) -> dict[str, Any]:
+        t = self.totals
+        record = {
+            "method": self.name, "round": rnd, **metrics, **round_stats,
+            "cum_train_wall_s": t.train_wall_s, "cum_client_compute_s": t.client_compute_s,
+            "cum_wall_s": t.wall_s,
+            "cum_bytes_up": t.bytes_up, "cum_bytes_down": t.bytes_down, "cum_examples_seen": t.examples_seen,
+        }
+        self.run_dir.append_metrics(record)
+        return record
+
+    # -- end -----------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """Static facts of the method: what trains, what travels."""
+        return {
+            "method": self.name,
+            "trainable_params": self.trainable,
+            "total_params": self.total,
+            "trainable_pct": 100.0 * self.trainable / self.total,
+            "bytes_per_client_round": state_bytes(self.state),  # each way, per sampled client
+            "setup_bytes_per_client": state_bytes(self.setup),  # once, at a client's first round
+            "lr": self.settings.lr,
+        }
+
+    def finish(self) -> dict[str, Any]:
+        final = self.run_dir.final_model(self.name)
+        self.method.save(self.model, final, self.setup)
+        result = {**self.info(), "status": "done", "rounds": self.round, "final_model": str(final)}
+        self.run_dir.write_json(self.run_dir.result(self.name), result)
+        return result
+
+    def fail(self, reason: str) -> dict[str, Any]:
+        result = {**self.info(), "status": "failed", "rounds": self.round, "reason": reason}
+        self.run_dir.write_json(self.run_dir.result(self.name), result)
+        return result

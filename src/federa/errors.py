@@ -1,0 +1,21 @@
+"""User-facing errors: the CLI prints ``str(error)`` as one line and exits non-zero."""
+
+
+class FederaError(Exception):
+    """A problem with the user's input or environment, with the fix in the message."""
+
+
+class ConfigError(FederaError):
+    """The configuration (file or ``--set``) is invalid."""
+
+
+class DataError(FederaError):
+    """The data source is missing, malformed, or cannot be partitioned as asked."""
+
+
+class ModelError(FederaError):
+    """The model cannot be loaded or the method cannot be applied to it."""
+
+
+class NonFiniteLossError(FederaError):
+    """Training produced a NaN/inf loss; the method is stopped, other methods go on."""

@@ -1,0 +1,90 @@
+"""Everything one experiment needs before the first round, prepared once and shared by engines.
+
+A :class:`Job` holds the tokenised train/test splits, the client partition, the tokenizer and
+the model location. The in-process engine builds one for all clients; a Flower node builds
+the same one and uses only its own shard (same data source, partitioner and seed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from federa.client import TrainSettings
+from federa.config import Config
+from federa.data import TextData, collator, load_data, tokenize
+from federa.errors import DataError
+from federa.methods import get_method
+from federa.methods.base import Method, State
+from federa.partition import partition_indices
+from federa.pretrained import load_base_model, load_tokenizer, resolve_device, resolve_model_path
+
+
+@dataclass
+class Job:
+    cfg: Config
+    data: TextData
+    model_path: Path
+    tokenizer: PreTrainedTokenizerBase
+    train: Dataset  # tokenised, same row order as data.train
+    test: Dataset  # tokenised
+    parts: list[np.ndarray]
+    device: torch.device
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.data.label_names
+
+    @property
+    def collate(self):
+        return collator(self.tokenizer)
+
+    def shard(self, cid: int) -> Dataset:
+        idx = self.parts[cid]
+        if len(idx) == 0:
+            raise DataError(f"client {cid} has no examples; lower num_clients or raise partition.alpha")
+        return self.train.select(idx)
+
+    def train_settings(self, method: str) -> TrainSettings:
+        c = self.cfg
+        return TrainSettings(
+            lr=c.lr[method], batch_size=c.batch_size, seed=c.seed, local_steps=c.local_steps,
+            local_epochs=c.local_epochs, max_grad_norm=c.max_grad_norm, weight_decay=c.weight_decay,
+        )
+
+    def base_model(self) -> nn.Module:
+        return load_base_model(self.model_path, self.label_names, self.cfg.seed)
+
+    def server_model(self, method_name: str) -> tuple[Method, nn.Module, State]:
+        """The global model of ``method_name`` and the setup the server broadcasts once."""
+        method = get_method(method_name, self.cfg)
+        base = self.base_model()
+        setup = method.server_setup(base)
+        return method, method.apply(base, setup).to(self.device), setup
+
+    def client_model(self, method_name: str, setup: State) -> nn.Module:
+        """What a client builds from the broadcast setup (never its own SVD)."""
+        method = get_method(method_name, self.cfg)
+        return method.apply(self.base_model(), setup).to(self.device)
+
+
+def prepare_job(cfg: Config) -> Job:
+    if cfg.model.num_threads is not None:
+        torch.set_num_threads(cfg.model.num_threads)
+    device = resolve_device(cfg.model.device)
+    model_path = resolve_model_path(cfg.model.path)
+    data = load_data(cfg.data)
+    tokenizer = load_tokenizer(model_path)
+    parts = partition_indices(data.train, cfg.partition, cfg.num_clients, cfg.seed)
+    return Job(
+        cfg=cfg, data=data, model_path=model_path, tokenizer=tokenizer,
+        train=tokenize(data.train, tokenizer, cfg.max_length),
+        test=tokenize(data.test, tokenizer, cfg.max_length),
+        parts=parts, device=device,
+    )

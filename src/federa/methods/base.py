@@ -1,0 +1,67 @@
+"""What every method provides; engines and clients see only this interface.
+
+A method never knows about rounds or engines. The server calls :meth:`Method.server_setup`
+once on the pretrained model and broadcasts its result; every party (server and clients)
+then calls :meth:`Method.apply` with that same broadcast, so all hold identical frozen
+weights. What trains is exactly what travels: :func:`trainable_state`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from federa.config import Config
+
+State = dict[str, torch.Tensor]
+
+
+class Method(ABC):
+    name: str = ""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def server_setup(self, model: nn.Module) -> State:
+        """Computed once by the server from the pretrained model and broadcast to clients."""
+        return {}
+
+    @abstractmethod
+    def apply(self, model: nn.Module, setup: State) -> nn.Module:
+        """Turn the pretrained ``model`` into the trainable model, using the broadcast ``setup``."""
+
+    @abstractmethod
+    def save(self, model: nn.Module, out_dir: Path, setup: State) -> None:
+        """Write the final model in a format the Hugging Face ecosystem loads."""
+
+
+def trainable_state(model: nn.Module) -> State:
+    """The tensors that train, hence the only ones that travel (detached copies)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: nn.Module, state: State) -> None:
+    """Copy ``state`` into the model's trainable parameters; names and shapes must match exactly."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if params.keys() != state.keys():
+        missing = sorted(params.keys() - state.keys())[:3]
+        extra = sorted(state.keys() - params.keys())[:3]
+        raise ValueError(f"trainable state mismatch: missing {missing}, unexpected {extra}")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(state[name])
+
+
+def state_bytes(state: State) -> int:
+    """Bytes on the wire for ``state`` (raw tensor payload, no framing)."""
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

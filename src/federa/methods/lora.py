@@ -1,0 +1,65 @@
+"""Standard LoRA through Hugging Face peft: A random (Kaiming), B zero, head trained.
+
+The classifier head is in peft's ``modules_to_save`` (added by ``task_type=SEQ_CLS``), so it
+trains and travels with the adapter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import peft
+from torch import nn
+
+from federa.errors import ModelError
+from federa.methods.base import Method, State
+
+
+def find_target_linears(model: nn.Module, targets: list[str], rank: int) -> dict[str, nn.Linear]:
+    """Map module name -> Linear for every module whose name ends with a target; validate rank.
+
+    Raises ModelError naming the available Linear modules when a target matches nothing, and
+    the offending matrix when ``rank`` exceeds min(out, in).
+    """
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    found: dict[str, nn.Linear] = {}
+    for target in targets:
+        hits = {n: m for n, m in linears.items() if n == target or n.endswith("." + target)}
+        if not hits:
+            available = sorted({n.rsplit(".", 1)[-1] for n in linears})
+            raise ModelError(
+                f"lora.target_modules: '{target}' matches no Linear module in the model; "
+                f"available: {', '.join(available)}"
+            )
+        found.update(hits)
+    for name, lin in found.items():
+        limit = min(lin.out_features, lin.in_features)
+        if rank > limit:
+            raise ModelError(
+                f"lora.r={rank} is larger than min(out, in)={limit} of '{name}' "
+                f"({lin.out_features}x{lin.in_features}); set lora.r<={limit}"
+            )
+    return found
+
+
+class Lora(Method):
+    name = "lora"
+
+    def peft_config(self, init_lora_weights: bool | str = True, rank_multiplier: int = 1) -> peft.LoraConfig:
+        c = self.cfg.lora
+        return peft.LoraConfig(
+            task_type=peft.TaskType.SEQ_CLS,
+            r=c.r * rank_multiplier,
+            # alpha scales with r so that alpha/r (the update scaling) is unchanged.
+            lora_alpha=c.alpha * rank_multiplier,
+            lora_dropout=c.dropout,
+            target_modules=list(c.target_modules),
+            init_lora_weights=init_lora_weights,
+        )
+
+    def apply(self, model: nn.Module, setup: State) -> nn.Module:
+        find_target_linears(model, self.cfg.lora.target_modules, self.cfg.lora.r)
+        return peft.get_peft_model(model, self.peft_config())
+
+    def save(self, model: nn.Module, out_dir: Path, setup: State) -> None:
+        model.save_pretrained(out_dir)

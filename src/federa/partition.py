@@ -1,0 +1,117 @@
+"""Split the training set across clients with flwr-datasets partitioners, and describe the split.
+
+The result is a list of index arrays into the (unshuffled) train split, so the same
+partition can be written to ``partition.json``, compared across methods, and rebuilt by a
+Flower node from ``partition-id`` / ``num-partitions`` and the seed alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from datasets import Dataset
+from flwr_datasets.partitioner import (
+    DirichletPartitioner,
+    IidPartitioner,
+    Partitioner,
+    ShardPartitioner,
+    SizePartitioner,
+)
+
+from federa.config import PartitionConfig
+from federa.errors import DataError
+
+_INDEX = "__federa_index__"
+
+
+def _size_partition_sizes(weights: list[float] | None, n: int, total: int) -> list[int]:
+    w = np.asarray(weights if weights is not None else range(1, n + 1), dtype=float)
+    if (w <= 0).any():
+        raise DataError("partition.sizes must all be > 0")
+    sizes = np.floor(w / w.sum() * total).astype(int)
+    sizes[: total - sizes.sum()] += 1  # hand out the rounding remainder so every example is used
+    return sizes.tolist()
+
+
+def make_partitioner(cfg: PartitionConfig, num_clients: int, num_examples: int, seed: int) -> Partitioner:
+    if cfg.kind == "iid":
+        return IidPartitioner(num_partitions=num_clients)
+    if cfg.kind == "dirichlet":
+        return DirichletPartitioner(
+            num_partitions=num_clients, partition_by="label", alpha=cfg.alpha,
+            min_partition_size=cfg.min_examples, self_balancing=False, shuffle=True, seed=seed,
+        )
+    if cfg.kind == "shards":
+        # Shard size rounded up + keep_incomplete_shard: every example lands in some shard.
+        shard_size = max(1, math.ceil(num_examples / (num_clients * cfg.shards_per_client)))
+        return ShardPartitioner(
+            num_partitions=num_clients, partition_by="label", shard_size=shard_size,
+            keep_incomplete_shard=True, shuffle=True, seed=seed,
+        )
+    return SizePartitioner(partition_sizes=_size_partition_sizes(cfg.sizes, num_clients, num_examples))
+
+
+def partition_indices(train: Dataset, cfg: PartitionConfig, num_clients: int, seed: int) -> list[np.ndarray]:
+    """Indices into ``train`` for each client; each example goes to exactly one client."""
+    if num_clients > len(train):
+        raise DataError(f"num_clients={num_clients} exceeds the {len(train)} training examples; lower num_clients")
+    # Iid/size partitioners cut contiguous blocks, so shuffle first (seeded) to make blocks random.
+    order = np.random.default_rng(seed).permutation(len(train))
+    ds = train.add_column(_INDEX, list(range(len(train)))).select(order)
+    partitioner = make_partitioner(cfg, num_clients, len(train), seed)
+    partitioner.dataset = ds.select_columns([_INDEX, "label"])
+    try:
+        parts = [np.asarray(partitioner.load_partition(i)[_INDEX], dtype=np.int64) for i in range(num_clients)]
+    except ValueError as err:
+        hint = (f"partition.alpha={cfg.alpha} with num_clients={num_clients} could not give every client "
+                f"{cfg.min_examples}+ examples; raise partition.alpha or lower num_clients"
+                if cfg.kind == "dirichlet" else f"{cfg.kind} partition failed: {str(err).splitlines()[0]}")
+        raise DataError(hint) from None
+    for cid, idx in enumerate(parts):
+        if len(idx) < cfg.min_examples:
+            cause = f"partition.alpha={cfg.alpha}, " if cfg.kind == "dirichlet" else ""
+            raise DataError(
+                f"client {cid} got {len(idx)} examples (kind={cfg.kind}, {cause}num_clients={num_clients}); "
+                "lower num_clients or use a less skewed partition"
+            )
+    return [np.sort(p) for p in parts]
+
+
+def label_skew(label_counts: np.ndarray) -> float:
+    """Mean total-variation distance between each client's label distribution and the global one.
+
+    0 = every client sees the global mix; 1 = disjoint label sets. ``label_counts`` is
+    (clients, classes).
+    """
+    counts = np.asarray(label_counts, dtype=float)
+    global_p = counts.sum(0) / counts.sum()
+    client_p = counts / counts.sum(1, keepdims=True)
+    return float(0.5 * np.abs(client_p - global_p).sum(1).mean())
+
+
+def partition_stats(labels: np.ndarray, parts: list[np.ndarray], label_names: list[str]) -> dict[str, Any]:
+    """Per-client sizes and label histograms, plus the overall skew; JSON-ready."""
+    k = len(label_names)
+    counts = np.stack([np.bincount(labels[p], minlength=k) for p in parts])
+    return {
+        "label_names": label_names,
+        "label_skew_tv": round(label_skew(counts), 4),
+        "clients": [
+            {"id": i, "num_examples": int(len(p)), "label_counts": counts[i].tolist(), "indices": p.tolist()}
+            for i, p in enumerate(parts)
+        ],
+    }
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """A compact table of the split for the terminal."""
+    names = stats["label_names"]
+    width = max(6, *(len(n[:10]) for n in names))
+    head = f"{'client':>6} {'n':>6}  " + " ".join(f"{n[:10]:>{width}}" for n in names)
+    rows = [
+        f"{c['id']:>6} {c['num_examples']:>6}  " + " ".join(f"{v:>{width}}" for v in c["label_counts"])
+        for c in stats["clients"]
+    ]
+    return "\n".join([head, *rows, f"label skew (mean TV distance to the global mix): {stats['label_skew_tv']}"])

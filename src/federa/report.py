@@ -1,0 +1,192 @@
+"""From metrics records to the things a reader trusts: summary.json, report.md and plots.
+
+Everything here is a pure function of the records in ``metrics.jsonl`` and each method's
+``result.json``, so a report can be rebuilt from a results folder at any time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+Record = Mapping[str, Any]
+
+# Relative target used when the user sets none: 99% of FFT's best accuracy, the paper's yardstick.
+DEFAULT_TARGET_FRACTION = 0.99
+
+
+def by_method(records: Iterable[Record]) -> dict[str, list[Record]]:
+    out: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        out[r["method"]].append(r)
+    return {m: sorted(rs, key=lambda r: r["round"]) for m, rs in out.items()}
+
+
+def resolve_target(series: Mapping[str, Sequence[Record]], explicit: float | None) -> tuple[float | None, str]:
+    """(target accuracy, how it was chosen)."""
+    if explicit is not None:
+        return explicit, f"target_accuracy={explicit:g} (set in the config)"
+    ref = "fft" if series.get("fft") else None
+    pool = series[ref] if ref else [r for rs in series.values() for r in rs]
+    if not pool:
+        return None, "no evaluated rounds"
+    best = max(r["accuracy"] for r in pool)
+    who = "FFT's" if ref else "the best method's"
+    return DEFAULT_TARGET_FRACTION * best, f"{DEFAULT_TARGET_FRACTION:.0%} of {who} best accuracy ({best:.4f})"
+
+
+def time_to_target(records: Sequence[Record], target: float | None) -> dict[str, float] | None:
+    """The first evaluated round whose accuracy reaches ``target``, with cumulative cost; None if never."""
+    if target is None:
+        return None
+    for r in sorted(records, key=lambda r: r["round"]):
+        if r["accuracy"] >= target:
+            return {
+                "round": r["round"],
+                "train_wall_s": r["cum_train_wall_s"],
+                "client_compute_s": r["cum_client_compute_s"],
+                "bytes": r["cum_bytes_up"] + r["cum_bytes_down"],
+            }
+    return None
+
+
+def summarize_method(records: Sequence[Record], result: Mapping[str, Any] | None, target: float | None) -> dict[str, Any]:
+    trained = [r for r in records if r["round"] > 0]
+    last = records[-1] if records else {}
+    best = max(records, key=lambda r: r["accuracy"]) if records else {}
+    out: dict[str, Any] = dict(result or {"status": "incomplete"})
+    out.update({
+        "initial_accuracy": records[0]["accuracy"] if records and records[0]["round"] == 0 else None,
+        "final_round": last.get("round"),
+        "final_accuracy": last.get("accuracy"),
+        "final_macro_f1": last.get("macro_f1"),
+        "final_loss": last.get("loss"),
+        "best_accuracy": best.get("accuracy"),
+        "best_round": best.get("round"),
+        "total_bytes_up": last.get("cum_bytes_up", 0),
+        "total_bytes_down": last.get("cum_bytes_down", 0),
+        "train_wall_s": last.get("cum_train_wall_s", 0.0),
+        "client_compute_s": last.get("cum_client_compute_s", 0.0),
+        "wall_s": last.get("cum_wall_s", 0.0),
+        "mean_round_s": (sum(r["round_s"] for r in trained) / len(trained)) if trained else None,
+        "time_to_target": time_to_target(records, target),
+    })
+    return out
+
+
+def summarize(records: Iterable[Record], results: Mapping[str, Mapping[str, Any]], explicit_target: float | None,
+              run_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    series = by_method(records)
+    target, how = resolve_target(series, explicit_target)
+    methods = list(results) + [m for m in series if m not in results]
+    return {
+        "run": dict(run_info or {}),
+        "target_accuracy": target,
+        "target_rule": how,
+        "methods": {m: summarize_method(series.get(m, []), results.get(m), target) for m in methods},
+    }
+
+
+# -- report.md -------------------------------------------------------------------------
+
+
+def _fmt(x: Any, spec: str = ".4f") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return format(x, spec)
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} GB"
+
+
+def ttt_cell(t: Mapping[str, float] | None, key: str = "train_wall_s") -> str:
+    return "not reached" if t is None else f"{t[key]:.1f} s (round {t['round']})"
+
+
+def report_markdown(summary: Mapping[str, Any], partition_text: str = "") -> str:
+    run = summary.get("run", {})
+    lines = [f"# federa run: {run.get('name', '')}", ""]
+    for k in ("model", "data", "num_train", "num_test", "num_classes", "num_clients", "clients_per_round",
+              "rounds", "partition", "seed", "threads", "device"):
+        if k in run:
+            lines.append(f"- **{k}**: {run[k]}")
+    lines += ["", f"Target accuracy: **{_fmt(summary['target_accuracy'])}** — {summary['target_rule']}.", ""]
+    head = ["method", "trainable params", "trainable %", "sent per client per round", "initial acc",
+            "final acc", "best acc", "final macro-F1", "time to target (training wall)",
+            "client compute to target", "total communicated", "status"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m, s in summary["methods"].items():
+        ttt = s.get("time_to_target")
+        lines.append("| " + " | ".join([
+            m, f"{s.get('trainable_params', 0):,}", _fmt(s.get("trainable_pct"), ".3f"),
+            human_bytes(s.get("bytes_per_client_round")), _fmt(s.get("initial_accuracy")),
+            _fmt(s.get("final_accuracy")), _fmt(s.get("best_accuracy")), _fmt(s.get("final_macro_f1")),
+            ttt_cell(ttt), "not reached" if ttt is None else f"{ttt['client_compute_s']:.1f} s",
+            human_bytes((s.get("total_bytes_up") or 0) + (s.get("total_bytes_down") or 0)),
+            s.get("status", "?") + (f": {s['reason']}" if s.get("reason") else ""),
+        ]) + " |")
+    lines += [
+        "",
+        "Training wall = configure→aggregate per round, summed (evaluation excluded); client compute = "
+        "sum over sampled clients of local training seconds. Bytes count the tensors actually sent each way "
+        "(plus, for FeDeRA, the one-time broadcast of the initial SVD factors to each newly contacted client).",
+    ]
+    if partition_text:
+        lines += ["", "## Client partition", "", "```", partition_text, "```"]
+    lines += ["", "Plots: `accuracy_vs_round.png`, `accuracy_vs_time.png`, `accuracy_vs_bytes.png`.", ""]
+    return "\n".join(lines)
+
+
+# -- plots -----------------------------------------------------------------------------
+
+
+def plot_curves(series: Mapping[str, Sequence[Record]], x_of: Callable[[Record], float], x_label: str, path: Path,
+                title: str, target: float | None = None, log_x: bool = False) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never needs a display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for m, rs in series.items():
+        kept = [r for r in rs if not (log_x and x_of(r) <= 0)]  # round 0 has sent nothing yet
+        xs, ys = [x_of(r) for r in kept], [r["accuracy"] for r in kept]
+        ax.plot(xs, ys, marker="o", markersize=3, label=m)
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:.3f}")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_plots(records: Iterable[Record], out_dir: Path, target: float | None) -> list[Path]:
+    series = by_method(records)
+    specs: list[tuple[Callable[[Record], float], str, str, str, bool]] = [
+        (lambda r: r["round"], "round", "accuracy_vs_round.png", "Test accuracy per round", False),
+        (lambda r: r["cum_train_wall_s"], "training wall-clock seconds (evaluation excluded)",
+         "accuracy_vs_time.png", "Test accuracy vs training time", False),
+        (lambda r: r["cum_bytes_up"] + r["cum_bytes_down"], "bytes communicated (up + down, log scale)",
+         "accuracy_vs_bytes.png", "Test accuracy vs communication", True),
+    ]
+    paths = []
+    for x_of, label, name, title, log_x in specs:
+        plot_curves(series, x_of, label, out_dir / name, title, target, log_x)
+        paths.append(out_dir / name)
+    return paths

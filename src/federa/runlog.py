@@ -1,0 +1,77 @@
+"""The results folder of one run: where each file lives, and the append-only metrics log."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from federa.checkpoint import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def partition(self) -> Path:
+        return self.root / "partition.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    def method_dir(self, method: str) -> Path:
+        return self.root / method
+
+    def checkpoint(self, method: str) -> Path:
+        return self.method_dir(method) / "checkpoint.pt"
+
+    def result(self, method: str) -> Path:
+        """Written last, when a method has finished (or failed): its presence means 'done'."""
+        return self.method_dir(method) / "result.json"
+
+    def final_model(self, method: str) -> Path:
+        return self.method_dir(method) / "final"
+
+    # -- metrics.jsonl -------------------------------------------------------------------
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """Append one line and fsync, so a crash never loses an evaluated round."""
+        with open(self.metrics, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics.exists():
+            return []
+        out = []
+        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash mid-write
+        return out
+
+    def rewrite_metrics(self, records: Iterable[dict[str, Any]]) -> None:
+        atomic_write_bytes(self.metrics, "".join(json.dumps(r) + "\n" for r in records).encode())
+
+    def write_json(self, path: Path, obj: Any) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())

@@ -57,6 +57,54 @@ class FederaConfig(_Strict):
     )
 
 
+class Ia3Config(_Strict):
+    target_modules: list[str] = Field(default_factory=lambda: ["key", "value", "output.dense"])
+    feedforward_modules: list[str] = Field(default_factory=lambda: ["output.dense"])
+
+    @field_validator("target_modules", "feedforward_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, v: Any) -> Any:
+        return _split_list(v)
+
+
+class PromptConfig(_Strict):
+    num_virtual_tokens: int = Field(20, ge=1, description="Soft prompt length (method prompt).")
+
+
+class PrefixConfig(_Strict):
+    num_virtual_tokens: int = Field(10, ge=1, description="Prefix length per layer (method prefix).")
+
+
+class AdapterConfig(_Strict):
+    bottleneck: int = Field(16, ge=1, description="Bottleneck width of each Houlsby/Pfeiffer adapter.")
+
+
+class FlowerConfig(_Strict):
+    """engine=flower: where the SuperLink is and how rounds tolerate failures."""
+
+    mode: Literal["deployment", "simulation"] = "deployment"
+    superlink: str = Field("127.0.0.1:9093", description="SuperLink Control API address (flwr run).")
+    insecure: bool = True
+    min_replies: int | None = Field(None, ge=1, description="Aggregate a round if at least this many reply.")
+    round_timeout_s: float = Field(600.0, gt=0)
+
+
+class RobustConfig(_Strict):
+    trim_fraction: float = Field(0.1, ge=0, lt=0.5, description="strategy=trimmed_mean: fraction cut per side.")
+    clip_delta_norm: float | None = Field(None, gt=0, description="Clip each client's delta to this L2 norm.")
+    max_update_norm: float | None = Field(None, gt=0, description="Reject an update whose delta norm exceeds this.")
+
+
+class DpConfig(_Strict):
+    """Client-level DP-FedAvg: clip deltas to clip_norm, add N(0, (z·C/m)²) to the mean."""
+
+    enabled: bool = False
+    clip_norm: float = Field(1.0, gt=0)
+    noise_multiplier: float | None = Field(None, ge=0, description="z; None: chosen to meet target_epsilon.")
+    target_epsilon: float | None = Field(None, gt=0)
+    delta: float = Field(1e-5, gt=0, lt=1)
+
+
 class ModelConfig(_Strict):
     path: str | None = Field(None, description="Local Hugging Face model folder; None = built-in MiniLM-L6.")
     num_threads: int | None = Field(None, ge=1, description="torch threads; None = torch's default.")
@@ -101,10 +149,18 @@ class Config(_Strict):
     target_accuracy: float | None = Field(
         None, gt=0, le=1, description="None: 99% of the best FFT accuracy of the run (or of any method)."
     )
-    strategy: Literal["fedavg"] = "fedavg"
+    strategy: Literal["fedavg", "median", "trimmed_mean"] = "fedavg"
+    secure_aggregation: bool = Field(False, description="engine=flower: Flower SecAgg+ (server sees only the sum).")
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     federa: FederaConfig = Field(default_factory=FederaConfig)
+    ia3: Ia3Config = Field(default_factory=Ia3Config)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    prefix: PrefixConfig = Field(default_factory=PrefixConfig)
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    flower: FlowerConfig = Field(default_factory=FlowerConfig)
+    robust: RobustConfig = Field(default_factory=RobustConfig)
+    dp: DpConfig = Field(default_factory=DpConfig)
     lr: dict[str, float] = Field(default_factory=dict, validate_default=True)
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)

@@ -61,3 +61,10 @@ def tiny_cfg(tiny_model_dir, small_csv):
         ])
 
     return make
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_transformers():
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # weight-load reports drown real failures

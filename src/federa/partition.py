@@ -8,6 +8,7 @@ Flower node from ``partition-id`` / ``num-partitions`` and the seed alone.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,10 @@ def partition_indices(train: Dataset, cfg: PartitionConfig, num_clients: int, se
     partitioner = make_partitioner(cfg, num_clients, len(train), seed)
     partitioner.dataset = ds.select_columns([_INDEX, "label"])
     try:
-        parts = [np.asarray(partitioner.load_partition(i)[_INDEX], dtype=np.int64) for i in range(num_clients)]
+        with warnings.catch_warnings():
+            # flwr-datasets warns on every Dirichlet resample; our own error below says what to change.
+            warnings.simplefilter("ignore", UserWarning)
+            parts = [np.asarray(partitioner.load_partition(i)[_INDEX], dtype=np.int64) for i in range(num_clients)]
     except ValueError as err:
         hint = (f"partition.alpha={cfg.alpha} with num_clients={num_clients} could not give every client "
                 f"{cfg.min_examples}+ examples; raise partition.alpha or lower num_clients"

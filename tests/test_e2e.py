@@ -66,3 +66,14 @@ def test_saved_adapters_load_with_peft(run_dir):
     for m in ("lora", "federa"):
         model = PeftModel.from_pretrained(load_base_model(builtin_model_path(), labels, 0), str(run_dir / m / "final"))
         assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) > 0
+
+
+def test_report_is_rebuilt_from_disk(run_dir, capsys):
+    before = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "report.md").unlink()
+    (run_dir / "accuracy_vs_round.png").unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "accuracy_vs_round.png").stat().st_size > 10_000
+    after = json.loads((run_dir / "summary.json").read_text())
+    assert after["methods"] == before["methods"] and after["target_accuracy"] == before["target_accuracy"]
+    assert "| federa |" in capsys.readouterr().out

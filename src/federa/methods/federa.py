@@ -27,6 +27,7 @@ from federa.methods.base import State
 from federa.methods.lora import Lora, find_target_linears
 
 _PEFT_PREFIX = "base_model.model."
+_OVERSAMPLE = 10  # extra random directions for randomised SVD
 
 
 def svd_factors(
@@ -42,8 +43,12 @@ def svd_factors(
         u, s, vh = torch.linalg.svd(w, full_matrices=False)
         u, s, vh = u[:, :r], s[:r], vh[:r]
     else:
-        u, s, v = torch.svd_lowrank(w, q=r, niter=niter)
-        vh = v.T
+        # Oversample the random subspace (Halko et al., 2011): with q = r, as peft's pissa_niter
+        # does, the top-r directions come out far from the exact ones (relative error ~0.7 on
+        # MiniLM's query/value at r=8); with r + 10 columns it is several times smaller.
+        q = min(r + _OVERSAMPLE, *w.shape)
+        u, s, v = torch.svd_lowrank(w, q=q, niter=niter)
+        u, s, vh = u[:, :r], s[:r], v[:, :r].T
     root = (s / scaling).sqrt()
     b = u * root  # (out, r)
     a = root[:, None] * vh  # (r, in)

@@ -1,0 +1,112 @@
+"""Bottleneck adapters (Houlsby et al., 2019), written here because AdapterHub's ``adapters``
+1.3.0 pins transformers~=4.57 and does not import with transformers 5.
+
+After each transformer layer's attention-output and FFN-output projection (every Linear whose
+name ends with one of ``adapter.target_modules``) we insert
+
+    h  ->  h + up(gelu(down(h)))        down: d -> bottleneck,  up: bottleneck -> d, zero init
+
+before the sublayer's dropout, residual and LayerNorm. The zero up-projection makes the
+adapted model compute exactly what the pretrained model computed at initialisation. The
+adapters and the classification head train; everything else is frozen.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from federa.errors import ModelError
+from federa.methods.base import Method, State
+from federa.methods.bitfit import INFO_FILE, load_trainables, save_trainables, train_head
+
+
+class Bottleneck(nn.Module):
+    """The residual bottleneck MLP ``h + up(gelu(down(h)))``; the identity until ``up`` trains."""
+
+    def __init__(self, dim: int, width: int) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, width)  # PyTorch's default (Kaiming-uniform) init
+        self.up = nn.Linear(width, dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.up(nn.functional.gelu(self.down(h)))
+
+
+class AdaptedLinear(nn.Module):
+    """A frozen Linear followed by a trainable :class:`Bottleneck` (peft-style ``base_layer``)."""
+
+    def __init__(self, base_layer: nn.Linear, width: int) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.adapter = Bottleneck(base_layer.out_features, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.adapter(self.base_layer(x))
+
+
+def match_linears(model: nn.Module, targets: list[str], key: str = "adapter.target_modules") -> list[str]:
+    """Names of the Linear modules whose name ends with a target (``.``-separated suffix, as in
+    peft); ``key`` names the config key in the error raised when a target matches nothing."""
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    found: list[str] = []
+    for target in targets:
+        hits = [n for n in linears if n == target or n.endswith("." + target)]
+        if not hits:
+            available = sorted({".".join(n.split(".")[-2:]) for n in linears})
+            raise ModelError(
+                f"{key}: '{target}' matches no Linear module in the model; "
+                f"available suffixes: {', '.join(available)}"
+            )
+        found += [n for n in hits if n not in found]
+    return found
+
+
+def add_adapters(model: nn.Module, targets: list[str], width: int) -> list[str]:
+    """Wrap every target Linear of ``model`` in place; return the wrapped module names."""
+    names = match_linears(model, targets)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        base = getattr(parent, child)
+        setattr(parent, child, AdaptedLinear(base, width).to(base.weight.device, base.weight.dtype))
+    return names
+
+
+class Adapter(Method):
+    name = "adapter"
+
+    def apply(self, model: nn.Module, setup: State) -> nn.Module:
+        c = self.cfg.adapter
+        model.requires_grad_(False)
+        # The down-projections are random: seed them without touching the global stream, so
+        # the same config always gives the same initial adapters.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            add_adapters(model, c.target_modules, c.bottleneck)
+        for module in model.modules():
+            if isinstance(module, Bottleneck):
+                module.requires_grad_(True)
+        train_head(model)
+        return model
+
+    def save(self, model: nn.Module, out_dir: Path, setup: State) -> None:
+        c = self.cfg.adapter
+        save_trainables(model, out_dir, {
+            "method": self.name, "bottleneck": c.bottleneck, "target_modules": list(c.target_modules),
+            "how": "federa.methods.adapter.load_adapter(base_model, this_folder)",
+        })
+
+
+def load_adapter(model: nn.Module, out_dir: str | Path) -> nn.Module:
+    """Rebuild a saved adapter model from the pretrained ``model`` (same base, same num_labels)."""
+    out_dir = Path(out_dir)
+    info = json.loads((out_dir / INFO_FILE).read_text())
+    add_adapters(model, info["target_modules"], info["bottleneck"])
+    load_trainables(model, out_dir)
+    return model

@@ -1,0 +1,51 @@
+"""Prompt tuning (Lester et al., 2021) through Hugging Face peft: trainable soft-prompt tokens.
+
+``prompt.num_virtual_tokens`` embeddings are prepended to every input's token embeddings;
+the encoder is frozen, the soft prompt and the classifier head (peft's ``modules_to_save``
+for ``task_type=SEQ_CLS``) train and travel. The prompt starts as the embeddings of randomly
+sampled vocabulary tokens (``SAMPLE_VOCAB``), which Lester et al. found better than a random
+init: it starts on the scale of real token embeddings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import peft
+import torch
+from torch import nn
+
+from federa.errors import ModelError
+from federa.methods.base import Method, State
+
+
+def check_positions(model: nn.Module, virtual_tokens: int, max_length: int, key: str) -> None:
+    """Virtual tokens take position slots: they and the longest input must fit the model's positions."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and virtual_tokens + max_length > limit:
+        raise ModelError(
+            f"{key}={virtual_tokens} plus max_length={max_length} exceeds the model's {limit} positions; "
+            f"set {key}<={limit - max_length} or lower max_length"
+        )
+
+
+class PromptTuning(Method):
+    name = "prompt"
+
+    def peft_config(self) -> peft.PromptTuningConfig:
+        return peft.PromptTuningConfig(
+            task_type=peft.TaskType.SEQ_CLS,
+            num_virtual_tokens=self.cfg.prompt.num_virtual_tokens,
+            prompt_tuning_init=peft.PromptTuningInit.SAMPLE_VOCAB,
+        )
+
+    def apply(self, model: nn.Module, setup: State) -> nn.Module:
+        check_positions(model, self.cfg.prompt.num_virtual_tokens, self.cfg.max_length, "prompt.num_virtual_tokens")
+        # SAMPLE_VOCAB draws token ids from torch's global stream: seed it locally.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            return peft.get_peft_model(model, self.peft_config())
+
+    def save(self, model: nn.Module, out_dir: Path, setup: State) -> None:
+        """A peft adapter folder: ``PeftModel.from_pretrained(pretrained, out_dir)`` loads it."""
+        model.save_pretrained(out_dir)

@@ -57,6 +57,8 @@ def tiny_cfg(tiny_model_dir, small_csv):
         return build_config({}, [
             f"model.path={tiny_model_dir}", f"data.path={small_csv}", "rounds=2", "num_clients=4",
             "clients_per_round=2", "local_steps=2", "batch_size=8", "max_length=32", "lora.r=4",
+            # A 32-wide model gains nothing from threads; one keeps parallel processes from fighting.
+            "model.num_threads=1",
             *overrides,
         ])
 

@@ -10,7 +10,7 @@ from federa.pretrained import builtin_model_path, load_base_model
 
 REAL = ["rounds=3", "num_clients=4", "clients_per_round=2", "local_steps=5", "batch_size=16", "max_length=32",
         "data.max_train_examples=320", "data.max_test_examples=120", "partition.alpha=1.0", "lr.fft=1e-4",
-        "lr.lora=5e-3", "lr.federa=3e-3"]
+        "lr.lora=5e-3", "lr.federa=3e-3", "model.num_threads=2"]
 
 
 @pytest.fixture(scope="module")

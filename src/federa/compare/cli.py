@@ -1,0 +1,59 @@
+"""The ``federa compare`` command line: its options, the plan they describe, and the run.
+
+Wired in :mod:`federa.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from federa.compare.lr_grid import LR_MULTIPLIERS
+from federa.compare.plan import DEFAULT_ALPHAS, Plan, parse_alphas, parse_methods, parse_seeds
+from federa.compare.run import run_compare
+from federa.config import load_config
+from federa.errors import ConfigError
+from federa.methods import available_methods
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file (default: the built-in default)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key for every cell, e.g. --set rounds=5 (repeatable)")
+    p.add_argument("--methods", help="comma-separated methods (default: the config's `methods`); "
+                                     f"available: {','.join(available_methods())}")
+    p.add_argument("--alphas", default=DEFAULT_ALPHAS,
+                   help=f"Dirichlet alphas and/or 'iid', comma-separated (default: {DEFAULT_ALPHAS})")
+    p.add_argument("--seeds", help="comma-separated seeds, each a new partition and init (default: the config's seed)")
+    p.add_argument("--target", type=float, help="absolute target accuracy (default: 99%% of FFT's best per cell)")
+    p.add_argument("--lr-grid", action="store_true",
+                   help=f"pick each method's lr from x{{{', '.join(f'{m:g}' for m in LR_MULTIPLIERS)}}} "
+                        "on a validation split of the clients' training data")
+    p.add_argument("--out", help="results folder (default: runs/compare-<name>); re-run the command to resume")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+
+
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    base = load_config(args.config, args.set)
+    if args.target is not None and not 0 < args.target <= 1:
+        raise ConfigError(f"--target must be an accuracy in (0, 1], got {args.target}; e.g. --target 0.85")
+    return Plan(
+        base=base,
+        methods=parse_methods(args.methods) if args.methods else tuple(base.methods),
+        alphas=parse_alphas(args.alphas),
+        seeds=parse_seeds(args.seeds) if args.seeds else (base.seed,),
+        out=Path(args.out) if args.out else Path("runs") / f"compare-{base.name}",
+        target=args.target, lr_grid=args.lr_grid,
+    )
+
+
+def main(args: argparse.Namespace) -> list[str]:
+    """Run ``federa compare``; returns the (method, alpha) pairs that did not finish."""
+    plan = plan_from_args(args)
+    print(f"results: {plan.out}")
+    outcome = run_compare(plan, progress=not args.no_progress)
+    print((plan.out / "summary.md").read_text(encoding="utf-8"))
+    for i, c in enumerate(outcome["claims"], 1):
+        print(f"claim {i}: {c.verdict}: {c.title}")
+    print(f"details: {plan.out / 'claims.md'}")
+    return outcome["failed"]

@@ -1,0 +1,27 @@
+"""A cell's job: the shared data re-partitioned for the cell, and one method's lr set on it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from federa.config import Config, build_config
+
+if TYPE_CHECKING:
+    from federa.job import Job
+
+
+def cell_job(base: Job, cfg: Config) -> Job:
+    """``base`` re-partitioned for ``cfg``: cells differ only in partition and seed, never in data."""
+    from federa.partition import partition_indices
+
+    parts = partition_indices(base.data.train, cfg.partition, cfg.num_clients, cfg.seed)
+    return replace(base, cfg=cfg, parts=parts)
+
+
+def with_lr(job: Job, method: str, lr: float | None) -> Job:
+    if lr is None:
+        return job
+    raw = job.cfg.model_dump(mode="json")
+    raw["lr"] = {**raw["lr"], method: lr}
+    return replace(job, cfg=build_config(raw))

@@ -1,0 +1,43 @@
+"""Every output file of a comparison, (re)built from the cells on disk.
+
+``results.csv summary.csv summary.md claims.md lr_grid.csv plots/*.png`` in the plan's folder.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from federa.compare.claims import check_claims, claims_markdown, headline
+from federa.compare.lr_grid import GRID_COLUMNS, grid_scores
+from federa.compare.plan import Plan
+from federa.compare.plots import write_plots
+from federa.compare.tables import (
+    RESULT_COLUMNS,
+    SUMMARY_COLUMNS,
+    _write_csv,
+    load_cells,
+    results_rows,
+    summary_markdown,
+    summary_rows,
+)
+
+
+def write_outputs(plan: Plan) -> dict[str, Any]:
+    """(Re)build every output file of ``plan.out`` from the cells on disk."""
+    cells = load_cells(plan)
+    rows = summary_rows(plan, cells)
+    info_path = plan.out / "compare.json"
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    _write_csv(plan.out / "results.csv", results_rows(cells), RESULT_COLUMNS)
+    _write_csv(plan.out / "summary.csv", rows, SUMMARY_COLUMNS)
+    (plan.out / "summary.md").write_text(summary_markdown(plan, rows, info), encoding="utf-8")
+    claims = check_claims(plan, rows)
+    (plan.out / "claims.md").write_text(claims_markdown(plan, claims), encoding="utf-8")
+    if plan.lr_grid:
+        grid = [{"alpha": c.alpha, "seed": c.seed, **g} for c in plan.cells
+                for g in grid_scores(plan.cell_dir(c), plan.methods)]
+        _write_csv(plan.out / "lr_grid.csv", grid, GRID_COLUMNS)
+    plots = write_plots(plan, cells, rows)
+    failed = [f"{r['method']}@alpha={r['alpha']}" for r in rows if r["done"] < r["seeds"]]
+    return {"rows": rows, "claims": claims, "plots": plots, "failed": failed, "headline": headline(rows)}

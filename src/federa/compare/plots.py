@@ -1,0 +1,115 @@
+"""The comparison's plots (``plots/*.png``): accuracy curves per alpha, robustness, time vs FFT."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from federa.compare.plan import IID, Plan, heterogeneity_order
+from federa.compare.tables import CellResult, _index
+from federa.report import plot_curves
+
+
+def _mean_curve(cells: Sequence[CellResult], method: str) -> list[dict[str, float]]:
+    """Per round, the mean over seeds of accuracy and cumulative costs (rounds every seed has)."""
+    by_round: dict[int, list[Mapping[str, Any]]] = {}
+    for c in cells:
+        for r in c.records:
+            if r["method"] == method:
+                by_round.setdefault(r["round"], []).append(r)
+    n = max((len(v) for v in by_round.values()), default=0)
+    keys = ("accuracy", "cum_train_wall_s", "cum_client_compute_s")
+    return [{"round": rnd, **{k: statistics.fmean(r[k] for r in rs) for k in keys}}
+            for rnd, rs in sorted(by_round.items()) if len(rs) == n]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_robustness(plan: Plan, rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    plt = _pyplot()
+    order = heterogeneity_order(plan.alphas)
+    ix = _index(rows)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for k, m in enumerate(plan.methods):
+        pts = [(i, ix[(m, a)]) for i, a in enumerate(order) if (m, a) in ix]
+        if not pts:
+            continue
+        xs = [i + (k - (len(plan.methods) - 1) / 2) * 0.04 for i, _ in pts]  # nudge so error bars don't overlap
+        ax.errorbar(xs, [r["final_accuracy_mean"] for _, r in pts], yerr=[r["final_accuracy_std"] or 0 for _, r in pts],
+                    marker="o", capsize=4, label=m)
+    ax.set_xticks(range(len(order)), [("IID" if a == IID else f"α={a}") for a in order])
+    ax.set_xlabel("client label skew (Dirichlet α; smaller = more heterogeneous)")
+    ax.set_ylabel("final test accuracy (mean ± std over seeds)")
+    ax.set_title("Robustness to heterogeneity")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_time_vs_fft(plan: Plan, rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    plt = _pyplot()
+    order = heterogeneity_order(plan.alphas)
+    ix = _index(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120, sharey=False)
+    width = 0.8 / max(1, len(plan.methods))
+    for ax, col, label in ((axes[0], "client_compute_to_target_vs_fft", "client compute"),
+                           (axes[1], "train_wall_to_target_vs_fft", "training wall")):
+        for k, m in enumerate(plan.methods):
+            xs = [i + (k - (len(plan.methods) - 1) / 2) * width for i in range(len(order))]
+            vals = [(ix.get((m, a)) or {}).get(col) for a in order]
+            ax.bar(xs, [v or 0 for v in vals], width, label=m)
+            for x, v in zip(xs, vals):
+                if v is None:  # never reached the target (or FFT did not): say so instead of a 0 bar
+                    ax.text(x, 0.02, "n/r", ha="center", va="bottom", fontsize=8, rotation=90)
+        ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+        ax.set_xticks(range(len(order)), [("IID" if a == IID else f"α={a}") for a in order])
+        ax.set_ylabel(f"{label} to target ÷ FFT's (lower is faster)")
+        ax.set_title(f"Time to target relative to FFT: {label}")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+    fig.text(0.5, 0.01, "n/r = no ratio: the method or FFT never reached the target, or FFT was at it before "
+                        "training", ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_plots(plan: Plan, cells: Sequence[CellResult], rows: Sequence[Mapping[str, Any]]) -> list[Path]:
+    out = plan.out / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    specs: list[tuple[str, Callable[[Mapping[str, Any]], float], str]] = [
+        ("round", lambda r: r["round"], "round"),
+        ("time", lambda r: r["cum_train_wall_s"], "training wall-clock seconds (evaluation excluded)"),
+        ("compute", lambda r: r["cum_client_compute_s"], "client compute seconds (sum over clients)"),
+    ]
+    for a in plan.alphas:
+        at = [c for c in cells if c.alpha == a]
+        if not at:
+            continue
+        series = {m: curve for m in plan.methods if (curve := _mean_curve(at, m))}
+        targets = [c.summary["target_accuracy"] for c in at if c.summary["target_accuracy"] is not None]
+        target = statistics.fmean(targets) if targets else None
+        where = "IID" if a == IID else f"α={a}"
+        for name, x_of, label in specs:
+            p = out / f"acc_vs_{name}_a{a}.png"
+            plot_curves(series, x_of, label, p, f"{where}: test accuracy (mean of {len(at)} seed(s))", target)
+            paths.append(p)
+    if rows:
+        plot_robustness(plan, rows, out / "acc_vs_alpha.png")
+        paths.append(out / "acc_vs_alpha.png")
+    if rows and "fft" in plan.methods:  # the bars are ratios to FFT: nothing to draw without it
+        plot_time_vs_fft(plan, rows, out / "time_to_target_vs_fft.png")
+        paths.append(out / "time_to_target_vs_fft.png")
+    return paths

@@ -1,0 +1,105 @@
+"""Running a comparison: every pending (method, cell) of a plan, then every output.
+
+Each cell's folder pins its config and partition: a method whose ``result.json`` exists in a
+cell is read back, never re-run; an interrupted one resumes from its checkpoint (ServerRun), and a
+folder made with other settings, or data that now split differently, is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import yaml
+
+from federa.compare.jobs import cell_job, with_lr
+from federa.compare.lr_grid import LR_MULTIPLIERS, VAL_FRACTION, choose_lrs
+from federa.compare.outputs import write_outputs
+from federa.compare.plan import Plan
+from federa.config import Config, build_config
+from federa.errors import ConfigError, DataError
+from federa.runlog import RunDir
+
+if TYPE_CHECKING:
+    from federa.job import Job
+
+
+def _claim_cell_dir(rd: RunDir, cfg: Config) -> None:
+    """Write the cell's config.yaml, or check a folder being resumed was made with the same one."""
+    rd.root.mkdir(parents=True, exist_ok=True)
+    if not rd.config.is_file():
+        rd.config.write_text(cfg.to_yaml(), encoding="utf-8")
+        return
+    old = build_config(yaml.safe_load(rd.config.read_text(encoding="utf-8"))).model_dump()
+    new = cfg.model_dump()
+    # Adding methods to a comparison is fine; anything else changes what finished cells mean.
+    diff = [k for k in new if k not in ("methods", "lr") and old.get(k) != new[k]]
+    diff += [f"lr.{m}" for m in old["methods"] if m in new["methods"] and old["lr"].get(m) != new["lr"][m]]
+    if diff:
+        raise ConfigError(f"{rd.root} was run with a different '{diff[0]}'; pass a new --out for these settings")
+    if old["methods"] != new["methods"]:
+        rd.config.write_text(cfg.to_yaml(), encoding="utf-8")
+
+
+def _pin_partition(rd: RunDir, job: Job) -> None:
+    """Save the cell's partition once; on resume, refuse to go on if the data now split differently."""
+    from federa.partition import partition_stats
+
+    stats = partition_stats(np.asarray(job.data.train["label"]), job.parts, job.label_names)
+    if not rd.partition.is_file():
+        rd.write_json(rd.partition, stats)
+        return
+    saved = json.loads(rd.partition.read_text(encoding="utf-8"))
+    if [c["indices"] for c in saved["clients"]] != [c["indices"] for c in stats["clients"]]:
+        raise DataError(f"{rd.partition}: the data now split differently than for the finished methods; "
+                        "pass a new --out")
+
+
+def run_compare(plan: Plan, progress: bool = True, log=print) -> dict[str, Any]:
+    """Run every pending (method, cell) of ``plan``, then write all outputs; returns the outputs' data."""
+    from federa.engines.inprocess import run_method
+    from federa.experiment import run_info
+    from federa.job import prepare_job
+
+    plan.out.mkdir(parents=True, exist_ok=True)
+    base: Job | None = None
+    for cell in plan.cells:
+        cfg = plan.cell_config(cell)
+        rd = plan.cell_dir(cell)
+        _claim_cell_dir(rd, cfg)
+        pending = [m for m in plan.methods if not rd.result(m).is_file()]
+        if not pending:
+            log(f"[{cell.name}] every method finished; reading it back")
+            continue
+        if base is None:
+            base = prepare_job(cfg)  # data, tokenizer and threads once; each cell re-partitions
+            log(f"data: {base.data.source}: {len(base.train)} train / {len(base.test)} test")
+            for m in plan.methods:
+                # A method that cannot apply to this model fails here, not after hours of other cells.
+                base.server_model(m)
+            _write_compare_json(plan, run_info(base))
+        job = cell_job(base, cfg)
+        _pin_partition(rd, job)
+        lrs = choose_lrs(job, rd, pending, progress, log) if plan.lr_grid else {}
+        for m in plan.methods:
+            if rd.result(m).is_file():
+                log(f"[{cell.name}] {m}: finished; reading it back")
+                continue
+            log(f"[{cell.name}] {m}")
+            run_method(with_lr(job, m, lrs.get(m)), m, rd, progress=progress, log=log)
+    if not (plan.out / "compare.json").is_file():
+        _write_compare_json(plan, {})
+    return write_outputs(plan)
+
+
+def _write_compare_json(plan: Plan, info: Mapping[str, Any]) -> None:
+    RunDir(plan.out).write_json(plan.out / "compare.json", {
+        "methods": list(plan.methods), "alphas": list(plan.alphas), "seeds": list(plan.seeds),
+        "target": plan.explicit_target, "lr_grid": plan.lr_grid,
+        "lr_grid_settings": {"multipliers": list(LR_MULTIPLIERS), "val_fraction": VAL_FRACTION,
+                             "rounds": "half of rounds, at least 1"} if plan.lr_grid else None,
+        "run": {k: v for k, v in info.items() if k not in ("partition", "seed")},
+        "base_config": plan.base.model_dump(mode="json"),
+    })

@@ -1,0 +1,200 @@
+"""The comparison's tables: cells read back, per-round results, per-(method, alpha) summary.
+
+Written as ``results.csv``, ``summary.csv`` and ``summary.md``; the summary rows are also what
+the claims and the plots read.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from federa.compare.plan import Plan
+from federa.report import human_bytes, summarize
+
+RESULT_COLUMNS = [
+    "alpha", "seed", "method", "lr", "status", "target_accuracy", "round", "accuracy", "macro_f1", "loss",
+    "train_loss", "clients", "examples_seen", "bytes_up", "bytes_down", "client_compute_s", "round_s",
+    "aggregate_s", "eval_s", "cum_train_wall_s", "cum_client_compute_s", "cum_wall_s", "cum_bytes_up",
+    "cum_bytes_down", "cum_examples_seen",
+]
+SUMMARY_COLUMNS = [
+    "method", "alpha", "seeds", "done", "lr",
+    "final_accuracy_mean", "final_accuracy_std", "best_accuracy_mean", "best_accuracy_std",
+    "final_macro_f1_mean", "final_macro_f1_std", "best_macro_f1_mean", "best_macro_f1_std",
+    "trainable_params", "trainable_pct", "bytes_per_client_round", "total_bytes_up_mean", "total_bytes_mean",
+    "target_accuracy_mean", "reached",
+    "rounds_to_target_mean", "rounds_to_target_std",
+    "train_wall_s_to_target_mean", "train_wall_s_to_target_std",
+    "client_compute_s_to_target_mean", "client_compute_s_to_target_std",
+    "client_compute_to_target_vs_fft", "train_wall_to_target_vs_fft",
+]
+
+
+@dataclass
+class CellResult:
+    alpha: str
+    seed: int
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]  # federa.report.summarize of this cell (target resolved per cell)
+
+
+def load_cells(plan: Plan) -> list[CellResult]:
+    cells = []
+    for cell in plan.cells:
+        rd = plan.cell_dir(cell)
+        if not rd.root.is_dir():
+            continue
+        results = {m: json.loads(rd.result(m).read_text(encoding="utf-8"))
+                   for m in plan.methods if rd.result(m).is_file()}
+        records = [r for r in rd.read_metrics() if r["method"] in plan.methods]
+        if not records:
+            continue
+        cells.append(CellResult(cell.alpha, cell.seed, records, summarize(records, results, plan.explicit_target)))
+    return cells
+
+
+def results_rows(cells: Sequence[CellResult]) -> list[dict[str, Any]]:
+    rows = []
+    for c in cells:
+        for r in c.records:
+            s = c.summary["methods"].get(r["method"], {})
+            row = {"alpha": c.alpha, "seed": c.seed, "lr": s.get("lr"), "status": s.get("status"),
+                   "target_accuracy": c.summary["target_accuracy"], **r}
+            if isinstance(row.get("clients"), list):
+                row["clients"] = " ".join(map(str, row["clients"]))
+            rows.append(row)
+    return rows
+
+
+def _mean_std(xs: Sequence[float | None]) -> tuple[float | None, float | None]:
+    vals = [float(x) for x in xs if x is not None]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+
+
+def summary_rows(plan: Plan, cells: Sequence[CellResult]) -> list[dict[str, Any]]:
+    """Per (method, alpha): mean ± std over seeds (sample std; empty with one seed)."""
+    rows = []
+    for alpha in plan.alphas:
+        at = [c for c in cells if c.alpha == alpha]
+        for m in plan.methods:
+            per = [(c.summary["methods"][m], c.summary["methods"].get("fft")) for c in at if m in c.summary["methods"]]
+            if not per:
+                continue
+            ss = [s for s, _ in per]
+            ttt = [s["time_to_target"] for s in ss if s.get("time_to_target")]
+            row: dict[str, Any] = {
+                "method": m, "alpha": alpha, "seeds": len(ss),
+                "done": sum(s.get("status") == "done" for s in ss),
+                "lr": " ".join(sorted({f"{s['lr']:.3g}" for s in ss if s.get("lr") is not None})),
+                "trainable_params": ss[0].get("trainable_params"), "trainable_pct": ss[0].get("trainable_pct"),
+                "bytes_per_client_round": ss[0].get("bytes_per_client_round"),
+                "reached": f"{len(ttt)}/{len(ss)}",
+            }
+            for key in ("final_accuracy", "best_accuracy", "final_macro_f1", "best_macro_f1"):
+                row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([s.get(key) for s in ss])
+            row["total_bytes_up_mean"], _ = _mean_std([s.get("total_bytes_up") for s in ss])
+            row["total_bytes_mean"], _ = _mean_std([(s.get("total_bytes_up") or 0) + (s.get("total_bytes_down") or 0)
+                                                    for s in ss])
+            row["target_accuracy_mean"], _ = _mean_std([c.summary["target_accuracy"] for c in at
+                                                         if m in c.summary["methods"]])
+            for key, col in (("round", "rounds_to_target"), ("train_wall_s", "train_wall_s_to_target"),
+                             ("client_compute_s", "client_compute_s_to_target")):
+                row[f"{col}_mean"], row[f"{col}_std"] = _mean_std([t[key] for t in ttt])
+            for key, col in (("client_compute_s", "client_compute_to_target_vs_fft"),
+                             ("train_wall_s", "train_wall_to_target_vs_fft")):
+                ratios = [s["time_to_target"][key] / f["time_to_target"][key] for s, f in per
+                          if f and s.get("time_to_target") and f.get("time_to_target")
+                          and f["time_to_target"][key] > 0]
+                row[col], _ = _mean_std(ratios)
+            rows.append(row)
+    return rows
+
+
+def _index(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], Mapping[str, Any]]:
+    return {(r["method"], r["alpha"]): r for r in rows}
+
+
+# ---------------------------------------------------------------------------------------
+# Writing: csv, markdown
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    extra = sorted({k for r in rows for k in r} - set(columns))
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=[*columns, *extra], restval="")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+
+
+def _pm(mean: float | None, std: float | None, spec: str = ".4f") -> str:
+    if mean is None:
+        return "–"
+    return format(mean, spec) + (f" ± {format(std, spec)}" if std is not None else "")
+
+
+def _ttt_text(r: Mapping[str, Any], col: str, unit: str) -> str:
+    n_reached, n = (int(x) for x in r["reached"].split("/"))
+    if n_reached == 0:
+        return "not reached"
+    spec = ".0f" if unit == "" else ".1f"
+    text = _pm(r[f"{col}_mean"], r[f"{col}_std"], spec) + unit
+    return text + (f" ({n_reached}/{n} seeds)" if n_reached < n else "")
+
+
+def summary_markdown(plan: Plan, rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> str:
+    run = info.get("run", {})
+    lines = ["# federa compare", ""]
+    lines += [f"- **methods**: {', '.join(plan.methods)}", f"- **alphas**: {', '.join(plan.alphas)} "
+              "(Dirichlet label skew; smaller = more heterogeneous)", f"- **seeds**: {', '.join(map(str, plan.seeds))}"]
+    for k in ("model", "data", "num_train", "num_test", "num_clients", "clients_per_round", "rounds", "threads",
+              "device"):
+        if k in run:
+            lines.append(f"- **{k}**: {run[k]}")
+    b = plan.base
+    steps = f"local_epochs={b.local_epochs}" if b.local_epochs is not None else f"local_steps={b.local_steps}"
+    lines.append(f"- **local training**: {steps}, batch_size={b.batch_size}, max_length={b.max_length}")
+    rule = (f"absolute target {plan.explicit_target:g}" if plan.explicit_target is not None
+            else "99% of FFT's best test accuracy in the same (alpha, seed) cell "
+                 "(best method's when FFT is not in the run)")
+    lr_rule = "best of the lr grid (see lr_grid.csv)" if plan.lr_grid else "configured per method"
+    lines += [f"- **target**: {rule}", f"- **lr**: {lr_rule}", "",
+              "Mean ± sample std over seeds (no ± with one seed).", ""]
+    head = ["alpha", "method", "final acc", "best acc", "final macro-F1", "best macro-F1", "trainable %",
+            "sent / client / round", "total uploaded", "rounds to target", "client compute to target",
+            "training wall to target", "compute to target vs FFT", "lr", "done"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        ratio = r["client_compute_to_target_vs_fft"]
+        lines.append("| " + " | ".join([
+            r["alpha"], r["method"], _pm(r["final_accuracy_mean"], r["final_accuracy_std"]),
+            _pm(r["best_accuracy_mean"], r["best_accuracy_std"]),
+            _pm(r["final_macro_f1_mean"], r["final_macro_f1_std"]),
+            _pm(r["best_macro_f1_mean"], r["best_macro_f1_std"]),
+            "–" if r["trainable_pct"] is None else f"{r['trainable_pct']:.3f}",
+            human_bytes(r["bytes_per_client_round"]), human_bytes(r["total_bytes_up_mean"]),
+            _ttt_text(r, "rounds_to_target", ""), _ttt_text(r, "client_compute_s_to_target", " s"),
+            _ttt_text(r, "train_wall_s_to_target", " s"), "–" if ratio is None else f"{ratio:.2f}×",
+            r["lr"] or "–", f"{r['done']}/{r['seeds']}",
+        ]) + " |")
+    lines += [
+        "",
+        "Client compute = sum over sampled clients of local training seconds (what devices training in "
+        "parallel spend); training wall = configure→aggregate per round, summed, evaluation excluded. "
+        "Both are cumulative up to the first evaluated round at or above the target. "
+        "All methods of a cell ran back to back in one process with the same thread count.",
+        "",
+        "Plots in `plots/`: `acc_vs_round_a<alpha>.png`, `acc_vs_time_a<alpha>.png`, "
+        "`acc_vs_compute_a<alpha>.png`, `acc_vs_alpha.png`, `time_to_target_vs_fft.png`. "
+        "Claims: `claims.md`.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -77,16 +77,31 @@ class PrefixConfig(_Strict):
 
 class AdapterConfig(_Strict):
     bottleneck: int = Field(16, ge=1, description="Bottleneck width of each Houlsby/Pfeiffer adapter.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["attention.output.dense", "output.dense"],
+        description="Linear modules (name suffixes) followed by an adapter; BERT: attention and FFN outputs.",
+    )
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, v: Any) -> Any:
+        return _split_list(v)
 
 
 class FlowerConfig(_Strict):
     """engine=flower: where the SuperLink is and how rounds tolerate failures."""
 
     mode: Literal["deployment", "simulation"] = "deployment"
-    superlink: str = Field("127.0.0.1:9093", description="SuperLink Control API address (flwr run).")
+    superlink: str = Field("127.0.0.1:9093", description="SuperLink address host:port (flwr run).")
     insecure: bool = True
-    min_replies: int | None = Field(None, ge=1, description="Aggregate a round if at least this many reply.")
-    round_timeout_s: float = Field(600.0, gt=0)
+    root_certificates: str | None = Field(None, description="CA certificate (PEM) of a TLS SuperLink.")
+    min_replies: int | None = Field(
+        None, ge=1, description="Aggregate a round if at least this many reply; None: half the sampled, rounded up."
+    )
+    round_timeout_s: float = Field(600.0, gt=0, description="Wait at most this long for a round's replies.")
+    secagg_clip_range: float = Field(
+        1.0, gt=0, description="secure_aggregation: client deltas must lie in [-x, x]; quantisation step 2x/2**22."
+    )
 
 
 class RobustConfig(_Strict):
@@ -103,6 +118,12 @@ class DpConfig(_Strict):
     noise_multiplier: float | None = Field(None, ge=0, description="z; None: chosen to meet target_epsilon.")
     target_epsilon: float | None = Field(None, gt=0)
     delta: float = Field(1e-5, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> DpConfig:
+        if self.enabled and (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError("dp.enabled needs exactly one of dp.noise_multiplier or dp.target_epsilon; set one")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -138,7 +159,7 @@ class Config(_Strict):
     num_clients: int = Field(10, ge=1)
     clients_per_round: int = Field(5, ge=1)
     local_epochs: float | None = Field(None, gt=0, description="Local passes over the shard (overrides local_steps).")
-    local_steps: int | None = Field(10, ge=1, description="Local optimiser steps per round.")
+    local_steps: int | None = Field(8, ge=1, description="Local optimiser steps per round.")
     batch_size: int = Field(16, ge=1)
     eval_batch_size: int = Field(64, ge=1)
     max_length: int = Field(64, ge=8)
@@ -199,6 +220,9 @@ class Config(_Strict):
                 f"clients_per_round ({self.clients_per_round}) > num_clients ({self.num_clients}); "
                 f"set clients_per_round<={self.num_clients}"
             )
+        if self.dp.enabled and self.strategy != "fedavg":
+            # The noise is calibrated to the sensitivity of a clipped mean, not of a median.
+            raise ValueError(f"dp.enabled works with strategy=fedavg only, got strategy={self.strategy}")
         if self.local_epochs is None and self.local_steps is None:
             raise ValueError("set local_steps or local_epochs")
         if self.partition.sizes is not None and len(self.partition.sizes) != self.num_clients:

@@ -11,6 +11,7 @@ Sources, all through Hugging Face ``datasets`` and all ending on the same code p
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,9 +93,22 @@ def _normalise(ds: Dataset, cfg: DataConfig, where: str) -> Dataset:
         ds = ds.rename_column(cfg.label_column, "label")
     if len(ds) == 0:
         raise DataError(f"{where} has no rows")
-    missing = sum(1 for t, y in zip(ds["text"], ds["label"]) if t is None or y is None)
+    if ds.features["text"] != datasets.Value("string"):
+        # Numbers or booleans read from a csv are still text; lists or structs are not.
+        try:
+            ds = ds.cast_column("text", datasets.Value("string"))
+        except Exception:  # arrow raises several types for an impossible cast
+            raise DataError(
+                f"{where}: column '{cfg.text_column}' holds {ds.features['text']}, not text; "
+                "point data.text_column at a column of strings"
+            ) from None
+    # A NaN label is how pandas/JSON spell a missing one; as a class it would never equal itself.
+    missing = sum(1 for t, y in zip(ds["text"], ds["label"])
+                  if t is None or y is None or (isinstance(y, float) and math.isnan(y)))
     if missing:
-        raise DataError(f"{where}: {missing} rows have an empty text or label cell; drop or fill them")
+        raise DataError(
+            f"{where}: {missing} rows have an empty text or label cell (or a NaN label); drop or fill them"
+        )
     return ds
 
 
@@ -104,6 +118,14 @@ def _encode_labels(splits: dict[str, Dataset]) -> tuple[dict[str, Dataset], list
     feature = first.features["label"]
     if isinstance(feature, ClassLabel):
         names = list(feature.names)
+        for k, v in splits.items():
+            # ClassLabel does not police stored ints (-1 marks "unlabelled" in hub test splits).
+            bad = sum(1 for y in v["label"] if not 0 <= y < len(names))
+            if bad:
+                raise DataError(
+                    f"split '{k}': {bad} labels lie outside the {len(names)} classes {names[:5]} "
+                    "(e.g. -1 = unlabelled); drop those rows or use a labelled split"
+                )
         return {k: v.cast_column("text", datasets.Value("string")) for k, v in splits.items()}, names
     values = sorted({y for s in splits.values() for y in s["label"]}, key=lambda y: (str(type(y)), y))
     if len(values) < 2:
@@ -142,7 +164,13 @@ def load_data(cfg: DataConfig) -> TextData:
         try:
             parts = full.train_test_split(test_size=cfg.test_size, seed=cfg.split_seed, stratify_by_column="label")
         except ValueError:
-            parts = full.train_test_split(test_size=cfg.test_size, seed=cfg.split_seed)
+            try:
+                parts = full.train_test_split(test_size=cfg.test_size, seed=cfg.split_seed)
+            except ValueError:  # too few rows for both splits to be non-empty
+                raise DataError(
+                    f"{source}: {len(full)} rows are too few to split at data.test_size={cfg.test_size}; "
+                    "add rows or change data.test_size"
+                ) from None
         splits = {"train": parts["train"], "test": parts["test"]}
     train = _subsample(splits["train"], cfg.max_train_examples, cfg.split_seed)
     test = _subsample(splits["test"], cfg.max_test_examples, cfg.split_seed)

@@ -64,9 +64,14 @@ class Job:
     def server_model(self, method_name: str) -> tuple[Method, nn.Module, State]:
         """The global model of ``method_name`` and the setup the server broadcasts once."""
         method = get_method(method_name, self.cfg)
-        base = self.base_model()
-        setup = method.server_setup(base)
-        return method, method.apply(base, setup).to(self.device), setup
+        # A method may draw its initial trainables from torch's global stream (peft's LoRA A is
+        # Kaiming-random): seed it locally, so every process builds the same round-0 state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            base = self.base_model()
+            setup = method.server_setup(base)
+            model = method.apply(base, setup)
+        return method, model.to(self.device), setup
 
     def client_model(self, method_name: str, setup: State) -> nn.Module:
         """What a client builds from the broadcast setup (never its own SVD)."""

@@ -66,6 +66,7 @@ def summarize_method(records: Sequence[Record], result: Mapping[str, Any] | None
         "final_loss": last.get("loss"),
         "best_accuracy": best.get("accuracy"),
         "best_round": best.get("round"),
+        "best_macro_f1": max((r["macro_f1"] for r in records if r.get("macro_f1") is not None), default=None),
         "total_bytes_up": last.get("cum_bytes_up", 0),
         "total_bytes_down": last.get("cum_bytes_down", 0),
         "train_wall_s": last.get("cum_train_wall_s", 0.0),
@@ -73,6 +74,7 @@ def summarize_method(records: Sequence[Record], result: Mapping[str, Any] | None
         "wall_s": last.get("cum_wall_s", 0.0),
         "mean_round_s": (sum(r["round_s"] for r in trained) / len(trained)) if trained else None,
         "time_to_target": time_to_target(records, target),
+        "epsilon": last.get("epsilon"),  # client-level DP: (ε, dp.delta) spent by the last round
     })
     return out
 
@@ -124,15 +126,19 @@ def report_markdown(summary: Mapping[str, Any], partition_text: str = "") -> str
     head = ["method", "trainable params", "trainable %", "sent per client per round", "initial acc",
             "final acc", "best acc", "final macro-F1", "time to target (training wall)",
             "client compute to target", "total communicated", "status"]
+    with_dp = any(s.get("epsilon") is not None for s in summary["methods"].values())
+    if with_dp:
+        head.insert(-1, "DP ε")
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m, s in summary["methods"].items():
         ttt = s.get("time_to_target")
+        eps_cell = [_fmt(s.get("epsilon"), ".3f")] if with_dp else []
         lines.append("| " + " | ".join([
             m, f"{s.get('trainable_params', 0):,}", _fmt(s.get("trainable_pct"), ".3f"),
             human_bytes(s.get("bytes_per_client_round")), _fmt(s.get("initial_accuracy")),
             _fmt(s.get("final_accuracy")), _fmt(s.get("best_accuracy")), _fmt(s.get("final_macro_f1")),
             ttt_cell(ttt), "not reached" if ttt is None else f"{ttt['client_compute_s']:.1f} s",
-            human_bytes((s.get("total_bytes_up") or 0) + (s.get("total_bytes_down") or 0)),
+            human_bytes((s.get("total_bytes_up") or 0) + (s.get("total_bytes_down") or 0)), *eps_cell,
             s.get("status", "?") + (f": {s['reason']}" if s.get("reason") else ""),
         ]) + " |")
     lines += [
@@ -158,6 +164,8 @@ def plot_curves(series: Mapping[str, Sequence[Record]], x_of: Callable[[Record],
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    # A method stopped at round 0 has nothing to put on a log axis.
+    log_x = log_x and any(x_of(r) > 0 for rs in series.values() for r in rs)
     for m, rs in series.items():
         kept = [r for r in rs if not (log_x and x_of(r) <= 0)]  # round 0 has sent nothing yet
         xs, ys = [x_of(r) for r in kept], [r["accuracy"] for r in kept]

@@ -24,7 +24,7 @@ def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = Tru
     server = ServerRun(job, method_name, run_dir, log=log)
     bar = tqdm(total=job.cfg.rounds, initial=server.round, desc=method_name, unit="round",
                disable=not progress, dynamic_ncols=True)
-    bar.set_postfix(acc=f"{server.last_metrics.get('accuracy', float('nan')):.3f}")
+    bar.set_postfix(server.progress_postfix())
     try:
         for rnd in server.remaining_rounds():
             started = time.perf_counter()
@@ -35,7 +35,7 @@ def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = Tru
             }
             server.complete_round(rnd, updates, started)
             bar.update(1)
-            bar.set_postfix(acc=f"{server.last_metrics['accuracy']:.3f}")
+            bar.set_postfix(server.progress_postfix())
     except NonFiniteLossError as err:
         bar.close()
         log(f"[{method_name}] stopped: {err}")

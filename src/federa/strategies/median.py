@@ -1,0 +1,35 @@
+"""Coordinate-wise median (Yin et al., 2018): each coordinate is the median of the clients' values.
+
+Unweighted by example counts, on purpose: a weight is something a client reports, and a robust
+rule must not let one client buy influence by claiming many examples. With fewer than half
+the clients Byzantine, every coordinate stays within the range of the honest clients' values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from federa.client import Update
+from federa.methods.base import State
+from federa.strategies.base import Strategy
+
+
+def coordinate_median(states: Sequence[State]) -> State:
+    """Per-coordinate median in float64; with an even count, the mean of the two middle values."""
+    if not states:
+        raise ValueError("nothing to aggregate: no client replied")
+    out: State = {}
+    for name, ref in states[0].items():
+        stacked = torch.stack([s[name].to(torch.float64) for s in states])
+        # torch.median returns the lower middle value; the quantile at 0.5 averages the two.
+        out[name] = torch.quantile(stacked.reshape(len(states), -1), 0.5, dim=0).reshape(ref.shape).to(ref.dtype)
+    return out
+
+
+class Median(Strategy):
+    name = "median"
+
+    def aggregate(self, rnd: int, global_state: State, updates: Sequence[Update]) -> State:
+        return coordinate_median([u.state for u in updates])

@@ -1,0 +1,60 @@
+"""Server-side checks of a client reply before it may touch the global state.
+
+A client can send anything: a buggy one sends the wrong tensors or NaNs, a malicious one a
+huge update. :func:`check_update` names the first problem found (or None), so the server
+can drop that client for this round, log why, and aggregate the others.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from federa.client import Update
+from federa.methods.base import State
+from federa.strategies.clipping import delta, global_norm
+
+
+def check_update(update: Update, global_state: State, max_update_norm: float | None = None) -> str | None:
+    """Why ``update`` must be rejected, or None when it is acceptable."""
+    state = update.state
+    if not isinstance(state, dict):
+        return f"state is a {type(state).__name__}, not a mapping of tensors"
+    if state.keys() != global_state.keys():
+        missing = sorted(global_state.keys() - state.keys())[:3]
+        extra = sorted(state.keys() - global_state.keys())[:3]
+        return f"wrong tensor names (missing {missing}, unexpected {extra})"
+    for name, ref in global_state.items():
+        t = state[name]
+        if not isinstance(t, torch.Tensor):
+            return f"{name} is a {type(t).__name__}, not a tensor"
+        if t.shape != ref.shape:
+            return f"{name} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}"
+        if t.dtype != ref.dtype:
+            return f"{name} has dtype {t.dtype}, expected {ref.dtype}"
+        if not bool(torch.isfinite(t).all()):
+            return f"{name} holds NaN or inf values"
+    n = update.num_examples
+    # The example count weights FedAvg: a forged count is as harmful as a forged tensor.
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
+        return f"num_examples is {n!r}, expected a positive integer"
+    if max_update_norm is not None:
+        norm = global_norm(delta(state, global_state))
+        if not math.isfinite(norm) or norm > max_update_norm:
+            return f"update norm {norm:.4g} exceeds robust.max_update_norm={max_update_norm:g}"
+    return None
+
+
+def split_valid(updates: dict[int, Update], global_state: State,
+                max_update_norm: float | None = None) -> tuple[dict[int, Update], dict[int, str]]:
+    """(accepted updates, rejected client id → reason)."""
+    accepted, rejected = {}, {}
+    for cid, u in updates.items():
+        reason = check_update(u, global_state, max_update_norm)
+        if reason is None:
+            accepted[cid] = u
+        else:
+            rejected[cid] = reason
+    return accepted, rejected

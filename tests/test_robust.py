@@ -181,3 +181,13 @@ def test_split_valid_norm_bound(honest):
     assert set(rejected) == {c for c, n in norms.items() if n > bound}
     assert set(accepted) == {c for c, n in norms.items() if n <= bound}
     assert len(rejected) == 2
+
+
+def test_median_handles_tensors_beyond_quantiles_limit():
+    # FFT's embedding matrix × clients exceeds torch.quantile's 2**24-element cap.
+    from federa.strategies.median import coordinate_median
+
+    n = 2**22 + 1  # 4 clients × n > 2**24
+    states = [{"w": torch.full((n,), float(v))} for v in (1.0, 2.0, 10.0, -5.0)]
+    out = coordinate_median(states)["w"]
+    assert out.shape == (n,) and torch.all(out == 1.5)  # mean of the middle values 1 and 2

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from federa.errors import FederaError
@@ -28,6 +29,8 @@ def _quiet_libraries() -> None:
     datasets.logging.set_verbosity_error()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    # peft calls a transformers helper that transformers 5 marks deprecated, once per model.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -54,6 +57,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"error: method(s) {', '.join(failed)} did not finish; see {run_dir.report}", file=sys.stderr)
         return EXIT_METHOD_FAILED
     return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from federa.compare import main as compare_main
+
+    _quiet_libraries()
+    failed = compare_main(args)
+    if failed:
+        print(f"error: {', '.join(failed)} did not finish; see {args.out or 'the results folder'}", file=sys.stderr)
+        return EXIT_METHOD_FAILED
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from federa.flower_app.launch import serve_main
+
+    return serve_main(args)
+
+
+def _cmd_node(args: argparse.Namespace) -> int:
+    from federa.flower_app.launch import node_main
+
+    return node_main(args)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -85,6 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild summary.json, report.md and plots of a results folder")
     rep.add_argument("dir")
     rep.set_defaults(func=_cmd_report)
+
+    from federa.compare import add_arguments as add_compare_arguments
+
+    cmp = sub.add_parser("compare", help="run methods x heterogeneity (alphas) x seeds; tables, plots, claims.md")
+    add_compare_arguments(cmp)
+    cmp.set_defaults(func=_cmd_compare)
+
+    from federa.flower_app.launch import add_node_arguments, add_serve_arguments
+
+    srv = sub.add_parser("serve", help="engine=flower: start a Flower SuperLink (docs/flower.md)")
+    add_serve_arguments(srv)
+    srv.set_defaults(func=_cmd_serve)
+    node = sub.add_parser("node", help="engine=flower: start a Flower SuperNode holding one client")
+    add_node_arguments(node)
+    node.set_defaults(func=_cmd_node)
     return p
 
 
@@ -96,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("\ninterrupted: finished rounds are saved; continue with `federa run --resume <results folder>`",
-              file=sys.stderr)
+        how = ("re-run the same `federa compare` command" if args.command == "compare"
+               else "`federa run --resume <results folder>`")
+        print(f"\ninterrupted: finished rounds are saved; continue with {how}", file=sys.stderr)
         return 130
 
 

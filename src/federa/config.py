@@ -220,6 +220,13 @@ class Config(_Strict):
                 f"clients_per_round ({self.clients_per_round}) > num_clients ({self.num_clients}); "
                 f"set clients_per_round<={self.num_clients}"
             )
+        if self.flower.min_replies is not None and self.flower.min_replies > self.clients_per_round:
+            raise ValueError(
+                f"flower.min_replies={self.flower.min_replies} > clients_per_round={self.clients_per_round}; "
+                f"set flower.min_replies<={self.clients_per_round}"
+            )
+        if self.secure_aggregation:
+            self._check_secure_aggregation()
         if self.dp.enabled and self.strategy != "fedavg":
             # The noise is calibrated to the sensitivity of a clipped mean, not of a median.
             raise ValueError(f"dp.enabled works with strategy=fedavg only, got strategy={self.strategy}")
@@ -230,6 +237,20 @@ class Config(_Strict):
                 f"partition.sizes has {len(self.partition.sizes)} entries for {self.num_clients} clients"
             )
         return self
+
+    def _check_secure_aggregation(self) -> None:
+        """SecAgg+ gives the server only the sum, so nothing may need the individual updates."""
+        if self.engine != "flower":
+            raise ValueError("secure_aggregation runs on Flower's SecAgg+; set engine=flower")
+        if self.strategy != "fedavg":
+            raise ValueError(
+                f"secure_aggregation needs strategy=fedavg (the server sees only the sum), got {self.strategy}"
+            )
+        if self.dp.enabled or self.robust.max_update_norm is not None or self.robust.clip_delta_norm is not None:
+            raise ValueError("secure_aggregation hides individual updates: turn off dp.enabled, "
+                             "robust.max_update_norm and robust.clip_delta_norm")
+        if self.clients_per_round < 2:
+            raise ValueError("secure_aggregation needs clients_per_round>=2 (SecAgg+ sums at least two clients)")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,198 @@
+"""The Flower engine: the same rounds as the in-process engine, with clients on SuperNodes.
+
+Two halves:
+
+- :func:`drive_method` runs inside federa's ServerApp (a process the SuperLink starts). It is
+  the in-process loop with the transport swapped: federa's :class:`ServerRun` plans each round
+  (strategy sampling → client ids), the Grid carries the global trainables to the nodes that
+  hold those clients, and the replies go back into ``ServerRun.complete_round``, which
+  aggregates, evaluates, logs and checkpoints into the results folder exactly as in-process.
+- :func:`run_method` runs in the ``federa run`` process: it submits a Flower run for one method
+  (deployment: to the SuperLink in ``flower.superlink``; simulation: Flower's Ray runtime in
+  this process) and waits for the ServerApp to write the method's ``result.json``.
+
+Failures: a round aggregates the replies that arrived within ``flower.round_timeout_s`` if
+there are at least ``flower.min_replies`` of them (default: half the sampled clients, rounded
+up); otherwise the method stops with one line saying so (``<method>/flower_stopped.json``, no
+``result.json``), and everything already written (metrics, checkpoints) stays, so
+``federa run --resume`` continues it from the last finished round.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from federa.client import Update
+from federa.config import Config
+from federa.engines.server import ServerRun
+from federa.errors import ConfigError, FederaError, NonFiniteLossError
+from federa.flower_app import FlowerError, wire
+from federa.flower_app.nodes import NodeMap
+from federa.job import Job
+from federa.runlog import RunDir
+
+
+def min_replies(cfg: Config) -> int:
+    """Replies a round needs: ``flower.min_replies``, or half the sampled clients rounded up."""
+    return cfg.flower.min_replies or math.ceil(cfg.clients_per_round / 2)
+
+
+class _Round:
+    """Sends one round's work to the nodes and turns the replies into federa Updates."""
+
+    def __init__(self, grid: Grid, server: ServerRun, nodes: NodeMap, context: Context | None) -> None:
+        self.grid, self.server, self.nodes, self.context = grid, server, nodes, context
+        job = server.job
+        self.cfg_yaml, self.labels = job.cfg.to_yaml(), list(job.label_names)
+        self.timeout = job.cfg.flower.round_timeout_s
+        self.has_setup: set[int] = set()  # nodes that already hold this method's setup
+        self.problems: list[str] = []
+
+    def _targets(self, plan: dict) -> dict[int, int]:
+        return {cid: self.nodes.node_of[cid] for cid in plan if cid in self.nodes.node_of}
+
+    def plain(self, rnd: int, plan: dict) -> dict[int, Update]:
+        server, targets = self.server, self._targets(plan)
+        msgs = []
+        for cid, nid in targets.items():
+            content = RecordDict({
+                wire.SETTINGS: wire.settings_record(server.name, cid, self.cfg_yaml, plan[cid], self.labels),
+                wire.STATE: wire.state_record(server.state),
+            })
+            if nid not in self.has_setup:
+                content.array_records[wire.SETUP] = wire.state_record(server.setup)
+            msgs.append(Message(content, nid, MessageType.TRAIN, group_id=f"{server.name}:{rnd}", ttl=self.timeout))
+        client_of = {nid: cid for cid, nid in targets.items()}
+        updates: dict[int, Update] = {}
+        for reply in self.grid.send_and_receive(msgs, timeout=self.timeout):
+            nid = reply.metadata.src_node_id
+            cid = client_of.get(nid)
+            if cid is None:
+                continue
+            if reply.has_error():
+                self.problems.append(f"client {cid}: {reply.error.reason}")
+                continue
+            if (err := wire.content_error(reply.content)) is not None:
+                if err[0] == NonFiniteLossError.__name__:
+                    raise NonFiniteLossError(err[1])
+                self.problems.append(f"client {cid}: {err[1]}")
+                continue
+            self.has_setup.add(nid)
+            updates[cid] = wire.content_update(reply.content)
+        # Replies arrive in any order; FedAvg sums in client order, like the in-process engine.
+        return {c: updates[c] for c in sorted(updates)}
+
+    def secure(self, rnd: int, plan: dict, need: int) -> tuple[dict[int, Update], dict | None]:
+        from federa.flower_app.secagg import apply_average, fit_ins, secagg_round
+
+        server, targets = self.server, self._targets(plan)
+        clip = server.job.cfg.flower.secagg_clip_range
+        ins = {nid: fit_ins(server.state, None if nid in self.has_setup else server.setup, server.name, cid,
+                            self.cfg_yaml, plan[cid], self.labels, clip)
+               for cid, nid in targets.items()}
+        if len(ins) < 2:
+            return {}, None
+        max_weight = max(len(p) for p in server.job.parts)  # every weight ≤ 1: no overflow
+        result = secagg_round(self.grid, self.context, rnd, ins, threshold=need, clip_range=clip,
+                              max_weight=max_weight, timeout=self.timeout)
+        client_of = {nid: cid for cid, nid in targets.items()}
+        updates = {client_of[nid]: Update(state={}, num_examples=res.num_examples,
+                                          metrics={k: float(v) for k, v in res.metrics.items()})
+                   for nid, res in result.replies}
+        self.has_setup |= {nid for nid, _ in result.replies}
+        if result.average is None:
+            self.problems.append("SecAgg+ stopped: too few clients completed its stages")
+            return updates, None
+        names = wire.ordered_names(server.state)
+        return {c: updates[c] for c in sorted(updates)}, apply_average(server.state, names, result.average)
+
+
+def drive_method(grid: Grid, job: Job, method: str, run_dir: RunDir, context: Context | None = None,
+                 log=print) -> dict[str, Any]:
+    """Run (or resume) one method over the Grid; returns its result record (also in result.json)."""
+    cfg = job.cfg
+    need = min_replies(cfg)
+    server = ServerRun(job, method, run_dir, log=log)
+    stop_file(run_dir, method).unlink(missing_ok=True)
+    nodes = NodeMap(grid, cfg.num_clients, cfg.flower.round_timeout_s, log=log)
+    rounds = _Round(grid, server, nodes, context)
+    try:
+        nodes.wait(need)
+        for rnd in server.remaining_rounds():
+            started = time.perf_counter()
+            plan = server.configure(rnd)
+            nodes.refresh()
+            rounds.problems = []
+            if cfg.secure_aggregation:
+                updates, aggregate = rounds.secure(rnd, plan, need)
+            else:
+                updates, aggregate = rounds.plain(rnd, plan), None
+            silent = [c for c in plan if c not in updates]
+            if len(updates) < need or (cfg.secure_aggregation and aggregate is None):
+                raise FlowerError(
+                    f"round {rnd}: {len(updates)} of {len(plan)} sampled clients replied within "
+                    f"{cfg.flower.round_timeout_s:.0f}s, flower.min_replies={need} (no reply: clients {silent}"
+                    + (f"; {rounds.problems[0]}" if rounds.problems else "")
+                    + ")"
+                )
+            for p in rounds.problems:
+                log(f"[{method}] round {rnd}: {p}")
+            if silent:
+                log(f"[{method}] round {rnd}: no reply from client(s) {silent}; aggregating the other {len(updates)}")
+            extra = {} if aggregate is None else {"aggregate": aggregate}
+            record = server.complete_round(rnd, updates, started, **extra)
+            log(f"[{method}] round {rnd}/{cfg.rounds}: {len(updates)}/{len(plan)} replies"
+                + (f", accuracy {record['accuracy']:.4f}" if record else ""))
+    except NonFiniteLossError as err:  # as in-process: the method is over, resuming cannot help
+        log(f"[{method}] stopped: {err}")
+        return server.fail(str(err))
+    except FederaError as err:
+        # The federation, not the method, failed: no result.json, so a resume continues it.
+        reason = f"{err}; rounds up to {server.round} are saved"
+        log(f"[{method}] stopped: {reason}")
+        run_dir.write_json(stop_file(run_dir, method), {"method": method, "round": server.round, "reason": reason})
+        return {**server.info(), "status": "stopped", "rounds": server.round, "reason": reason}
+    return server.finish()
+
+
+def stop_file(run_dir: RunDir, method: str) -> Path:
+    """Why a method's Flower run stopped early (removed when the method runs again)."""
+    return run_dir.method_dir(method) / "flower_stopped.json"
+
+
+def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = True, log=print) -> dict[str, Any]:
+    """Run one method on Flower and return its result record (see the module docstring)."""
+    from federa.flower_app import launch
+
+    cfg = job.cfg
+    min_replies(cfg)  # fail here, with one line, rather than inside the ServerApp
+    for key, value in (("model.path", cfg.model.path), ("data.path", cfg.data.path)):
+        # The ServerApp and the SuperNodes are other processes, started in other folders.
+        if cfg.flower.mode == "deployment" and value and not Path(value).is_absolute():
+            raise ConfigError(f"engine=flower: {key}={value} is relative; give an absolute path "
+                              "(the SuperLink and SuperNodes resolve paths in their own folders)")
+    if cfg.flower.mode == "simulation":
+        launch.simulate(run_dir, method_name, num_supernodes=cfg.num_clients)
+    else:
+        launch.submit_and_wait(cfg.flower, run_dir, method_name, progress=progress, rounds=cfg.rounds, log=log)
+    result_path = run_dir.result(method_name)
+    if stop_file(run_dir, method_name).is_file():
+        reason = json.loads(stop_file(run_dir, method_name).read_text())["reason"]
+        raise FlowerError(f"[{method_name}] {reason}: bring the SuperNodes back and "
+                          f"continue with `federa run --resume {run_dir.root}`")
+    if not result_path.is_file():
+        raise FlowerError(
+            f"the Flower run for {method_name} ended without a result; "
+            f"see {run_dir.method_dir(method_name) / 'flower.log'}"
+        )
+    result = json.loads(result_path.read_text())
+    if result.get("status") != "done":
+        log(f"[{method_name}] stopped: {result.get('reason')}")
+    return result

@@ -1,0 +1,182 @@
+"""federa's Flower ClientApp: a SuperNode trains its own shard with federa's ``local_update``.
+
+A node learns everything from the message except its data: the server sends the federa config
+(as YAML), the method, the client id it picked and the global trainables. The node rebuilds the
+same :class:`~federa.job.Job` as the server (same data source, partitioner and seed) and uses
+only ``job.shard(partition-id)``; or, when its node config names a ``data-path``, all of that
+node-local file. Its model is the pretrained base plus the method applied with the server's
+broadcast setup (for FeDeRA the SVD factors: a node never computes its own SVD).
+
+Node config keys (``flower-supernode --node-config '...'``):
+``partition-id``, ``num-partitions`` (required), ``data-path``, ``model-path`` (optional).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from federa.errors import ConfigError, DataError, FederaError
+
+# torch, transformers and the rest are imported inside the handlers: a deployment SuperNode
+# starts a fresh process per message, and a discovery query needs none of them.
+
+
+class NodeCache:
+    """Jobs and models this process has built, keyed by everything that determines them.
+
+    A deployment SuperNode starts a fresh process per message, so there this only saves work
+    within one message; in simulation a Ray actor serves many messages and reuses entries.
+    """
+
+    def __init__(self, size: int = 2) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+
+    def get(self, key: tuple, build: Callable[[], Any]) -> Any:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = build()
+        self._items[key] = value
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return value
+
+
+# One cache per process (see NodeCache); never consulted for correctness, only for speed.
+_JOBS = NodeCache()
+_MODELS = NodeCache()
+
+
+def node_partition(node_config: dict[str, Any]) -> tuple[int, int]:
+    """(partition-id, num-partitions) from the node config, or a ConfigError saying how to set them."""
+    try:
+        pid, num = int(node_config["partition-id"]), int(node_config["num-partitions"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(
+            "this SuperNode has no integer partition-id/num-partitions; start it with "
+            "--node-config 'partition-id=K num-partitions=N'"
+        ) from None
+    if not 0 <= pid < num:
+        raise ConfigError(f"node config partition-id={pid} is outside 0..{num - 1}; fix --node-config")
+    return pid, num
+
+
+def _overrides(node_config: dict[str, Any]) -> list[str]:
+    """Node-local settings that replace the server's: the model folder and the data file."""
+    out = []
+    if node_config.get("model-path"):
+        out.append(f"model.path={node_config['model-path']}")
+    if node_config.get("data-path"):
+        # The node's own file is its whole shard: one client, nothing to partition.
+        out += [f"data.path={node_config['data-path']}", "data.hub=", "num_clients=1",
+                "clients_per_round=1", "partition.kind=iid"]
+    return out
+
+
+def node_shard(cfg_yaml: str, node_config: dict[str, Any], client_id: int, label_names: list[str]):
+    """(job key, job, shard) for the client this node holds."""
+    import yaml
+
+    from federa.config import build_config
+    from federa.job import prepare_job
+
+    pid, num = node_partition(node_config)
+    if pid != client_id:
+        raise ConfigError(f"server asked this node for client {client_id} but it holds partition-id={pid}")
+    overrides = _overrides(node_config)
+    key = (cfg_yaml, tuple(overrides))
+
+    job = _JOBS.get(key, lambda: prepare_job(build_config(yaml.safe_load(cfg_yaml), overrides)))
+    if not node_config.get("data-path") and num != job.cfg.num_clients:
+        raise ConfigError(
+            f"node config num-partitions={num} but the run has num_clients={job.cfg.num_clients}; "
+            "restart the SuperNodes with matching num-partitions"
+        )
+    if job.label_names != label_names:
+        raise DataError(
+            f"this node's labels {job.label_names} differ from the server's {label_names}; "
+            "give every node data with the same label set"
+        )
+    return key, job, job.shard(0 if node_config.get("data-path") else client_id)
+
+
+def node_setup(content: RecordDict, context: Context, method: str) -> dict:
+    """The method's broadcast setup: sent once per node and run, then kept in the node's state."""
+    from federa.flower_app import wire
+
+    key = f"federa.setup.{method}"
+    if wire.SETUP in content.array_records:
+        context.state.array_records[key] = content.array_records[wire.SETUP]
+    if key not in context.state.array_records:
+        raise RuntimeError(f"no setup for method {method} on this node (the server sends it on first contact)")
+    return wire.record_state(context.state.array_records[key])
+
+
+def node_model(job_key: tuple, job, method: str, setup: dict):
+    digest = hashlib.sha256(b"".join(setup[k].numpy().tobytes() for k in sorted(setup))).hexdigest()
+    return _MODELS.get((job_key, method, digest), lambda: job.client_model(method, setup))
+
+
+def train_content(content: RecordDict, context: Context) -> RecordDict:
+    """One local update, from a plain federa train message."""
+    from federa.client import local_update
+    from federa.flower_app import wire
+
+    rec = content.config_records[wire.SETTINGS]
+    method, cid = str(rec["method"]), int(rec["client_id"])
+    setup = node_setup(content, context, method)
+    key, job, shard = node_shard(str(rec["config_yaml"]), context.node_config, cid, list(rec["label_names"]))
+    model = node_model(key, job, method, setup)
+    update = local_update(model, wire.record_state(content.array_records[wire.STATE]), shard, job.collate,
+                          wire.record_settings(rec), job.device, client_id=cid)
+    return wire.update_content(update)
+
+
+def secagg_when_requested(msg: Message, context: Context, call_next) -> Message:
+    """Flower's secaggplus_mod, applied only to messages that belong to a SecAgg+ round."""
+    from flwr.client.mod import secaggplus_mod
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+
+    if RECORD_KEY_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
+def _error(msg: Message, err: FederaError) -> Message:
+    # A problem the user must fix (or a NaN loss) goes back as text, so the server can stop
+    # with this one line instead of a remote traceback.
+    return Message(RecordDict({"error": ConfigRecord({"kind": type(err).__name__, "message": str(err)})}),
+                   reply_to=msg)
+
+
+app = ClientApp(mods=[secagg_when_requested])
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    try:
+        if "fitins.config" in msg.content.config_records:  # a SecAgg+ round (legacy record layout)
+            from federa.flower_app.secagg import train_secagg
+
+            return Message(train_secagg(msg.content, context, train_content), reply_to=msg)
+        return Message(train_content(msg.content, context), reply_to=msg)
+    except FederaError as err:
+        return _error(msg, err)
+
+
+@app.query("discover")
+def discover(msg: Message, context: Context) -> Message:
+    try:
+        pid, num = node_partition(context.node_config)
+    except FederaError as err:
+        return _error(msg, err)
+    return Message(RecordDict({"node": ConfigRecord({"partition_id": pid, "num_partitions": num,
+                                                     "data_path": str(context.node_config.get("data-path", ""))})}),
+                   reply_to=msg)

@@ -1,0 +1,353 @@
+"""Starting Flower's pieces for federa: the SuperLink, SuperNodes, and a run submitted to them.
+
+Everything goes through Flower's own command-line tools (``flower-superlink``,
+``flower-supernode``, ``flwr run``/``flwr log``/``flwr ls``/``flwr stop``), the interface Flower
+documents and keeps stable, so what federa does is what a user could type.
+
+The Flower app that ``flwr run`` submits is described by :data:`APP_TABLE`, the
+``[tool.flwr.app]`` table also found in federa's own pyproject.toml (so ``flwr run .`` works
+from a checkout). Its bundle carries no code: every machine runs the installed ``federa``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from federa.config import FlowerConfig
+from federa.flower_app import FlowerError
+from federa.runlog import RunDir
+
+APP_TABLE: dict[str, Any] = {
+    "publisher": "federa",
+    "components": {
+        "serverapp": "federa.flower_app.server_app:app",
+        "clientapp": "federa.flower_app.client_app:app",
+    },
+    # run config: --run-config 'out="/abs/results" config="/abs/cfg.yaml" set="rounds=3;lora.r=4"'
+    "config": {"config": "", "set": "", "out": "", "method": ""},
+}
+CONNECTION = "federa"
+
+
+def _bin(name: str) -> str:
+    """A Flower executable next to this Python (a venv's bin/), else from PATH."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise FlowerError(f"`{name}` not found; install Flower with `pip install flwr`")
+    return found
+
+
+def flower_env(home: Path | None = None) -> dict[str, str]:
+    """Environment for Flower's tools: this venv's bin/ first (the SuperLink spawns
+    ``flower-superexec`` by name), and optionally a private FLWR_HOME."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+    if home is not None:
+        env["FLWR_HOME"] = str(home)
+    return env
+
+
+def superlink_command(port: int, host: str = "127.0.0.1", insecure: bool = True, certfile: str | None = None,
+                      keyfile: str | None = None, ca_certfile: str | None = None,
+                      database: str | None = None) -> list[str]:
+    """``flower-superlink`` with one HTTP port for the Fleet, Control and Runtime APIs."""
+    cmd = [_bin("flower-superlink"), "--host", host, "--port", str(port),
+           # federa is installed on every machine; the app bundle carries no dependencies.
+           "--disable-runtime-dependency-installation"]
+    if insecure:
+        cmd.append("--insecure")
+    else:
+        if not (certfile and keyfile and ca_certfile):
+            raise FlowerError("a TLS SuperLink needs --ssl-certfile, --ssl-keyfile and --ssl-ca-certfile "
+                              "(or --insecure)")
+        cmd += ["--ssl-certfile", certfile, "--ssl-keyfile", keyfile, "--ssl-ca-certfile", ca_certfile]
+    if database:
+        cmd += ["--database", database]
+    return cmd
+
+
+def supernode_command(superlink: str, partition_id: int, num_partitions: int, port: int,
+                      insecure: bool = True, root_certificates: str | None = None,
+                      data_path: str | None = None, model_path: str | None = None) -> list[str]:
+    """``flower-supernode`` holding one federa client; ``port`` is its own local runtime port."""
+    node_config = f"partition-id={partition_id} num-partitions={num_partitions}"
+    if data_path:
+        node_config += f' data-path="{Path(data_path).resolve()}"'
+    if model_path:
+        node_config += f' model-path="{Path(model_path).resolve()}"'
+    cmd = [_bin("flower-supernode"), "--superlink", superlink, "--port", str(port), "--node-config", node_config]
+    if insecure:
+        cmd.append("--insecure")
+    elif root_certificates:
+        cmd += ["--root-certificates", root_certificates]
+    return cmd
+
+
+def write_app(folder: Path) -> Path:
+    """A minimal Flower app folder (just pyproject.toml) pointing at federa's installed apps."""
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "project": {"name": "federa", "version": "0.1.0", "license": "Apache-2.0",
+                    "description": "federa's ServerApp and ClientApp", "dependencies": []},
+        "tool": {"flwr": {"app": APP_TABLE}},
+    }
+    (folder / "pyproject.toml").write_text(tomli_w.dumps(doc), encoding="utf-8")
+    return folder
+
+
+def write_flwr_home(home: Path, fc: FlowerConfig) -> Path:
+    """A private Flower config with one SuperLink connection, so the user's ~/.flwr is untouched."""
+    home.mkdir(parents=True, exist_ok=True)
+    conn: dict[str, Any] = {"address": fc.superlink, "insecure": fc.insecure}
+    if fc.root_certificates:
+        conn["root-certificates"] = str(Path(fc.root_certificates).resolve())
+    doc = {"superlink": {"default": CONNECTION, CONNECTION: conn}}
+    (home / "config.toml").write_text(tomli_w.dumps(doc), encoding="utf-8")
+    return home
+
+
+def _flwr(args: list[str], env: dict[str, str], timeout: float = 120) -> str:
+    proc = subprocess.run([_bin("flwr"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        last = (proc.stderr or proc.stdout).strip().splitlines()
+        raise FlowerError(f"`flwr {args[0]}` failed: {last[-1] if last else 'no output'}")
+    return proc.stdout
+
+
+def _json_tail(text: str) -> dict[str, Any]:
+    # `--format json` prints one JSON object, possibly after warnings.
+    return json.loads(text[text.index("{"):])
+
+
+def run_status(run_id: int, env: dict[str, str]) -> str:
+    out = _json_tail(_flwr(["ls", CONNECTION, "--run-id", str(run_id), "--format", "json"], env))
+    runs = out.get("runs") or []
+    return str(runs[0].get("status", "unknown")) if runs else "unknown"
+
+
+def submit_and_wait(fc: FlowerConfig, run_dir: RunDir, method: str, progress: bool = True, rounds: int = 0,
+                    log=print) -> str:
+    """Submit one method's run to the SuperLink and wait until it finishes; returns its status.
+
+    Flower's log stream goes to ``<method>/flower.log``; the progress bar follows metrics.jsonl.
+    """
+    from tqdm.auto import tqdm
+
+    log_path = run_dir.method_dir(method) / "flower.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="federa-flwr-") as tmp:
+        env = flower_env(write_flwr_home(Path(tmp) / "home", fc))
+        app = write_app(Path(tmp) / "federa")
+        run_config = Path(tmp) / "run_config.toml"
+        run_config.write_text(tomli_w.dumps({"out": str(run_dir.root.resolve()), "method": method}), encoding="utf-8")
+        out = _json_tail(_flwr(["run", str(app), CONNECTION, "--run-config", str(run_config), "--format", "json"], env))
+        if not out.get("success"):
+            why = " ".join(str(out.get("error-message", out)).split("\n")[1:]).strip() or str(out)
+            raise FlowerError(f"cannot start a Flower run at {fc.superlink}: {why} "
+                              f"(start one with `federa serve`, or set flower.superlink)")
+        run_id = int(out["run-id"])
+        log(f"[{method}] Flower run {run_id} on {fc.superlink}; log: {log_path}")
+        bar = tqdm(total=rounds, desc=method, unit="round", disable=not progress, dynamic_ncols=True)
+        with open(log_path, "a", encoding="utf-8") as f:
+            # `flwr log` streams the run's logs and returns when the run has finished.
+            streamer = subprocess.Popen([_bin("flwr"), "log", str(run_id), CONNECTION], env=env,
+                                        stdout=f, stderr=subprocess.STDOUT)
+            try:
+                status = _wait(run_id, env, streamer, run_dir, method, bar)
+            except KeyboardInterrupt:
+                subprocess.run([_bin("flwr"), "stop", str(run_id), CONNECTION], env=env, capture_output=True)
+                raise
+            finally:
+                if streamer.poll() is None:
+                    streamer.terminate()
+                    streamer.wait(timeout=10)
+                bar.close()
+    return status
+
+
+def _wait(run_id: int, env: dict[str, str], streamer: subprocess.Popen, run_dir: RunDir, method: str, bar) -> str:
+    last_check = time.monotonic()
+    while True:
+        done = max((r["round"] for r in run_dir.read_metrics() if r.get("method") == method), default=0)
+        bar.update(done - bar.n)
+        since = time.monotonic() - last_check
+        if (streamer.poll() is not None and since > 5) or since > 30:
+            # The stream ending is the usual signal; an explicit status check (a `flwr ls`
+            # process, so not every second) backs it up.
+            status = run_status(run_id, env)
+            if status.startswith("finished"):
+                return status
+            last_check = time.monotonic()
+        time.sleep(1.0)
+
+
+def simulate(run_dir: RunDir, method: str, num_supernodes: int, cpus_per_client: float = 1.0) -> None:
+    """One method on Flower's simulation runtime (Ray backend), in this process.
+
+    Every virtual SuperNode gets ``partition-id``/``num-partitions`` from Flower, as federa's
+    ClientApp expects; the ServerApp is the same one a SuperLink would start.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise FlowerError("flower.mode=simulation needs Ray; install it with `pip install 'flwr[simulation]'`")
+    from flwr.simulation import run_simulation
+
+    from federa.flower_app.client_app import app as client_app
+    from federa.flower_app.server_app import make_server_app
+
+    run_simulation(
+        server_app=make_server_app(out=str(run_dir.root.resolve()), method=method),
+        client_app=client_app,
+        num_supernodes=num_supernodes,
+        backend_config={"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
+                        "init_args": {"logging_level": "error", "log_to_driver": False}},
+    )
+
+
+# -- `federa serve` / `federa node` ------------------------------------------------------
+
+
+def add_serve_arguments(p) -> None:
+    p.add_argument("--port", type=int, default=9093, help="the SuperLink's one HTTP port (Fleet, Control, Runtime)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on; 0.0.0.0 for other machines")
+    p.add_argument("--insecure", action="store_true", help="no TLS (loopback and trusted networks only)")
+    p.add_argument("--ssl-certfile", help="server certificate (PEM)")
+    p.add_argument("--ssl-keyfile", help="server private key (PEM)")
+    p.add_argument("--ssl-ca-certfile", help="CA certificate that signed the server certificate (PEM)")
+    p.add_argument("--database", help="SQLite file for the SuperLink's state (default: in memory)")
+    p.add_argument("--simulation", action="store_true",
+                   help="run submitted apps on Flower's simulation runtime (Ray) instead of SuperNodes")
+
+
+def add_node_arguments(p) -> None:
+    p.add_argument("--superlink", default="127.0.0.1:9093", help="SuperLink address host:port")
+    p.add_argument("--partition-id", type=int, required=True, help="the federa client this node holds (0-based)")
+    p.add_argument("--num-partitions", type=int, required=True, help="the run's num_clients")
+    p.add_argument("--port", type=int, default=9094, help="this node's local runtime port (one per node on a machine)")
+    p.add_argument("--insecure", action="store_true", help="no TLS (loopback and trusted networks only)")
+    p.add_argument("--root-certificates", help="CA certificate (PEM) to verify a TLS SuperLink")
+    p.add_argument("--data-path", help="this node's own data file: its whole shard (real deployments)")
+    p.add_argument("--model-path", help="this node's copy of the model folder, if not the run's model.path")
+
+
+def _exec(cmd: list[str]) -> int:
+    print("$ " + " ".join(cmd), flush=True)
+    proc = subprocess.Popen(cmd, env=flower_env())
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        return proc.wait()
+
+
+def serve_main(args) -> int:
+    """Start a SuperLink in the foreground (Ctrl-C stops it)."""
+    if not args.insecure and not args.ssl_certfile:
+        raise FlowerError("pass --insecure (loopback/trusted network) or the --ssl-* certificate files")
+    cmd = superlink_command(args.port, args.host, args.insecure, args.ssl_certfile, args.ssl_keyfile,
+                            args.ssl_ca_certfile, args.database)
+    return _exec(cmd + (["--simulation"] if args.simulation else []))
+
+
+def node_main(args) -> int:
+    """Start a SuperNode holding one federa client, in the foreground."""
+    if not args.insecure and not args.root_certificates:
+        raise FlowerError("pass --insecure (loopback/trusted network) or --root-certificates for a TLS SuperLink")
+    if not 0 <= args.partition_id < args.num_partitions:
+        raise FlowerError(f"--partition-id {args.partition_id} must lie in 0..{args.num_partitions - 1}")
+    return _exec(supernode_command(args.superlink, args.partition_id, args.num_partitions, args.port, args.insecure,
+                                   args.root_certificates, args.data_path, args.model_path))
+
+
+class LocalFederation:
+    """A SuperLink and ``n`` SuperNodes on 127.0.0.1 (node i holds client i of n), insecure.
+
+    For tests, benchmarks and trying things out. Each process runs in its own session, so
+    :meth:`kill`/:meth:`close` also end the SuperExec and app processes it spawned.
+    """
+
+    def __init__(self, root: Path, n: int, port: int | None = None) -> None:
+        import socket
+
+        self.root, self.n = Path(root), n
+        self.root.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = port or s.getsockname()[1]
+        self.env = flower_env(self.root / "flwr-home")
+        self.procs: dict[str, subprocess.Popen] = {}
+        try:
+            self._start("superlink", superlink_command(self.port))
+            self._wait_port()
+            for i in range(n):
+                self.start_node(i)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start_node(self, i: int) -> None:
+        """(Re)start the SuperNode ``node{i}`` holding client ``i``."""
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self._start(f"node{i}", supernode_command(self.address, i, self.n, port=port))
+
+    def _start(self, name: str, cmd: list[str]) -> None:
+        with open(self.root / f"{name}.log", "w") as log:
+            self.procs[name] = subprocess.Popen(cmd, cwd=self.root, env=self.env, stdout=log,
+                                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _wait_port(self, timeout: float = 60) -> None:
+        import socket
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if self.procs["superlink"].poll() is not None:
+                break
+            time.sleep(0.2)
+        raise FlowerError(f"the SuperLink did not start; see {self.root / 'superlink.log'}")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process and everything it spawned (e.g. ``node2``)."""
+        import signal
+
+        proc = self.procs.pop(name)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.kill(name)
+
+    def __enter__(self) -> LocalFederation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

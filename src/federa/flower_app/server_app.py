@@ -1,0 +1,82 @@
+"""federa's Flower ServerApp: one experiment (or one method of it) driven over the Grid.
+
+Run config (``flwr run ... --run-config``; every path absolute, as seen by the SuperLink's machine):
+
+- ``out``: the results folder. If it already holds a ``config.yaml`` (an earlier or interrupted
+  run, or one that ``federa run`` opened), the run continues it with that config.
+- ``config``: a federa YAML file for a new run (empty: the built-in default); ``set``:
+  ``;``-separated ``key=value`` overrides, as ``federa run --set``.
+- ``method``: run only this method (``federa run`` submits one Flower run per method); empty:
+  every method of the config, then the report.
+
+The results folder gets the same files as an in-process run: metrics.jsonl, checkpoints,
+result.json and the final model per method, summary.json, report.md and plots.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from federa.errors import ConfigError
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)  # the SuperLink forwards a ServerApp's stdout to `flwr log`
+
+
+def serve(grid: Grid, context: Context, out: str, config: str = "", overrides: str = "", method: str = "") -> None:
+    import json
+
+    import numpy as np
+
+    from federa.config import load_config
+    from federa.engines.flower import drive_method
+    from federa.experiment import default_run_dir, open_run_dir, run_info, write_report
+    from federa.job import prepare_job
+    from federa.partition import partition_stats
+
+    root = Path(out) if out else None
+    if root is not None and (root / "config.yaml").is_file():
+        cfg = load_config(root / "config.yaml")
+        run_dir = open_run_dir(cfg, root, resume=True)
+    else:
+        sets = [s.strip() for s in overrides.split(";") if s.strip()]
+        cfg = load_config(config or None, [*sets, "engine=flower"])
+        run_dir = open_run_dir(cfg, root or default_run_dir(cfg), resume=False)
+    if method and method not in cfg.methods:
+        raise ConfigError(f"run config method={method} is not in the run's methods {cfg.methods}")
+    _log(f"results: {run_dir.root}")
+    job = prepare_job(cfg)
+    if not run_dir.partition.is_file():
+        stats = partition_stats(np.asarray(job.data.train["label"]), job.parts, job.label_names)
+        run_dir.write_json(run_dir.partition, stats)
+    info = run_info(job)
+    for m in [method] if method else cfg.methods:
+        if run_dir.result(m).is_file():
+            _log(f"[{m}] already finished")
+            continue
+        result = drive_method(grid, job, m, run_dir, context=context, log=_log)
+        _log(f"[{m}] {result['status']}")
+        write_report(run_dir, cfg, info)
+        if result["status"] == "stopped":
+            break  # the federation failed: the next method would meet the same missing nodes
+    _log(json.dumps({"results": str(run_dir.root)}))
+
+
+def make_server_app(out: str = "", config: str = "", overrides: str = "", method: str = "") -> ServerApp:
+    """A ServerApp with fixed settings (simulation passes no run config); empty ones come from it."""
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        rc = context.run_config
+        serve(grid, context, out=out or str(rc.get("out", "")), config=config or str(rc.get("config", "")),
+              overrides=overrides or str(rc.get("set", "")), method=method or str(rc.get("method", "")))
+
+    return server
+
+
+app = make_server_app()

@@ -1,0 +1,70 @@
+"""What travels between federa's ServerApp and ClientApp, as Flower records.
+
+One train message carries: ``settings`` (ConfigRecord: method, client id, the federa config as
+YAML, the client's TrainSettings), ``state`` (ArrayRecord: the global trainable tensors) and,
+the first time a node works on a method, ``setup`` (ArrayRecord: e.g. FeDeRA's SVD factors).
+The reply carries ``state`` (ArrayRecord: the client's trainable tensors) and ``metrics``
+(MetricRecord: example count and training metrics), or ``error`` (ConfigRecord) for a problem
+the user must fix. Nothing else crosses the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from federa.client import TrainSettings, Update
+from federa.methods.base import State
+
+SETTINGS, STATE, SETUP, METRICS, ERROR = "settings", "state", "setup", "metrics", "error"
+# Query sent once to every node: "which client (partition) do you hold?"
+DISCOVER = "query.discover"
+
+
+def state_record(state: State) -> ArrayRecord:
+    # ArrayRecord serialises contiguous CPU tensors; the bytes round-trip exactly.
+    return ArrayRecord({k: v.detach().cpu().contiguous() for k, v in state.items()})
+
+
+def record_state(record: ArrayRecord) -> State:
+    return dict(record.to_torch_state_dict())
+
+
+def settings_record(method: str, client_id: int, cfg_yaml: str, settings: TrainSettings,
+                    label_names: list[str]) -> ConfigRecord:
+    # ConfigRecord holds no None: unset settings (e.g. local_epochs) are left out.
+    values: dict[str, Any] = {k: v for k, v in asdict(settings).items() if v is not None}
+    return ConfigRecord({"method": method, "client_id": client_id, "config_yaml": cfg_yaml,
+                         "label_names": list(label_names), **{f"s.{k}": v for k, v in values.items()}})
+
+
+def record_settings(record: ConfigRecord) -> TrainSettings:
+    names = {f.name for f in fields(TrainSettings)}
+    return TrainSettings(**{k[2:]: v for k, v in record.items() if k.startswith("s.") and k[2:] in names})
+
+
+def update_content(update: Update) -> RecordDict:
+    metrics = {k: float(v) for k, v in update.metrics.items()}
+    return RecordDict({STATE: state_record(update.state),
+                       METRICS: MetricRecord({"num_examples": int(update.num_examples), **metrics})})
+
+
+def content_update(content: RecordDict) -> Update:
+    metrics = dict(content.metric_records[METRICS])
+    num_examples = int(metrics.pop("num_examples"))
+    state = record_state(content.array_records[STATE]) if STATE in content.array_records else {}
+    return Update(state=state, num_examples=num_examples, metrics={k: float(v) for k, v in metrics.items()})
+
+
+def content_error(content: RecordDict) -> tuple[str, str] | None:
+    if ERROR not in content.config_records:
+        return None
+    rec = content.config_records[ERROR]
+    return str(rec["kind"]), str(rec["message"])
+
+
+def ordered_names(state: State) -> list[str]:
+    """A fixed tensor order, for protocols that work on a plain list of arrays (SecAgg+)."""
+    return sorted(state)

@@ -292,10 +292,16 @@ def _apply(tree: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+def _printable(text: str) -> str:
+    # A key or value typed by the user may hold a newline or other control characters; the
+    # error must stay one readable line, so show them escaped.
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def _format_validation_error(err: ValidationError) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"].removeprefix("Value error, ")
+    loc = _printable(".".join(str(p) for p in first["loc"]))
+    msg = _printable(first["msg"].removeprefix("Value error, "))
     if first["type"] == "extra_forbidden":
         section = Config
         for part in first["loc"][:-1]:

@@ -112,7 +112,7 @@ def claim_time(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> Claim:
         ev.append(
             f"alpha={a}: client compute to target FeDeRA {f['client_compute_s_to_target_mean']:.1f} s "
             f"(round {f['rounds_to_target_mean']:.0f}) vs FFT {g['client_compute_s_to_target_mean']:.1f} s "
-            f"(round {g['rounds_to_target_mean']:.0f}) → ratio {rc:.3f} ({1 - rc:+.1%} less); training wall "
+            f"(round {g['rounds_to_target_mean']:.0f}) → ratio {rc:.3f} ({abs(1 - rc):.1%} {'less' if rc <= 1 else 'more'}); training wall "
             f"{f['train_wall_s_to_target_mean']:.1f} s vs {g['train_wall_s_to_target_mean']:.1f} s"
             + (f" → ratio {rw:.3f}" if rw is not None else ""))
     rule = (f"absolute target {plan.explicit_target:g}" if plan.explicit_target is not None

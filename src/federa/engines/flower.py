@@ -172,7 +172,6 @@ def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = Tru
     from federa.flower_app import launch
 
     cfg = job.cfg
-    min_replies(cfg)  # fail here, with one line, rather than inside the ServerApp
     for key, value in (("model.path", cfg.model.path), ("data.path", cfg.data.path)):
         # The ServerApp and the SuperNodes are other processes, started in other folders.
         if cfg.flower.mode == "deployment" and value and not Path(value).is_absolute():

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from federa.errors import ModelError
 from federa.methods.base import Method, State
 from federa.methods.bitfit import INFO_FILE, load_trainables, save_trainables, train_head
+from federa.methods.targets import match_linears
 
 
 class Bottleneck(nn.Module):
@@ -50,26 +50,9 @@ class AdaptedLinear(nn.Module):
         return self.adapter(self.base_layer(x))
 
 
-def match_linears(model: nn.Module, targets: list[str], key: str = "adapter.target_modules") -> list[str]:
-    """Names of the Linear modules whose name ends with a target (``.``-separated suffix, as in
-    peft); ``key`` names the config key in the error raised when a target matches nothing."""
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    found: list[str] = []
-    for target in targets:
-        hits = [n for n in linears if n == target or n.endswith("." + target)]
-        if not hits:
-            available = sorted({".".join(n.split(".")[-2:]) for n in linears})
-            raise ModelError(
-                f"{key}: '{target}' matches no Linear module in the model; "
-                f"available suffixes: {', '.join(available)}"
-            )
-        found += [n for n in hits if n not in found]
-    return found
-
-
 def add_adapters(model: nn.Module, targets: list[str], width: int) -> list[str]:
     """Wrap every target Linear of ``model`` in place; return the wrapped module names."""
-    names = match_linears(model, targets)
+    names = list(match_linears(model, targets, key="adapter.target_modules"))
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from federa.errors import ModelError
-from federa.methods.adapter import match_linears
 from federa.methods.base import Method, State
+from federa.methods.targets import match_linears
 
 
 class Ia3(Method):

@@ -13,25 +13,16 @@ from torch import nn
 
 from federa.errors import ModelError
 from federa.methods.base import Method, State
+from federa.methods.targets import match_linears
 
 
 def find_target_linears(model: nn.Module, targets: list[str], rank: int) -> dict[str, nn.Linear]:
-    """Map module name -> Linear for every module whose name ends with a target; validate rank.
+    """Map module name -> Linear for every ``lora.target_modules`` match; validate the rank.
 
     Raises ModelError naming the available Linear modules when a target matches nothing, and
     the offending matrix when ``rank`` exceeds min(out, in).
     """
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    found: dict[str, nn.Linear] = {}
-    for target in targets:
-        hits = {n: m for n, m in linears.items() if n == target or n.endswith("." + target)}
-        if not hits:
-            available = sorted({n.rsplit(".", 1)[-1] for n in linears})
-            raise ModelError(
-                f"lora.target_modules: '{target}' matches no Linear module in the model; "
-                f"available: {', '.join(available)}"
-            )
-        found.update(hits)
+    found = match_linears(model, targets, key="lora.target_modules")
     for name, lin in found.items():
         limit = min(lin.out_features, lin.in_features)
         if rank > limit:

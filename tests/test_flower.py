@@ -125,6 +125,23 @@ def test_flower_two_rounds_of_federa_and_lora_equal_inprocess(tmp_path, tiny_mod
     _same_files(tmp_path)
 
 
+def _kill_after_round_one(fed: LocalFederation, node: str, out: Path, timeout: float = 300) -> threading.Thread:
+    """Kill ``node`` a few seconds into round 2 of lora (its messages are out: it dies with work in hand)."""
+
+    def kill() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(r["round"] >= 1 for r in _metrics(out, "lora")):
+                time.sleep(3)
+                fed.kill(node)
+                return
+            time.sleep(0.5)
+
+    killer = threading.Thread(target=kill, daemon=True)
+    killer.start()
+    return killer
+
+
 @pytest.mark.slow
 def test_killed_supernode_round_goes_on_with_the_others(tiny_cfg, federation, tmp_path):
     """3 clients sampled per round, 2 replies needed: kill one node during round 2."""
@@ -134,17 +151,7 @@ def test_killed_supernode_round_goes_on_with_the_others(tiny_cfg, federation, tm
     out = tmp_path / "run"
     run_dir = open_run_dir(cfg, out, resume=False)
 
-    def kill_after_round_one():
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if any(r["round"] >= 1 for r in _metrics(out, "lora")):
-                time.sleep(3)  # round 2's messages are out: the node dies with work in hand
-                fed.kill("node2")
-                return
-            time.sleep(0.5)
-
-    killer = threading.Thread(target=kill_after_round_one)
-    killer.start()
+    killer = _kill_after_round_one(fed, "node2", out)
     summary = run_experiment(cfg, run_dir, progress=False)
     killer.join()
     assert summary["methods"]["lora"]["status"] == "done"
@@ -162,13 +169,7 @@ def test_too_few_replies_stop_cleanly_and_keep_finished_rounds(tiny_cfg, federat
     out = tmp_path / "run"
     run_dir = open_run_dir(cfg, out, resume=False)
 
-    def kill_after_round_one():
-        while not any(r["round"] >= 1 for r in _metrics(out, "lora")):
-            time.sleep(0.5)
-        time.sleep(3)
-        fed.kill("node1")
-
-    threading.Thread(target=kill_after_round_one, daemon=True).start()
+    _kill_after_round_one(fed, "node1", out)
     with pytest.raises(FlowerError) as err:
         run_experiment(cfg, run_dir, progress=False)
     message = str(err.value)

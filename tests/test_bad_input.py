@@ -72,3 +72,16 @@ def test_nan_loss_stops_that_method_only(capsys, tiny_model_dir, small_csv, tmp_
     assert summary["methods"]["federa"]["status"] == "done"
     rounds = [(r["method"], r["round"]) for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())]
     assert ("lora", 0) in rounds and ("federa", 2) in rounds  # lora's finished rounds are kept
+
+
+def test_resume_refuses_data_that_now_split_differently(capsys, tiny_model_dir, small_csv, tmp_path):
+    code, _ = _run(capsys, tiny_model_dir, small_csv, tmp_path, "methods=lora")
+    assert code == 0
+    out = tmp_path / "out"
+    part = json.loads((out / "partition.json").read_text())
+    part["clients"][0]["indices"], part["clients"][1]["indices"] = part["clients"][1]["indices"], part["clients"][0]["indices"]
+    (out / "partition.json").write_text(json.dumps(part))
+    (out / "lora" / "result.json").unlink()  # so that resuming has work to do
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "split differently" in err and len(err.splitlines()) == 1

@@ -15,7 +15,7 @@ import federa.engines.inprocess as inprocess
 import federa.engines.server as server
 from federa import compare
 from federa.cli import main as cli_main
-from federa.compare import CellResult, Plan
+from federa.compare import CellResult, Plan, tables
 from federa.config import build_config
 from federa.errors import ConfigError
 from federa.report import summarize
@@ -188,24 +188,24 @@ def test_time_to_target_default_is_99pct_of_fft_best_per_seed():
         _cell("0.1", 1, {"fft": [(0.2, 0, 0), (0.9, 10, 12)], "federa": [(0.2, 0, 0), (0.89, 1, 3)]}),
     ]
     assert cells[0].summary["target_accuracy"] == pytest.approx(0.792)
-    rows = compare._index(compare.summary_rows(_plan(["fft", "federa"], ["0.1"]), cells))
+    rows = tables._index(compare.summary_rows(_plan(["fft", "federa"], ["0.1"]), cells))
     fft, fed = rows[("fft", "0.1")], rows[("federa", "0.1")]
     assert fft["reached"] == "2/2" and fed["reached"] == "1/2"
     assert fft["rounds_to_target_mean"] == 1.5 and fft["client_compute_s_to_target_mean"] == 15.0
     assert fed["rounds_to_target_mean"] == 1 and fed["client_compute_s_to_target_mean"] == 2.0
     assert fed["client_compute_to_target_vs_fft"] == pytest.approx(2 / 20)  # only seed 0 has both
     assert fed["train_wall_to_target_vs_fft"] == pytest.approx(5 / 24)
-    assert compare._ttt_text(fed, "client_compute_s_to_target", " s") == "2.0 s (1/2 seeds)"
+    assert tables._ttt_text(fed, "client_compute_s_to_target", " s") == "2.0 s (1/2 seeds)"
     assert fed["final_accuracy_mean"] == pytest.approx((0.7 + 0.89) / 2)
     assert fed["final_accuracy_std"] == pytest.approx(np.std([0.7, 0.89], ddof=1))
 
 
 def test_never_reaching_the_target_reads_not_reached():
     cells = [_cell("iid", 0, {"fft": [(0.2, 0, 0), (0.6, 5, 5)], "lora": [(0.2, 0, 0), (0.3, 1, 1)]}, target=0.5)]
-    rows = compare._index(compare.summary_rows(_plan(["fft", "lora"], ["iid"], seeds=(0,), target=0.5), cells))
+    rows = tables._index(compare.summary_rows(_plan(["fft", "lora"], ["iid"], seeds=(0,), target=0.5), cells))
     lora = rows[("lora", "iid")]
     assert lora["reached"] == "0/1" and lora["rounds_to_target_mean"] is None
-    assert compare._ttt_text(lora, "rounds_to_target", "") == "not reached"
+    assert tables._ttt_text(lora, "rounds_to_target", "") == "not reached"
     assert rows[("fft", "iid")]["rounds_to_target_mean"] == 1  # absolute target 0.5, reached at round 1
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``federa run``, ``federa report``.
+"""Command line: ``federa run | report | compare | serve | node``.
 
 Every :class:`FederaError` becomes one ``error: ...`` line on stderr and a non-zero exit,
 never a traceback; finished work stays on disk and ``--resume`` continues it.

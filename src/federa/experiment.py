@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from federa.config import Config
-from federa.errors import ConfigError
+from federa.errors import ConfigError, DataError
 from federa.job import Job, prepare_job
 from federa.partition import format_stats, partition_stats
 from federa.report import report_markdown, summarize, write_plots
@@ -71,11 +71,26 @@ def write_report(run_dir: RunDir, cfg: Config, info: dict[str, Any]) -> dict[str
     return summary
 
 
-def run_experiment(cfg: Config, run_dir: RunDir, progress: bool = True, log=print) -> dict[str, Any]:
-    job = prepare_job(cfg)
+def pin_partition(run_dir: RunDir, job: Job) -> dict[str, Any]:
+    """Save the job's partition once; on resume, refuse to go on if the data now split differently.
+
+    A resumed method must train on the shards its finished rounds used: a changed data file or
+    partitioner version would otherwise mix two splits in one run without a word.
+    """
     stats = partition_stats(np.asarray(job.data.train["label"]), job.parts, job.label_names)
     if not run_dir.partition.is_file():
         run_dir.write_json(run_dir.partition, stats)
+        return stats
+    saved = json.loads(run_dir.partition.read_text(encoding="utf-8"))
+    if [c["indices"] for c in saved["clients"]] != [c["indices"] for c in stats["clients"]]:
+        raise DataError(f"{run_dir.partition}: the data now split differently than for the finished rounds; "
+                        "pass a new --out")
+    return stats
+
+
+def run_experiment(cfg: Config, run_dir: RunDir, progress: bool = True, log=print) -> dict[str, Any]:
+    job = prepare_job(cfg)
+    stats = pin_partition(run_dir, job)
     log(f"data: {job.data.source}: {len(job.train)} train / {len(job.test)} test, {len(job.label_names)} classes")
     log(format_stats(stats))
     info = run_info(job)

@@ -64,13 +64,10 @@ from federa.compare.plan import (
 )
 from federa.compare.plots import plot_robustness, plot_time_vs_fft, write_plots
 from federa.compare.run import run_compare
-# _index and _ttt_text are private helpers, re-exported only for tests/test_compare.py.
 from federa.compare.tables import (
     RESULT_COLUMNS,
     SUMMARY_COLUMNS,
     CellResult,
-    _index,
-    _ttt_text,
     load_cells,
     results_rows,
     summary_markdown,

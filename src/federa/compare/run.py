@@ -7,11 +7,9 @@ folder made with other settings, or data that now split differently, is refused.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import yaml
 
 from federa.compare.jobs import cell_job, with_lr
@@ -19,7 +17,8 @@ from federa.compare.lr_grid import LR_MULTIPLIERS, VAL_FRACTION, choose_lrs
 from federa.compare.outputs import write_outputs
 from federa.compare.plan import Plan
 from federa.config import Config, build_config
-from federa.errors import ConfigError, DataError
+from federa.errors import ConfigError
+from federa.experiment import pin_partition
 from federa.runlog import RunDir
 
 if TYPE_CHECKING:
@@ -41,20 +40,6 @@ def _claim_cell_dir(rd: RunDir, cfg: Config) -> None:
         raise ConfigError(f"{rd.root} was run with a different '{diff[0]}'; pass a new --out for these settings")
     if old["methods"] != new["methods"]:
         rd.config.write_text(cfg.to_yaml(), encoding="utf-8")
-
-
-def _pin_partition(rd: RunDir, job: Job) -> None:
-    """Save the cell's partition once; on resume, refuse to go on if the data now split differently."""
-    from federa.partition import partition_stats
-
-    stats = partition_stats(np.asarray(job.data.train["label"]), job.parts, job.label_names)
-    if not rd.partition.is_file():
-        rd.write_json(rd.partition, stats)
-        return
-    saved = json.loads(rd.partition.read_text(encoding="utf-8"))
-    if [c["indices"] for c in saved["clients"]] != [c["indices"] for c in stats["clients"]]:
-        raise DataError(f"{rd.partition}: the data now split differently than for the finished methods; "
-                        "pass a new --out")
 
 
 def run_compare(plan: Plan, progress: bool = True, log=print) -> dict[str, Any]:
@@ -81,7 +66,7 @@ def run_compare(plan: Plan, progress: bool = True, log=print) -> dict[str, Any]:
                 base.server_model(m)
             _write_compare_json(plan, run_info(base))
         job = cell_job(base, cfg)
-        _pin_partition(rd, job)
+        pin_partition(rd, job)
         lrs = choose_lrs(job, rd, pending, progress, log) if plan.lr_grid else {}
         for m in plan.methods:
             if rd.result(m).is_file():

@@ -30,13 +30,10 @@ def _log(msg: str) -> None:
 def serve(grid: Grid, context: Context, out: str, config: str = "", overrides: str = "", method: str = "") -> None:
     import json
 
-    import numpy as np
-
     from federa.config import load_config
     from federa.engines.flower import drive_method
-    from federa.experiment import default_run_dir, open_run_dir, run_info, write_report
+    from federa.experiment import default_run_dir, open_run_dir, pin_partition, run_info, write_report
     from federa.job import prepare_job
-    from federa.partition import partition_stats
 
     root = Path(out) if out else None
     if root is not None and (root / "config.yaml").is_file():
@@ -50,9 +47,7 @@ def serve(grid: Grid, context: Context, out: str, config: str = "", overrides: s
         raise ConfigError(f"run config method={method} is not in the run's methods {cfg.methods}")
     _log(f"results: {run_dir.root}")
     job = prepare_job(cfg)
-    if not run_dir.partition.is_file():
-        stats = partition_stats(np.asarray(job.data.train["label"]), job.parts, job.label_names)
-        run_dir.write_json(run_dir.partition, stats)
+    pin_partition(run_dir, job)
     info = run_info(job)
     for m in [method] if method else cfg.methods:
         if run_dir.result(m).is_file():

@@ -7,6 +7,8 @@ the same one and uses only its own shard (same data source, partitioner and seed
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,13 +63,19 @@ class Job:
     def base_model(self) -> nn.Module:
         return load_base_model(self.model_path, self.label_names, self.cfg.seed)
 
+    @contextmanager
+    def _seeded(self) -> Iterator[None]:
+        # Methods draw initial trainables from torch's global stream (peft's LoRA A is
+        # Kaiming-random, prompt tuning samples vocabulary ids, adapters init their
+        # down-projections): seed it locally, so every process builds the same round-0 model.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            yield
+
     def server_model(self, method_name: str) -> tuple[Method, nn.Module, State]:
         """The global model of ``method_name`` and the setup the server broadcasts once."""
         method = get_method(method_name, self.cfg)
-        # A method may draw its initial trainables from torch's global stream (peft's LoRA A is
-        # Kaiming-random): seed it locally, so every process builds the same round-0 state.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.seed)
+        with self._seeded():
             base = self.base_model()
             setup = method.server_setup(base)
             model = method.apply(base, setup)
@@ -76,7 +84,8 @@ class Job:
     def client_model(self, method_name: str, setup: State) -> nn.Module:
         """What a client builds from the broadcast setup (never its own SVD)."""
         method = get_method(method_name, self.cfg)
-        return method.apply(self.base_model(), setup).to(self.device)
+        with self._seeded():
+            return method.apply(self.base_model(), setup).to(self.device)
 
 
 def prepare_job(cfg: Config) -> Job:

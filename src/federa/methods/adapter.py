@@ -67,11 +67,9 @@ class Adapter(Method):
     def apply(self, model: nn.Module, setup: State) -> nn.Module:
         c = self.cfg.adapter
         model.requires_grad_(False)
-        # The down-projections are random: seed them without touching the global stream, so
-        # the same config always gives the same initial adapters.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.seed)
-            add_adapters(model, c.target_modules, c.bottleneck)
+        # The down-projections are random; Job seeds torch's stream around apply(), so the
+        # same config always gives the same initial adapters.
+        add_adapters(model, c.target_modules, c.bottleneck)
         for module in model.modules():
             if isinstance(module, Bottleneck):
                 module.requires_grad_(True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import peft
-import torch
 from torch import nn
 
 from federa.errors import ModelError
@@ -37,10 +36,7 @@ class Ia3(Method):
             raise ModelError(f"ia3.feedforward_modules {extra} are not in ia3.target_modules; "
                              "add them to ia3.target_modules or drop them")
         match_linears(model, list(c.target_modules), key="ia3.target_modules")
-        # Not needed for (IA)³'s all-ones init, but keeps every peft call off the global stream.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.seed)
-            return peft.get_peft_model(model, self.peft_config())
+        return peft.get_peft_model(model, self.peft_config())
 
     def save(self, model: nn.Module, out_dir: Path, setup: State) -> None:
         """A peft adapter folder: ``PeftModel.from_pretrained(pretrained, out_dir)`` loads it."""

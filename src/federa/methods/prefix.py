@@ -16,7 +16,6 @@ import inspect
 from pathlib import Path
 
 import peft
-import torch
 import transformers
 from torch import nn
 
@@ -53,9 +52,7 @@ class PrefixTuning(Method):
 
     def apply(self, model: nn.Module, setup: State) -> nn.Module:
         check_positions(model, self.cfg.prefix.num_virtual_tokens, self.cfg.max_length, "prefix.num_virtual_tokens")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.seed)
-            pm = peft.get_peft_model(model, self.peft_config())
+        pm = peft.get_peft_model(model, self.peft_config())
         check_prefix_support(pm)
         return pm
 

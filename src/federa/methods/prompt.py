@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import peft
-import torch
 from torch import nn
 
 from federa.errors import ModelError
@@ -41,10 +40,8 @@ class PromptTuning(Method):
 
     def apply(self, model: nn.Module, setup: State) -> nn.Module:
         check_positions(model, self.cfg.prompt.num_virtual_tokens, self.cfg.max_length, "prompt.num_virtual_tokens")
-        # SAMPLE_VOCAB draws token ids from torch's global stream: seed it locally.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.seed)
-            return peft.get_peft_model(model, self.peft_config())
+        # SAMPLE_VOCAB draws token ids from torch's global stream, which Job seeds around apply().
+        return peft.get_peft_model(model, self.peft_config())
 
     def save(self, model: nn.Module, out_dir: Path, setup: State) -> None:
         """A peft adapter folder: ``PeftModel.from_pretrained(pretrained, out_dir)`` loads it."""

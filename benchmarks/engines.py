@@ -16,14 +16,18 @@ experiment as a user waits for it: start-up, round-0 evaluation and the report i
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import time
 from pathlib import Path
 from statistics import mean
 
 from federa.config import build_config
-from federa.experiment import open_run_dir, run_experiment
-from federa.flower_app.launch import LocalFederation
+from federa.experiment import run_experiment
+from federa.runlog import open_run_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from local_federation import LocalFederation  # noqa: E402
 
 
 def _job(args: argparse.Namespace) -> list[str]:

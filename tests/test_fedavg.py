@@ -2,19 +2,20 @@
 
 import torch
 
-from federa.client import TrainSettings, Update
+from federa.types import TrainSettings, Update
 from federa.engines.inprocess import run_method
 from federa.job import prepare_job
 from federa.methods.base import state_bytes, trainable_state
 from federa.runlog import RunDir
-from federa.strategies import FedAvg, derive_seed
+from federa.strategies.base import derive_seed
+from federa.strategies.fedavg import FedAvg
 from federa.strategies.fedavg import weighted_average
 
 
 def test_weighted_average_is_exact_on_hand_made_tensors():
     s1 = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([[0.0]])}
     s2 = {"w": torch.tensor([4.0, 8.0]), "b": torch.tensor([[3.0]])}
-    out = FedAvg(2, 0).aggregate(1, s1, [Update(s1, 1), Update(s2, 2)])
+    out = FedAvg(2, 0).aggregate(1, s1, {0: Update(s1, 1), 1: Update(s2, 2)})
     assert torch.equal(out["w"], torch.tensor([3.0, 6.0]))  # (1·1 + 2·4)/3, (1·2 + 2·8)/3
     assert torch.equal(out["b"], torch.tensor([[2.0]]))
     assert out["w"].dtype == torch.float32

@@ -4,7 +4,8 @@ import peft
 import pytest
 import torch
 
-from federa.client import TrainSettings, local_update
+from federa.client import local_update
+from federa.types import TrainSettings
 from federa.job import prepare_job
 from federa.methods.base import trainable_state
 from federa.methods.federa import residual_weight, svd_factors

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from federa.checkpoint import load_checkpoint
-from federa.experiment import open_run_dir, run_experiment
-from federa.flower_app import FlowerError, launch
-from federa.flower_app.launch import LocalFederation
+from federa.experiment import run_experiment
+from federa.runlog import open_run_dir
+from federa.engines.flower import FlowerError, launch
+from local_federation import LocalFederation
 from federa.runlog import RunDir
 
 # Wall-clock numbers legitimately differ between engines; everything else in a metrics line
@@ -189,7 +190,7 @@ def test_too_few_replies_stop_cleanly_and_keep_finished_rounds(tiny_cfg, federat
 
 @pytest.mark.slow
 def test_secure_aggregation_equals_fedavg_within_quantisation(tiny_cfg, federation, tmp_path):
-    from federa.flower_app.secagg import error_bound
+    from federa.engines.flower.secagg import error_bound
 
     fed = federation(3)
     common = ["methods=lora", "num_clients=3", "clients_per_round=3", "rounds=1", "flower.min_replies=2"]
@@ -228,7 +229,7 @@ def test_pyproject_declares_the_same_flower_app_that_federa_submits():
 
 
 def test_min_replies_default_and_limits(tiny_cfg):
-    from federa.engines.flower import min_replies
+    from federa.engines.flower.driver import min_replies
     from federa.errors import ConfigError
 
     assert min_replies(tiny_cfg("num_clients=5", "clients_per_round=5")) == 3
@@ -244,15 +245,22 @@ def test_secure_aggregation_refuses_what_needs_individual_updates(tiny_cfg):
     assert tiny_cfg("engine=flower", "secure_aggregation=true").secure_aggregation
     with pytest.raises(ConfigError, match="strategy=fedavg"):
         tiny_cfg("engine=flower", "secure_aggregation=true", "strategy=median")
-    with pytest.raises(ConfigError, match="dp.enabled"):
+    # Refused by capability, naming the part that needs each client's update.
+    with pytest.raises(ConfigError, match="but robust.max_update_norm needs each client's update"):
         tiny_cfg("engine=flower", "secure_aggregation=true", "robust.max_update_norm=5")
+    with pytest.raises(ConfigError, match="but robust.clip_delta_norm needs"):
+        tiny_cfg("engine=flower", "secure_aggregation=true", "robust.clip_delta_norm=5")
+    with pytest.raises(ConfigError, match="but dp.enabled needs"):
+        tiny_cfg("engine=flower", "secure_aggregation=true", "dp.enabled=true", "dp.noise_multiplier=1")
+    # A server optimiser acts on the aggregate only, so it runs under SecAgg+.
+    assert tiny_cfg("engine=flower", "secure_aggregation=true", "server_opt.name=adam").server_opt.name == "adam"
     with pytest.raises(ConfigError, match="set engine=flower"):
         tiny_cfg("secure_aggregation=true")  # in-process has no SecAgg+: refuse rather than ignore
 
 
 def test_wire_round_trip_is_exact():
-    from federa.client import TrainSettings, Update
-    from federa.flower_app import wire
+    from federa.types import TrainSettings, Update
+    from federa.engines.flower import wire
 
     torch.manual_seed(0)
     state = {"a.lora_A.weight": torch.randn(4, 32), "classifier.bias": torch.randn(5)}
@@ -266,7 +274,7 @@ def test_wire_round_trip_is_exact():
 
 
 def test_secagg_error_bound_is_one_quantisation_step_for_equal_clients():
-    from federa.flower_app.secagg import QUANTIZATION_RANGE, error_bound
+    from federa.engines.flower.secagg import QUANTIZATION_RANGE, error_bound
 
     # n equal clients: max_weight/Σ = 1/n, so the bound is one step 2·clip/2**22.
     assert error_bound(3, 1.0, 40, 120) == pytest.approx(2 / QUANTIZATION_RANGE)
@@ -292,11 +300,11 @@ def test_flwr_run_from_the_checkout_writes_a_complete_run(tmp_path, tiny_model_d
     """`flwr run .` with federa's pyproject.toml: the ServerApp runs every method and the report."""
     import tomli_w
 
-    from federa.config import FlowerConfig
+    from federa.engines.flower.settings import FlowerSettings
 
     repo = Path(__file__).resolve().parents[1]
     with LocalFederation(tmp_path / "federation", 2) as fed:
-        env = launch.flower_env(launch.write_flwr_home(tmp_path / "home", FlowerConfig(superlink=fed.address)))
+        env = launch.flower_env(launch.write_flwr_home(tmp_path / "home", FlowerSettings(superlink=fed.address)))
         sets = ";".join(_base(tiny_model_dir, small_csv, "methods=lora", "rounds=1", "num_clients=2",
                               "clients_per_round=2"))
         run_config = tmp_path / "run_config.toml"
@@ -316,7 +324,7 @@ def test_flwr_run_from_the_checkout_writes_a_complete_run(tmp_path, tiny_model_d
 
 def test_node_shards_follow_the_node_config(tiny_cfg, small_csv):
     from federa.errors import ConfigError, DataError
-    from federa.flower_app.client_app import node_shard
+    from federa.engines.flower.client_app import node_shard
     from federa.job import prepare_job
 
     cfg = tiny_cfg("num_clients=3")

@@ -19,19 +19,29 @@ from federa.checkpoint import load_checkpoint
 from federa.config import build_config
 from federa.engines.inprocess import run_method
 from federa.engines.server import ServerRun
-from federa.experiment import write_report
+from federa.runner import write_report
 from federa.job import prepare_job
-from federa.privacy import DpFedAvg, calibrate_noise, epsilon_after
+from federa.privacy import calibrate_noise, epsilon_after
 from federa.runlog import RunDir
-from federa.strategies.clipping import delta, global_norm
+from federa.strategies.deltas import delta, global_norm
+from federa.strategies.dp import DpNoise
+from federa.strategies.stack import build_stack
+from federa.types import Update
 
 
 def _dp(z: float | None = None, clip: float = 1.0, m: int = 4, n: int = 10, rounds: int = 5,
-        target: float | None = None) -> DpFedAvg:
+        target: float | None = None) -> DpNoise:
     cfg = build_config({}, ["dp.enabled=true", f"dp.clip_norm={clip}", f"num_clients={n}",
                             f"clients_per_round={m}", f"rounds={rounds}"]
                        + ([f"dp.noise_multiplier={z}"] if z is not None else [f"dp.target_epsilon={target}"]))
-    return DpFedAvg.from_config(cfg)
+    dp = build_stack(cfg).layers()[-2]  # the DP wrapper, right around FedAvg
+    assert isinstance(dp, DpNoise)
+    return dp
+
+
+def _agg(dp: DpNoise, rnd: int, base, states: list) -> dict:
+    """The DP wrapper's round on bare states (one reply per state)."""
+    return dp.aggregate_round(rnd, base, {i: Update(s, 10) for i, s in enumerate(states)})
 
 
 def test_clipped_contributions_never_exceed_clip_norm():
@@ -42,7 +52,7 @@ def test_clipped_contributions_never_exceed_clip_norm():
     for i in range(200):
         scale = 10 ** (i / 40 - 3)  # 1e-3 … 1e2: below and far above C
         upd = {k: v + scale * torch.randn(v.shape, generator=g) for k, v in base.items()}
-        out_norm = global_norm(delta(dp.aggregate(i, base, [upd]), base))
+        out_norm = global_norm(delta(_agg(dp, i, base, [upd]), base))
         in_norm = global_norm(delta(upd, base))
         norms.append(out_norm)
         assert out_norm <= 0.7 * (1 + 1e-5)
@@ -54,7 +64,7 @@ def test_fixed_denominator_bounds_one_clients_influence():
     base = {"w": torch.zeros(10)}
     dp = _dp(z=0.0, clip=1.0, m=4)
     huge = {"w": torch.full((10,), 1e6)}
-    out = dp.aggregate(1, base, [huge])  # only 1 of the m=4 sampled clients replied
+    out = _agg(dp, 1, base, [huge])  # only 1 of the m=4 sampled clients replied
     assert math.isclose(global_norm(out), 1.0 / 4, rel_tol=1e-5)  # C/m, not C
 
 
@@ -62,7 +72,7 @@ def test_noise_std_matches_z_clip_over_m():
     z, clip, m = 1.3, 2.0, 4
     dp = _dp(z=z, clip=clip, m=m)
     base = {"w": torch.zeros(200_000, dtype=torch.float64)}
-    noise = dp.aggregate(3, base, [])["w"]
+    noise = _agg(dp, 3, base, [])["w"]
     expected = z * clip / m
     std = float(noise.std())
     # The sample std of n Gaussians has relative s.e. 1/sqrt(2n) = 0.16%: 1% is > 6 s.e.
@@ -71,8 +81,8 @@ def test_noise_std_matches_z_clip_over_m():
     assert abs(float(noise.mean())) < 5 * expected / math.sqrt(noise.numel())
     assert math.isclose(dp.noise_std, expected)
     # Seeded by (seed, round): the same round draws the same noise, another round other noise.
-    assert torch.equal(noise, dp.aggregate(3, base, [])["w"])
-    assert not torch.equal(noise, dp.aggregate(4, base, [])["w"])
+    assert torch.equal(noise, _agg(dp, 3, base, [])["w"])
+    assert not torch.equal(noise, _agg(dp, 4, base, [])["w"])
 
 
 def test_epsilon_grows_and_equals_the_library_figure():

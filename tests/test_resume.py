@@ -26,12 +26,12 @@ from safetensors.torch import load_file
 
 from federa.checkpoint import CheckpointError, load_checkpoint
 from federa.cli import main
-from federa.client import TrainSettings
+from federa.types import TrainSettings
 from federa.engines import inprocess
 from federa.engines.inprocess import run_method
 from federa.job import prepare_job
 from federa.runlog import RunDir
-from federa.strategies import make_strategy
+from federa.strategies.fedavg import FedAvg
 
 ROUNDS = 5
 METHODS = ("lora", "federa")
@@ -193,18 +193,18 @@ def test_all_checkpoints_corrupt_is_one_clean_error(runs, capsys):
 
 def test_sampling_and_client_seeds_are_pure_functions_of_seed_round_client():
     base = TrainSettings(lr=1e-3, batch_size=8, seed=0, local_steps=1)
-    used = make_strategy("fedavg", 3, seed=7)
+    used = FedAvg(3, seed=7)
     history = {r: used.configure_round(r, range(10), base) for r in range(1, 21)}
-    fresh = make_strategy("fedavg", 3, seed=7)  # a resumed server: nothing carried over
+    fresh = FedAvg(3, seed=7)  # a resumed server: nothing carried over
     for r in (20, 5, 13, 1):  # any order
         assert fresh.configure_round(r, range(10), base) == history[r]
     assert len({tuple(h) for h in history.values()}) > 5  # and it does vary by round
-    assert make_strategy("fedavg", 3, seed=8).configure_round(1, range(10), base) != history[1]
+    assert FedAvg(3, seed=8).configure_round(1, range(10), base) != history[1]
 
 
 @pytest.mark.parametrize("extra", [
     ("dp.enabled=true", "dp.noise_multiplier=0.5", "dp.clip_norm=0.5"),
-    ("strategy=trimmed_mean", "robust.trim_fraction=0.25", "robust.clip_delta_norm=0.5", "clients_per_round=4"),
+    ("strategy=trimmed_mean", "trimmed_mean.trim_fraction=0.25", "robust.clip_delta_norm=0.5", "clients_per_round=4"),
 ], ids=["dp", "trimmed_mean+clip"])
 def test_crash_mid_round_resume_with_dp_and_robust(tiny_cfg, tmp_path, monkeypatch, extra):
     """DP noise and robust strategies are resumable too (in-process crash in round 3 of 4)."""

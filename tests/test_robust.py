@@ -14,17 +14,18 @@ from dataclasses import replace
 import pytest
 import torch
 
-from federa.client import Update, local_update
+from federa.client import local_update
+from federa.types import Update
 from federa.config import build_config
 from federa.engines.server import ServerRun
 from federa.job import prepare_job
 from federa.runlog import RunDir
-from federa.strategies import make_strategy
-from federa.strategies.clipping import clip_update, delta, global_norm
+from federa.strategies.deltas import clip_update, delta, global_norm
 from federa.strategies.fedavg import weighted_average
 from federa.strategies.median import coordinate_median
 from federa.strategies.trimmed_mean import trimmed_mean
-from federa.validation import check_update, split_valid
+from federa.strategies.stack import build_stack
+from federa.strategies.validate import check_update, split_valid
 
 
 @pytest.fixture(scope="module")
@@ -111,10 +112,11 @@ def test_clipped_delta_norm_never_exceeds_bound():
             assert math.isclose(after, 1.0, rel_tol=1e-5)
 
 
-def test_make_strategy_passes_trim_fraction():
-    s = make_strategy("trimmed_mean", 5, 0, trim_fraction=0.3)
-    assert s.name == "trimmed_mean" and s.trim_fraction == 0.3
-    assert make_strategy("median", 5, 0).name == "median"
+def test_strategy_reads_its_own_section():
+    cfg = build_config({}, ["strategy=trimmed_mean", "trimmed_mean.trim_fraction=0.3", "clients_per_round=5"])
+    core = build_stack(cfg).layers()[-1]
+    assert core.name == "trimmed_mean" and core.trim_fraction == 0.3 and core.clients_per_round == 5
+    assert build_stack(build_config({}, ["strategy=median"])).layers()[-1].name == "median"
 
 
 # -- validation ------------------------------------------------------------------------

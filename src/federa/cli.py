@@ -35,7 +35,8 @@ def _quiet_libraries() -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from federa.config import load_config
-    from federa.experiment import default_run_dir, open_run_dir, run_experiment
+    from federa.experiment import run_experiment
+    from federa.runlog import default_run_dir, open_run_dir
 
     if args.resume:
         if args.config or args.set:
@@ -71,21 +72,21 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from federa.flower_app.launch import serve_main
+    from federa.engines.flower.launch import serve_main
 
     return serve_main(args)
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
-    from federa.flower_app.launch import node_main
+    from federa.engines.flower.launch import node_main
 
     return node_main(args)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from federa.config import load_config
-    from federa.experiment import write_report
     from federa.runlog import RunDir
+    from federa.runner import write_report
 
     run_dir = RunDir(Path(args.dir))
     cfg = load_config(run_dir.config)
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_arguments(cmp)
     cmp.set_defaults(func=_cmd_compare)
 
-    from federa.flower_app.launch import add_node_arguments, add_serve_arguments
+    from federa.engines.flower.launch import add_node_arguments, add_serve_arguments
 
     srv = sub.add_parser("serve", help="engine=flower: start a Flower SuperLink (docs/flower.md)")
     add_serve_arguments(srv)

@@ -7,9 +7,7 @@ rounds, transport or other clients.
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
 
 import torch
 from datasets import Dataset
@@ -17,35 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from federa.errors import NonFiniteLossError
-from federa.methods.base import State, load_trainable_state, trainable_state
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """What a strategy tells one client to do this round."""
-
-    lr: float
-    batch_size: int
-    seed: int
-    local_steps: int | None = None
-    local_epochs: float | None = None
-    max_grad_norm: float | None = 1.0
-    weight_decay: float = 0.0
-
-    def num_steps(self, num_examples: int) -> int:
-        if self.local_epochs is not None:
-            return max(1, math.ceil(self.local_epochs * num_examples / self.batch_size))
-        assert self.local_steps is not None
-        return self.local_steps
-
-
-@dataclass
-class Update:
-    """A client's reply: its new trainable state, the example count that weights it, metrics."""
-
-    state: State
-    num_examples: int
-    metrics: dict[str, float] = field(default_factory=dict)
+from federa.methods.base import load_trainable_state, trainable_state
+from federa.types import State, TrainSettings, Update
 
 
 def _batches(shard: Dataset, collate, batch_size: int, seed: int):

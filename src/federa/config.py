@@ -11,15 +11,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
+from federa.engines import available_engines, engine_sections
 from federa.errors import ConfigError
-from federa.methods import available_methods, default_lr
+from federa.methods import available_methods, default_lr, method_sections
+from federa.settings import NameList, Section
+from federa.strategies import available_strategies
+from federa.strategies.stack import stack_problem, strategy_sections
 
-
-class _Strict(BaseModel):
-    # extra="forbid" turns a typo such as `partiton.alpha` into an error instead of a silent default.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = Section  # extra="forbid": a typo such as `partiton.alpha` is an error, not a silent default
 
 
 class PartitionConfig(_Strict):
@@ -30,100 +31,6 @@ class PartitionConfig(_Strict):
         None, description="kind=size: relative client sizes (normalised); default: 1, 2, ..., n."
     )
     min_examples: int = Field(1, ge=1, description="Every client must hold at least this many examples.")
-
-
-class LoraConfig(_Strict):
-    r: int = Field(8, description="Adapter rank.")
-    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator: update = B·A·alpha/r.")
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"])
-
-    @field_validator("r")
-    @classmethod
-    def _positive_rank(cls, r: int) -> int:
-        if r <= 0:
-            raise ValueError(f"lora.r must be a positive integer, got {r}; try lora.r=8")
-        return r
-
-    @field_validator("target_modules", mode="before")
-    @classmethod
-    def _split_modules(cls, v: Any) -> Any:
-        return _split_list(v)
-
-
-class FederaConfig(_Strict):
-    svd_niter: int | None = Field(
-        None, ge=0, description="None: exact SVD. N: randomised SVD (torch.svd_lowrank) with N iterations."
-    )
-
-
-class Ia3Config(_Strict):
-    target_modules: list[str] = Field(default_factory=lambda: ["key", "value", "output.dense"])
-    feedforward_modules: list[str] = Field(default_factory=lambda: ["output.dense"])
-
-    @field_validator("target_modules", "feedforward_modules", mode="before")
-    @classmethod
-    def _split_modules(cls, v: Any) -> Any:
-        return _split_list(v)
-
-
-class PromptConfig(_Strict):
-    num_virtual_tokens: int = Field(20, ge=1, description="Soft prompt length (method prompt).")
-
-
-class PrefixConfig(_Strict):
-    num_virtual_tokens: int = Field(10, ge=1, description="Prefix length per layer (method prefix).")
-
-
-class AdapterConfig(_Strict):
-    bottleneck: int = Field(16, ge=1, description="Bottleneck width of each Houlsby/Pfeiffer adapter.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["attention.output.dense", "output.dense"],
-        description="Linear modules (name suffixes) followed by an adapter; BERT: attention and FFN outputs.",
-    )
-
-    @field_validator("target_modules", mode="before")
-    @classmethod
-    def _split_modules(cls, v: Any) -> Any:
-        return _split_list(v)
-
-
-class FlowerConfig(_Strict):
-    """engine=flower: where the SuperLink is and how rounds tolerate failures."""
-
-    mode: Literal["deployment", "simulation"] = "deployment"
-    superlink: str = Field("127.0.0.1:9093", description="SuperLink address host:port (flwr run).")
-    insecure: bool = True
-    root_certificates: str | None = Field(None, description="CA certificate (PEM) of a TLS SuperLink.")
-    min_replies: int | None = Field(
-        None, ge=1, description="Aggregate a round if at least this many reply; None: half the sampled, rounded up."
-    )
-    round_timeout_s: float = Field(600.0, gt=0, description="Wait at most this long for a round's replies.")
-    secagg_clip_range: float = Field(
-        1.0, gt=0, description="secure_aggregation: client deltas must lie in [-x, x]; quantisation step 2x/2**22."
-    )
-
-
-class RobustConfig(_Strict):
-    trim_fraction: float = Field(0.1, ge=0, lt=0.5, description="strategy=trimmed_mean: fraction cut per side.")
-    clip_delta_norm: float | None = Field(None, gt=0, description="Clip each client's delta to this L2 norm.")
-    max_update_norm: float | None = Field(None, gt=0, description="Reject an update whose delta norm exceeds this.")
-
-
-class DpConfig(_Strict):
-    """Client-level DP-FedAvg: clip deltas to clip_norm, add N(0, (z·C/m)²) to the mean."""
-
-    enabled: bool = False
-    clip_norm: float = Field(1.0, gt=0)
-    noise_multiplier: float | None = Field(None, ge=0, description="z; None: chosen to meet target_epsilon.")
-    target_epsilon: float | None = Field(None, gt=0)
-    delta: float = Field(1e-5, gt=0, lt=1)
-
-    @model_validator(mode="after")
-    def _one_noise_source(self) -> DpConfig:
-        if self.enabled and (self.noise_multiplier is None) == (self.target_epsilon is None):
-            raise ValueError("dp.enabled needs exactly one of dp.noise_multiplier or dp.target_epsilon; set one")
-        return self
 
 
 class ModelConfig(_Strict):
@@ -151,10 +58,13 @@ class DataConfig(_Strict):
         return self
 
 
-class Config(_Strict):
+class CoreConfig(_Strict):
+    """The keys of a run itself; :data:`Config` adds every method's, strategy's, wrapper's and
+    engine's own section, each defined beside the code that reads it."""
+
     name: str = "default"
-    methods: list[str] = Field(default_factory=lambda: ["fft", "lora", "federa"])
-    engine: Literal["inprocess", "flower"] = "inprocess"
+    methods: NameList = Field(default_factory=lambda: ["fft", "lora", "federa"])
+    engine: str = "inprocess"
     rounds: int = Field(10, ge=1)
     num_clients: int = Field(10, ge=1)
     clients_per_round: int = Field(5, ge=1)
@@ -170,26 +80,26 @@ class Config(_Strict):
     target_accuracy: float | None = Field(
         None, gt=0, le=1, description="None: 99% of the best FFT accuracy of the run (or of any method)."
     )
-    strategy: Literal["fedavg", "median", "trimmed_mean"] = "fedavg"
+    strategy: str = "fedavg"
     secure_aggregation: bool = Field(False, description="engine=flower: Flower SecAgg+ (server sees only the sum).")
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
-    lora: LoraConfig = Field(default_factory=LoraConfig)
-    federa: FederaConfig = Field(default_factory=FederaConfig)
-    ia3: Ia3Config = Field(default_factory=Ia3Config)
-    prompt: PromptConfig = Field(default_factory=PromptConfig)
-    prefix: PrefixConfig = Field(default_factory=PrefixConfig)
-    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
-    flower: FlowerConfig = Field(default_factory=FlowerConfig)
-    robust: RobustConfig = Field(default_factory=RobustConfig)
-    dp: DpConfig = Field(default_factory=DpConfig)
     lr: dict[str, float] = Field(default_factory=dict, validate_default=True)
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
 
-    @field_validator("methods", mode="before")
+    @field_validator("engine")
     @classmethod
-    def _split_methods(cls, v: Any) -> Any:
-        return _split_list(v)
+    def _known_engine(cls, engine: str) -> str:
+        if engine not in available_engines():
+            raise ValueError(f"unknown engine '{engine}'; choose from {', '.join(available_engines())}")
+        return engine
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, strategy: str) -> str:
+        if strategy not in available_strategies():
+            raise ValueError(f"unknown strategy '{strategy}'; choose from {', '.join(available_strategies())}")
+        return strategy
 
     @field_validator("methods")
     @classmethod
@@ -225,46 +135,37 @@ class Config(_Strict):
                 f"flower.min_replies={self.flower.min_replies} > clients_per_round={self.clients_per_round}; "
                 f"set flower.min_replies<={self.clients_per_round}"
             )
-        if self.secure_aggregation:
-            self._check_secure_aggregation()
-        if self.dp.enabled and self.strategy != "fedavg":
-            # The noise is calibrated to the sensitivity of a clipped mean, not of a median.
-            raise ValueError(f"dp.enabled works with strategy=fedavg only, got strategy={self.strategy}")
         if self.local_epochs is None and self.local_steps is None:
             raise ValueError("set local_steps or local_epochs")
         if self.partition.sizes is not None and len(self.partition.sizes) != self.num_clients:
             raise ValueError(
                 f"partition.sizes has {len(self.partition.sizes)} entries for {self.num_clients} clients"
             )
+        # The server-side stack (strategy + wrappers) must be one that can work: checked by what
+        # each part declares it needs (individual updates, a mean), never by a list of names.
+        if (problem := stack_problem(self)) is not None:
+            raise ValueError(problem)
         return self
-
-    def _check_secure_aggregation(self) -> None:
-        """SecAgg+ gives the server only the sum, so nothing may need the individual updates."""
-        if self.engine != "flower":
-            raise ValueError("secure_aggregation runs on Flower's SecAgg+; set engine=flower")
-        if self.strategy != "fedavg":
-            raise ValueError(
-                f"secure_aggregation needs strategy=fedavg (the server sees only the sum), got {self.strategy}"
-            )
-        if self.dp.enabled or self.robust.max_update_norm is not None or self.robust.clip_delta_norm is not None:
-            raise ValueError("secure_aggregation hides individual updates: turn off dp.enabled, "
-                             "robust.max_update_norm and robust.clip_delta_norm")
-        if self.clients_per_round < 2:
-            raise ValueError("secure_aggregation needs clients_per_round>=2 (SecAgg+ sums at least two clients)")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+def _sections() -> dict[str, Any]:
+    sections = {**method_sections(), **strategy_sections(), **engine_sections()}
+    return {name: (cls, Field(default_factory=cls)) for name, cls in sections.items()}
+
+
+# The run's keys plus one section per method, strategy, wrapper and engine that has settings
+# (``lora``, ``federa``, ``trimmed_mean``, ``robust``, ``dp``, ``server_opt``, ``flower``, ...).
+Config = create_model("Config", __base__=CoreConfig, __module__=__name__, **_sections())
+
+# Keys that moved, so an old config gets told where to instead of only "unknown key".
+_MOVED = {"robust.trim_fraction": "trimmed_mean.trim_fraction"}
+
+
 # ---------------------------------------------------------------------------------------
 # Parsing
-
-
-def _split_list(v: Any) -> Any:
-    # `--set methods=federa,lora` arrives as one string; YAML lists pass through.
-    if isinstance(v, str):
-        return [s.strip() for s in v.split(",") if s.strip()]
-    return v
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -303,6 +204,8 @@ def _format_validation_error(err: ValidationError) -> str:
     loc = _printable(".".join(str(p) for p in first["loc"]))
     msg = _printable(first["msg"].removeprefix("Value error, "))
     if first["type"] == "extra_forbidden":
+        if loc in _MOVED:
+            return f"config key '{loc}' is now '{_MOVED[loc]}'; rename it"
         section = Config
         for part in first["loc"][:-1]:
             field = section.model_fields.get(str(part))

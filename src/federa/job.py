@@ -18,12 +18,13 @@ from datasets import Dataset
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from federa.client import TrainSettings
+from federa.types import TrainSettings
 from federa.config import Config
 from federa.data import TextData, collator, load_data, tokenize
 from federa.errors import DataError
 from federa.methods import get_method
-from federa.methods.base import Method, State
+from federa.methods.base import Method
+from federa.types import State
 from federa.partition import partition_indices
 from federa.pretrained import load_base_model, load_tokenizer, resolve_device, resolve_model_path
 

@@ -1,15 +1,21 @@
-"""The results folder of one run: where each file lives, and the append-only metrics log."""
+"""The results folder of one run: where each file lives, the append-only metrics log, and opening
+one for a new run or a resume."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from federa.checkpoint import atomic_write_bytes
+from federa.errors import ConfigError
+
+if TYPE_CHECKING:
+    from federa.config import Config
 
 
 @dataclass(frozen=True)
@@ -75,3 +81,21 @@ class RunDir:
     def write_json(self, path: Path, obj: Any) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
+    return Path(root) / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
+
+
+def open_run_dir(cfg: Config, out: Path, resume: bool) -> RunDir:
+    """Create ``out`` for a fresh run, or check it belongs to ``cfg`` when resuming."""
+    run_dir = RunDir(out)
+    if resume:
+        if not run_dir.config.is_file():
+            raise ConfigError(f"--resume {out}: no config.yaml there; pass the folder of an earlier run")
+        return run_dir
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"output folder {out} is not empty; pass a new --out, or --resume {out} to continue it")
+    out.mkdir(parents=True, exist_ok=True)
+    run_dir.config.write_text(cfg.to_yaml(), encoding="utf-8")
+    return run_dir

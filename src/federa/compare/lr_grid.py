@@ -90,16 +90,19 @@ def grid_scores(rd: RunDir, methods: Sequence[str]) -> list[dict[str, Any]]:
 
 def choose_lrs(job: Job, rd: RunDir, methods: Sequence[str], progress: bool = True, log=print) -> dict[str, float]:
     """Run (or read back) the lr grid of ``methods`` on this cell's validation split; best lr each."""
-    from federa.engines.inprocess import run_method
+    from federa.engines.inprocess import run_method  # grid runs are short and local, whatever the engine
+    from federa.runner import run_pending
 
     vjob = validation_job(job)
     for mult in LR_MULTIPLIERS:
         grd = _grid_dir(rd, mult)
         grd.root.mkdir(parents=True, exist_ok=True)
-        for m in methods:
-            if not grd.result(m).is_file():
-                log(f"[lr grid {m}] lr={job.cfg.lr[m] * mult:.3g} (x{mult:g}) on the validation split")
-                run_method(with_lr(vjob, m, job.cfg.lr[m] * mult), m, grd, progress=progress, log=log)
+
+        def run_one(vjob: Job, m: str, grd: RunDir, mult: float = mult) -> dict[str, Any]:
+            log(f"[lr grid {m}] lr={job.cfg.lr[m] * mult:.3g} (x{mult:g}) on the validation split")
+            return run_method(with_lr(vjob, m, job.cfg.lr[m] * mult), m, grd, progress=progress, log=log)
+
+        run_pending(vjob, grd, methods, run_one, log=lambda *_: None)
     chosen = {r["method"]: r["lr"] for r in grid_scores(rd, methods) if r["chosen"]}
     for m in methods:
         if m not in chosen:

@@ -18,7 +18,6 @@ from federa.compare.outputs import write_outputs
 from federa.compare.plan import Plan
 from federa.config import Config, build_config
 from federa.errors import ConfigError
-from federa.experiment import pin_partition
 from federa.runlog import RunDir
 
 if TYPE_CHECKING:
@@ -44,9 +43,9 @@ def _claim_cell_dir(rd: RunDir, cfg: Config) -> None:
 
 def run_compare(plan: Plan, progress: bool = True, log=print) -> dict[str, Any]:
     """Run every pending (method, cell) of ``plan``, then write all outputs; returns the outputs' data."""
-    from federa.engines.inprocess import run_method
-    from federa.experiment import run_info
+    from federa.engines import get_engine
     from federa.job import prepare_job
+    from federa.runner import pin_partition, run_info, run_pending
 
     plan.out.mkdir(parents=True, exist_ok=True)
     base: Job | None = None
@@ -68,12 +67,13 @@ def run_compare(plan: Plan, progress: bool = True, log=print) -> dict[str, Any]:
         job = cell_job(base, cfg)
         pin_partition(rd, job)
         lrs = choose_lrs(job, rd, pending, progress, log) if plan.lr_grid else {}
-        for m in plan.methods:
-            if rd.result(m).is_file():
-                log(f"[{cell.name}] {m}: finished; reading it back")
-                continue
-            log(f"[{cell.name}] {m}")
-            run_method(with_lr(job, m, lrs.get(m)), m, rd, progress=progress, log=log)
+        engine = get_engine(cfg.engine)
+
+        def run_one(job: Job, m: str, rd: RunDir, cell_name: str = cell.name) -> dict[str, Any]:
+            log(f"[{cell_name}] {m}")
+            return engine(with_lr(job, m, lrs.get(m)), m, rd, progress=progress, log=log)
+
+        run_pending(job, rd, plan.methods, run_one, log=lambda msg, c=cell.name: log(f"[{c}] {msg}"))
     if not (plan.out / "compare.json").is_file():
         _write_compare_json(plan, {})
     return write_outputs(plan)

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from federa.checkpoint import load_checkpoint, save_checkpoint
-from federa.client import TrainSettings, Update
 from federa.evaluate import evaluate
 from federa.job import Job
-from federa.methods.base import State, count_parameters, load_trainable_state, state_bytes, trainable_state
-from federa.privacy import DpFedAvg
+from federa.methods.base import count_parameters, load_trainable_state, state_bytes, trainable_state
 from federa.runlog import RunDir
-from federa.strategies import make_strategy
-from federa.strategies.clipping import clip_update
-from federa.validation import split_valid
+from federa.strategies.stack import build_stack
+from federa.types import State, TrainSettings, Update
 
 _COUNTERS = ("train_wall_s", "client_compute_s", "wall_s", "bytes_up", "bytes_down", "examples_seen")
 
@@ -54,9 +51,7 @@ class ServerRun:
         cfg = job.cfg
         self.job, self.name, self.run_dir, self.log = job, method_name, run_dir, log
         self.method, self.model, self.setup = job.server_model(method_name)
-        self.strategy = make_strategy(cfg.strategy, cfg.clients_per_round, cfg.seed, cfg.robust.trim_fraction)
-        # DP replaces the strategy's mean; a pure function of (config, round), so never checkpointed.
-        self.dp = DpFedAvg.from_config(cfg) if cfg.dp.enabled else None
+        self.strategy = build_stack(cfg)  # the strategy inside its wrappers (validation, clipping, DP, ...)
         self.settings = job.train_settings(method_name)
         self.state = trainable_state(self.model)
         self.trainable, self.total = count_parameters(self.model)
@@ -116,9 +111,16 @@ class ServerRun:
         cfg = self.job.cfg
         t_agg = time.perf_counter()
         if aggregate is None:
-            new_state, accepted, rejected = self._aggregate(rnd, updates)
+            new_state = self.strategy.aggregate_round(rnd, self.state, updates)
         else:
-            new_state, accepted, rejected = aggregate, dict(updates), {}
+            new_state = self.strategy.finish_sum(rnd, self.state, aggregate)
+        strategy_metrics = self.strategy.round_metrics(rnd)  # rejected clients, ε under DP, ...
+        rejected = {r["client"] for r in strategy_metrics.get("rejected", [])}
+        for r in strategy_metrics.get("rejected", []):
+            self.log(f"[{self.name}] round {rnd}: rejected client {r['client']}: {r['reason']}")
+        accepted = {c: u for c, u in updates.items() if c not in rejected}
+        if not accepted and "epsilon" not in strategy_metrics:
+            self.log(f"[{self.name}] round {rnd}: no valid update; the global model is kept")
         load_trainable_state(self.model, new_state)
         t_eval = time.perf_counter()
         newly = set(updates) - self.totals.contacted
@@ -131,13 +133,11 @@ class ServerRun:
             "client_compute_s": sum(u.metrics.get("train_seconds", 0.0) for u in updates.values()),
             "train_loss": sum(u.metrics["train_loss"] * u.num_examples for u in accepted.values())
             / sum(u.num_examples for u in accepted.values()) if accepted else None,
-            "rejected": [{"client": c, "reason": r} for c, r in sorted(rejected.items())],
+            "rejected": [],
+            **strategy_metrics,
             "round_s": t_eval - started,
             "aggregate_s": t_eval - t_agg,
         }
-        if self.dp is not None:
-            round_stats["epsilon"] = self.dp.epsilon(rnd)
-            round_stats["dp_noise_multiplier"] = self.dp.noise_multiplier
         self.state, self.round = new_state, rnd
         t = self.totals
         t.contacted |= newly
@@ -157,33 +157,12 @@ class ServerRun:
         self._checkpoint()
         return record
 
-    def _aggregate(self, rnd: int, updates: Mapping[int, Update]) -> tuple[State, dict[int, Update], dict[int, str]]:
-        """(new global state, accepted updates, rejected client id → reason).
-
-        Invalid replies are dropped (the others still count); clipping bounds each accepted
-        delta; then DP-FedAvg or the strategy aggregates. With nothing accepted the global
-        state stays, except under DP, where noise is still added so that the release never
-        reveals whether anyone took part.
-        """
-        robust = self.job.cfg.robust
-        accepted, rejected = split_valid(dict(updates), self.state, robust.max_update_norm)
-        for cid, reason in sorted(rejected.items()):
-            self.log(f"[{self.name}] round {rnd}: rejected client {cid}: {reason}")
-        if robust.clip_delta_norm is not None:
-            accepted = {c: replace(u, state=clip_update(u.state, self.state, robust.clip_delta_norm))
-                        for c, u in accepted.items()}
-        if self.dp is not None:
-            return self.dp.aggregate(rnd, self.state, [u.state for u in accepted.values()]), accepted, rejected
-        if not accepted:
-            self.log(f"[{self.name}] round {rnd}: no valid update; the global model is kept")
-            return self.state, accepted, rejected
-        return self.strategy.aggregate(rnd, self.state, list(accepted.values())), accepted, rejected
-
     def progress_postfix(self) -> dict[str, str]:
         """What a progress bar shows after each round: accuracy, and ε under DP."""
         out = {"acc": f"{self.last_metrics.get('accuracy', float('nan')):.3f}"}
-        if self.dp is not None:
-            out["eps"] = f"{self.dp.epsilon(self.round):.2f}"
+        epsilon = self.strategy.round_metrics(self.round).get("epsilon")
+        if epsilon is not None:
+            out["eps"] = f"{epsilon:.2f}"
         return out
 
     def _evaluate(self) -> dict[str, float]:

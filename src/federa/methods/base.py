@@ -10,17 +10,23 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 
-from federa.config import Config
+from federa.types import State
 
-State = dict[str, torch.Tensor]
+if TYPE_CHECKING:
+    from federa.config import Config
+    from federa.settings import Section
 
 
 class Method(ABC):
-    name: str = ""
+    name: ClassVar[str] = ""
+    # The method's config section (``cfg.<name>``), or None when it has no settings of its own.
+    settings: ClassVar[type[Section] | None] = None
+    default_lr: ClassVar[float]  # AdamW rate when the config names none (``lr.<name>``)
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg

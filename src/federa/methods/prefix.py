@@ -17,11 +17,14 @@ from pathlib import Path
 
 import peft
 import transformers
+from pydantic import Field
 from torch import nn
 
 from federa.errors import ModelError
-from federa.methods.base import Method, State
+from federa.methods.base import Method
+from federa.types import State
 from federa.methods.prompt import check_positions
+from federa.settings import Section
 
 
 def _takes(module: nn.Module, arg: str) -> bool:
@@ -43,8 +46,14 @@ def check_prefix_support(pm: peft.PeftModel) -> None:
     )
 
 
+class PrefixSettings(Section):
+    num_virtual_tokens: int = Field(10, ge=1, description="Prefix length per layer (method prefix).")
+
+
 class PrefixTuning(Method):
     name = "prefix"
+    settings = PrefixSettings
+    default_lr = 1e-2  # peft's usual rate: prefix cannot run on BERT with transformers 5 (see above)
 
     def peft_config(self) -> peft.PrefixTuningConfig:
         return peft.PrefixTuningConfig(task_type=peft.TaskType.SEQ_CLS,

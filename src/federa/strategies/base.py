@@ -4,19 +4,29 @@ A strategy decides which clients train and with what settings, and turns their r
 the next global state. It knows nothing about processes or transport, so the in-process and
 the Flower engine drive the same object. Any state it keeps across rounds goes through
 ``state_dict``/``load_state_dict`` so that checkpoints capture it.
+
+A :class:`Wrapper` is a strategy around another one (Flower's DP-wrapper pattern): it may
+change the replies before the inner strategy sees them (validation, clipping) and the result
+after (noise, a server optimiser). What a wrapper needs from the rest of the stack is declared
+in class attributes, and :mod:`federa.strategies.stack` refuses incompatible stacks by them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from federa.client import TrainSettings, Update
-from federa.methods.base import State
+from federa.types import State, TrainSettings, Update
+
+if TYPE_CHECKING:
+    from federa.config import Config
+    from federa.settings import Section
+
+Updates = Mapping[int, Update]  # client id → reply, in client-id order
 
 
 def derive_seed(*parts: int) -> int:
@@ -29,11 +39,22 @@ def derive_seed(*parts: int) -> int:
 
 
 class Strategy(ABC):
-    name: str = ""
+    name: ClassVar[str] = ""
+    # Its config section (``cfg.<name>``), or None when it has no settings of its own.
+    settings: ClassVar[type[Section] | None] = None
+    # True when aggregate() is a weighted mean Σwᵢ·stateᵢ/Σwᵢ of the replies: then a sum is
+    # all it needs (secure aggregation) and one client's influence is bounded (DP).
+    linear: ClassVar[bool] = False
 
-    def __init__(self, clients_per_round: int, seed: int) -> None:
+    def __init__(self, clients_per_round: int, seed: int, **settings: Any) -> None:
         self.clients_per_round = clients_per_round
         self.seed = seed
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Strategy:
+        """Built from the run's schedule and the strategy's own section, like Flower's strategies."""
+        own = getattr(cfg, cls.name).model_dump() if cls.settings is not None else {}
+        return cls(clients_per_round=cfg.clients_per_round, seed=cfg.seed, **own)
 
     def sample_clients(self, rnd: int, clients: Sequence[int]) -> list[int]:
         """Uniform sample without replacement, a pure function of (seed, round, client ids)."""
@@ -46,11 +67,97 @@ class Strategy(ABC):
         return {c: replace(base, seed=derive_seed(self.seed, rnd, c)) for c in self.sample_clients(rnd, clients)}
 
     @abstractmethod
-    def aggregate(self, rnd: int, global_state: State, updates: Sequence[Update]) -> State:
-        """The next global state from the replies of this round."""
+    def aggregate(self, rnd: int, global_state: State, updates: Updates) -> State:
+        """The next global state from this round's replies (at least one)."""
+
+    def aggregate_round(self, rnd: int, global_state: State, updates: Updates) -> State:
+        """:meth:`aggregate`, except that a round with no reply keeps the global state."""
+        return self.aggregate(rnd, global_state, updates) if updates else global_state
+
+    def finish_sum(self, rnd: int, global_state: State, aggregate: State) -> State:
+        """The next global state when the transport already aggregated (SecAgg+ gives only the
+        mean): what wrappers do after the inner strategy, and nothing else."""
+        return aggregate
+
+    def round_metrics(self, rnd: int) -> dict[str, Any]:
+        """Figures of the last aggregated round for the metrics line (e.g. ε under DP)."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         del state
+
+
+class Wrapper(Strategy):
+    """A strategy around ``inner``: :meth:`before` the replies, :meth:`after` the result."""
+
+    section: ClassVar[str | None] = None  # its config section (several wrappers may share one)
+    # Capabilities, checked when a stack is built from a config:
+    needs_individual_updates: ClassVar[bool] = False  # reads each client's update, not just a sum
+    hides_individual_updates: ClassVar[bool] = False  # the server gets only the sum (SecAgg+)
+    needs_linear: ClassVar[bool] = False  # only sound around a linear (mean) strategy
+
+    def __init__(self, inner: Strategy) -> None:
+        self.inner = inner
+
+    @classmethod
+    def wanted(cls, cfg: Config) -> bool:
+        """Whether ``cfg`` asks for this wrapper."""
+        raise NotImplementedError
+
+    @classmethod
+    def check(cls, cfg: Config) -> str | None:
+        """Why this wrapper cannot run under ``cfg`` beyond the capability rules, or None."""
+        return None
+
+    @classmethod
+    def wrap(cls, inner: Strategy, cfg: Config) -> Wrapper:
+        return cls(inner)
+
+    # Sampling and client settings are the inner strategy's.
+    @property
+    def clients_per_round(self) -> int:  # type: ignore[override]
+        return self.inner.clients_per_round
+
+    @property
+    def seed(self) -> int:  # type: ignore[override]
+        return self.inner.seed
+
+    @property
+    def linear(self) -> bool:  # type: ignore[override]
+        return self.inner.linear
+
+    def configure_round(self, rnd: int, clients: Sequence[int], base: TrainSettings) -> dict[int, TrainSettings]:
+        return self.inner.configure_round(rnd, clients, base)
+
+    def before(self, rnd: int, global_state: State, updates: Updates) -> Updates:
+        return updates
+
+    def after(self, rnd: int, global_state: State, new_state: State) -> State:
+        return new_state
+
+    def aggregate(self, rnd: int, global_state: State, updates: Updates) -> State:
+        return self.aggregate_round(rnd, global_state, updates)
+
+    def aggregate_round(self, rnd: int, global_state: State, updates: Updates) -> State:
+        inner = self.inner.aggregate_round(rnd, global_state, self.before(rnd, global_state, updates))
+        return self.after(rnd, global_state, inner)
+
+    def finish_sum(self, rnd: int, global_state: State, aggregate: State) -> State:
+        return self.after(rnd, global_state, self.inner.finish_sum(rnd, global_state, aggregate))
+
+    def round_metrics(self, rnd: int) -> dict[str, Any]:
+        return self.inner.round_metrics(rnd)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"inner": self.inner.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state.get("inner", {}))
+
+    def layers(self) -> list[Strategy]:
+        """This wrapper, the wrappers inside it, and the strategy at the core, outermost first."""
+        inner = self.inner.layers() if isinstance(self.inner, Wrapper) else [self.inner]
+        return [self, *inner]

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from federa.client import Update
-from federa.methods.base import State
-from federa.strategies.base import Strategy
+from federa.strategies.base import Strategy, Updates
+from federa.types import State
 
 
 def weighted_average(states: Sequence[State], weights: Sequence[float]) -> State:
@@ -29,6 +28,7 @@ def weighted_average(states: Sequence[State], weights: Sequence[float]) -> State
 
 class FedAvg(Strategy):
     name = "fedavg"
+    linear = True
 
-    def aggregate(self, rnd: int, global_state: State, updates: Sequence[Update]) -> State:
-        return weighted_average([u.state for u in updates], [u.num_examples for u in updates])
+    def aggregate(self, rnd: int, global_state: State, updates: Updates) -> State:
+        return weighted_average([u.state for u in updates.values()], [u.num_examples for u in updates.values()])

@@ -11,9 +11,8 @@ from collections.abc import Sequence
 
 import torch
 
-from federa.client import Update
-from federa.methods.base import State
-from federa.strategies.base import Strategy
+from federa.strategies.base import Strategy, Updates
+from federa.types import State
 
 
 def coordinate_median(states: Sequence[State]) -> State:
@@ -33,5 +32,5 @@ def coordinate_median(states: Sequence[State]) -> State:
 class Median(Strategy):
     name = "median"
 
-    def aggregate(self, rnd: int, global_state: State, updates: Sequence[Update]) -> State:
-        return coordinate_median([u.state for u in updates])
+    def aggregate(self, rnd: int, global_state: State, updates: Updates) -> State:
+        return coordinate_median([u.state for u in updates.values()])

@@ -11,10 +11,11 @@ import math
 from collections.abc import Sequence
 
 import torch
+from pydantic import Field
 
-from federa.client import Update
-from federa.methods.base import State
-from federa.strategies.base import Strategy
+from federa.settings import Section
+from federa.strategies.base import Strategy, Updates
+from federa.types import State
 
 
 def trimmed_mean(states: Sequence[State], trim_fraction: float) -> State:
@@ -31,12 +32,17 @@ def trimmed_mean(states: Sequence[State], trim_fraction: float) -> State:
     return out
 
 
+class TrimmedMeanSettings(Section):
+    trim_fraction: float = Field(0.1, ge=0, lt=0.5, description="Fraction of values cut on each side per coordinate.")
+
+
 class TrimmedMean(Strategy):
     name = "trimmed_mean"
+    settings = TrimmedMeanSettings
 
     def __init__(self, clients_per_round: int, seed: int, trim_fraction: float = 0.1) -> None:
         super().__init__(clients_per_round, seed)
         self.trim_fraction = trim_fraction
 
-    def aggregate(self, rnd: int, global_state: State, updates: Sequence[Update]) -> State:
-        return trimmed_mean([u.state for u in updates], self.trim_fraction)
+    def aggregate(self, rnd: int, global_state: State, updates: Updates) -> State:
+        return trimmed_mean([u.state for u in updates.values()], self.trim_fraction)

@@ -37,11 +37,11 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
-from federa.client import TrainSettings
+from federa.types import TrainSettings
 from federa import errors
 from federa.errors import ConfigError
-from federa.flower_app import wire
-from federa.methods.base import State
+from federa.engines.flower import wire
+from federa.types import State
 
 QUANTIZATION_RANGE = 2**22  # SecAggPlusWorkflow's default, kept: its modulus is 2**32
 

@@ -109,7 +109,7 @@ def node_shard(cfg_yaml: str, node_config: dict[str, Any], client_id: int, label
 
 def node_setup(content: RecordDict, context: Context, method: str) -> dict:
     """The method's broadcast setup: sent once per node and run, then kept in the node's state."""
-    from federa.flower_app import wire
+    from federa.engines.flower import wire
 
     key = f"federa.setup.{method}"
     if wire.SETUP in content.array_records:
@@ -127,7 +127,7 @@ def node_model(job_key: tuple, job, method: str, setup: dict):
 def train_content(content: RecordDict, context: Context) -> RecordDict:
     """One local update, from a plain federa train message."""
     from federa.client import local_update
-    from federa.flower_app import wire
+    from federa.engines.flower import wire
 
     rec = content.config_records[wire.SETTINGS]
     method, cid = str(rec["method"]), int(rec["client_id"])
@@ -163,7 +163,7 @@ app = ClientApp(mods=[secagg_when_requested])
 def train(msg: Message, context: Context) -> Message:
     try:
         if "fitins.config" in msg.content.config_records:  # a SecAgg+ round (legacy record layout)
-            from federa.flower_app.secagg import train_secagg
+            from federa.engines.flower.secagg import train_secagg
 
             return Message(train_secagg(msg.content, context, train_content), reply_to=msg)
         return Message(train_content(msg.content, context), reply_to=msg)

@@ -13,7 +13,7 @@ from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from federa.errors import ConfigError
-from federa.flower_app import FlowerError, wire
+from federa.engines.flower import FlowerError, wire
 
 
 class NodeMap:

@@ -1,4 +1,4 @@
-"""Client deltas (update − global) and their L2 norm clipping, shared by robust aggregation and DP.
+"""Client deltas (update − global) and their L2 norm clipping, shared by validation, clipping and DP.
 
 Norms are taken over all trainable tensors together (one vector per client), in float64 so the
 bound holds after the cast back to each tensor's dtype up to that dtype's rounding.
@@ -7,8 +7,17 @@ bound holds after the cast back to each tensor's dtype up to that dtype's roundi
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
-from federa.methods.base import State
+from federa.settings import Section
+from federa.types import State
+
+
+class RobustSettings(Section):
+    """``robust:`` bounds on each client's delta (the validate and clip wrappers)."""
+
+    clip_delta_norm: float | None = Field(None, gt=0, description="Clip each client's delta to this L2 norm.")
+    max_update_norm: float | None = Field(None, gt=0, description="Reject an update whose delta norm exceeds this.")
 
 
 def _f64(t: torch.Tensor) -> torch.Tensor:

@@ -1,15 +1,11 @@
-"""The Flower engine: the same rounds as the in-process engine, with clients on SuperNodes.
-
-Two halves:
+"""The server half of the Flower engine: one method's rounds driven over Flower's Grid.
 
 - :func:`drive_method` runs inside federa's ServerApp (a process the SuperLink starts). It is
   the in-process loop with the transport swapped: federa's :class:`ServerRun` plans each round
   (strategy sampling → client ids), the Grid carries the global trainables to the nodes that
   hold those clients, and the replies go back into ``ServerRun.complete_round``, which
   aggregates, evaluates, logs and checkpoints into the results folder exactly as in-process.
-- :func:`run_method` runs in the ``federa run`` process: it submits a Flower run for one method
-  (deployment: to the SuperLink in ``flower.superlink``; simulation: Flower's Ray runtime in
-  this process) and waits for the ServerApp to write the method's ``result.json``.
+- :func:`federa.engines.flower.engine.run_method`, in the ``federa run`` process, submits it.
 
 Failures: a round aggregates the replies that arrived within ``flower.round_timeout_s`` if
 there are at least ``flower.min_replies`` of them (default: half the sampled clients, rounded
@@ -20,7 +16,6 @@ up); otherwise the method stops with one line saying so (``<method>/flower_stopp
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -29,12 +24,12 @@ from typing import Any
 from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from federa.client import Update
+from federa.types import Update
 from federa.config import Config
 from federa.engines.server import ServerRun
-from federa.errors import ConfigError, FederaError, NonFiniteLossError
-from federa.flower_app import FlowerError, wire
-from federa.flower_app.nodes import NodeMap
+from federa.errors import FederaError, NonFiniteLossError
+from federa.engines.flower import FlowerError, wire
+from federa.engines.flower.nodes import NodeMap
 from federa.job import Job
 from federa.runlog import RunDir
 
@@ -90,7 +85,7 @@ class _Round:
         return {c: updates[c] for c in sorted(updates)}
 
     def secure(self, rnd: int, plan: dict, need: int) -> tuple[dict[int, Update], dict | None]:
-        from federa.flower_app.secagg import apply_average, fit_ins, secagg_round
+        from federa.engines.flower.secagg import apply_average, fit_ins, secagg_round
 
         server, targets = self.server, self._targets(plan)
         clip = server.job.cfg.flower.secagg_clip_range
@@ -165,33 +160,3 @@ def drive_method(grid: Grid, job: Job, method: str, run_dir: RunDir, context: Co
 def stop_file(run_dir: RunDir, method: str) -> Path:
     """Why a method's Flower run stopped early (removed when the method runs again)."""
     return run_dir.method_dir(method) / "flower_stopped.json"
-
-
-def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = True, log=print) -> dict[str, Any]:
-    """Run one method on Flower and return its result record (see the module docstring)."""
-    from federa.flower_app import launch
-
-    cfg = job.cfg
-    for key, value in (("model.path", cfg.model.path), ("data.path", cfg.data.path)):
-        # The ServerApp and the SuperNodes are other processes, started in other folders.
-        if cfg.flower.mode == "deployment" and value and not Path(value).is_absolute():
-            raise ConfigError(f"engine=flower: {key}={value} is relative; give an absolute path "
-                              "(the SuperLink and SuperNodes resolve paths in their own folders)")
-    if cfg.flower.mode == "simulation":
-        launch.simulate(run_dir, method_name, num_supernodes=cfg.num_clients)
-    else:
-        launch.submit_and_wait(cfg.flower, run_dir, method_name, progress=progress, rounds=cfg.rounds, log=log)
-    result_path = run_dir.result(method_name)
-    if stop_file(run_dir, method_name).is_file():
-        reason = json.loads(stop_file(run_dir, method_name).read_text())["reason"]
-        raise FlowerError(f"[{method_name}] {reason}: bring the SuperNodes back and "
-                          f"continue with `federa run --resume {run_dir.root}`")
-    if not result_path.is_file():
-        raise FlowerError(
-            f"the Flower run for {method_name} ended without a result; "
-            f"see {run_dir.method_dir(method_name) / 'flower.log'}"
-        )
-    result = json.loads(result_path.read_text())
-    if result.get("status") != "done":
-        log(f"[{method_name}] stopped: {result.get('reason')}")
-    return result

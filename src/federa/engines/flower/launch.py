@@ -23,15 +23,15 @@ from typing import Any
 
 import tomli_w
 
-from federa.config import FlowerConfig
-from federa.flower_app import FlowerError
+from federa.engines.flower.settings import FlowerSettings
+from federa.engines.flower import FlowerError
 from federa.runlog import RunDir
 
 APP_TABLE: dict[str, Any] = {
     "publisher": "federa",
     "components": {
-        "serverapp": "federa.flower_app.server_app:app",
-        "clientapp": "federa.flower_app.client_app:app",
+        "serverapp": "federa.engines.flower.server_app:app",
+        "clientapp": "federa.engines.flower.client_app:app",
     },
     # run config: --run-config 'out="/abs/results" config="/abs/cfg.yaml" set="rounds=3;lora.r=4"'
     "config": {"config": "", "set": "", "out": "", "method": ""},
@@ -109,7 +109,7 @@ def write_app(folder: Path) -> Path:
     return folder
 
 
-def write_flwr_home(home: Path, fc: FlowerConfig) -> Path:
+def write_flwr_home(home: Path, fc: FlowerSettings) -> Path:
     """A private Flower config with one SuperLink connection, so the user's ~/.flwr is untouched."""
     home.mkdir(parents=True, exist_ok=True)
     conn: dict[str, Any] = {"address": fc.superlink, "insecure": fc.insecure}
@@ -139,7 +139,7 @@ def run_status(run_id: int, env: dict[str, str]) -> str:
     return str(runs[0].get("status", "unknown")) if runs else "unknown"
 
 
-def submit_and_wait(fc: FlowerConfig, run_dir: RunDir, method: str, progress: bool = True, rounds: int = 0,
+def submit_and_wait(fc: FlowerSettings, run_dir: RunDir, method: str, progress: bool = True, rounds: int = 0,
                     log=print) -> str:
     """Submit one method's run to the SuperLink and wait until it finishes; returns its status.
 
@@ -207,8 +207,8 @@ def simulate(run_dir: RunDir, method: str, num_supernodes: int, cpus_per_client:
         raise FlowerError("flower.mode=simulation needs Ray; install it with `pip install 'flwr[simulation]'`")
     from flwr.simulation import run_simulation
 
-    from federa.flower_app.client_app import app as client_app
-    from federa.flower_app.server_app import make_server_app
+    from federa.engines.flower.client_app import app as client_app
+    from federa.engines.flower.server_app import make_server_app
 
     run_simulation(
         server_app=make_server_app(out=str(run_dir.root.resolve()), method=method),
@@ -272,82 +272,3 @@ def node_main(args) -> int:
         raise FlowerError(f"--partition-id {args.partition_id} must lie in 0..{args.num_partitions - 1}")
     return _exec(supernode_command(args.superlink, args.partition_id, args.num_partitions, args.port, args.insecure,
                                    args.root_certificates, args.data_path, args.model_path))
-
-
-class LocalFederation:
-    """A SuperLink and ``n`` SuperNodes on 127.0.0.1 (node i holds client i of n), insecure.
-
-    For tests, benchmarks and trying things out. Each process runs in its own session, so
-    :meth:`kill`/:meth:`close` also end the SuperExec and app processes it spawned.
-    """
-
-    def __init__(self, root: Path, n: int, port: int | None = None) -> None:
-        import socket
-
-        self.root, self.n = Path(root), n
-        self.root.mkdir(parents=True, exist_ok=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = port or s.getsockname()[1]
-        self.env = flower_env(self.root / "flwr-home")
-        self.procs: dict[str, subprocess.Popen] = {}
-        try:
-            self._start("superlink", superlink_command(self.port))
-            self._wait_port()
-            for i in range(n):
-                self.start_node(i)
-        except BaseException:
-            self.close()
-            raise
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start_node(self, i: int) -> None:
-        """(Re)start the SuperNode ``node{i}`` holding client ``i``."""
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self._start(f"node{i}", supernode_command(self.address, i, self.n, port=port))
-
-    def _start(self, name: str, cmd: list[str]) -> None:
-        with open(self.root / f"{name}.log", "w") as log:
-            self.procs[name] = subprocess.Popen(cmd, cwd=self.root, env=self.env, stdout=log,
-                                                stderr=subprocess.STDOUT, start_new_session=True)
-
-    def _wait_port(self, timeout: float = 60) -> None:
-        import socket
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            if self.procs["superlink"].poll() is not None:
-                break
-            time.sleep(0.2)
-        raise FlowerError(f"the SuperLink did not start; see {self.root / 'superlink.log'}")
-
-    def kill(self, name: str) -> None:
-        """SIGKILL one process and everything it spawned (e.g. ``node2``)."""
-        import signal
-
-        proc = self.procs.pop(name)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
-
-    def close(self) -> None:
-        for name in list(self.procs):
-            self.kill(name)
-
-    def __enter__(self) -> LocalFederation:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

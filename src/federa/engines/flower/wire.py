@@ -15,8 +15,7 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from federa.client import TrainSettings, Update
-from federa.methods.base import State
+from federa.types import State, TrainSettings, Update
 
 SETTINGS, STATE, SETUP, METRICS, ERROR = "settings", "state", "setup", "metrics", "error"
 # Query sent once to every node: "which client (partition) do you hold?"

@@ -1,20 +1,24 @@
-"""Server-side checks of a client reply before it may touch the global state.
+"""Validation, the outermost wrapper: a client reply must pass before it may touch the global state.
 
 A client can send anything: a buggy one sends the wrong tensors or NaNs, a malicious one a
-huge update. :func:`check_update` names the first problem found (or None), so the server
-can drop that client for this round, log why, and aggregate the others.
+huge update. :func:`check_update` names the first problem found (or None); the wrapper drops
+that client for this round, reports why, and lets the inner strategy aggregate the others.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from federa.client import Update
-from federa.methods.base import State
-from federa.strategies.clipping import delta, global_norm
+from federa.strategies.base import Strategy, Updates, Wrapper
+from federa.strategies.deltas import RobustSettings, delta, global_norm
+from federa.types import State, Update
+
+if TYPE_CHECKING:
+    from federa.config import Config
 
 
 def check_update(update: Update, global_state: State, max_update_norm: float | None = None) -> str | None:
@@ -47,7 +51,7 @@ def check_update(update: Update, global_state: State, max_update_norm: float | N
     return None
 
 
-def split_valid(updates: dict[int, Update], global_state: State,
+def split_valid(updates: Updates, global_state: State,
                 max_update_norm: float | None = None) -> tuple[dict[int, Update], dict[int, str]]:
     """(accepted updates, rejected client id → reason)."""
     accepted, rejected = {}, {}
@@ -58,3 +62,39 @@ def split_valid(updates: dict[int, Update], global_state: State,
         else:
             rejected[cid] = reason
     return accepted, rejected
+
+
+class Validate(Wrapper):
+    """Drops invalid replies (and, with ``robust.max_update_norm``, too large ones); always on."""
+
+    section = "robust"
+    settings = RobustSettings
+
+    def __init__(self, inner: Strategy, max_update_norm: float | None = None) -> None:
+        super().__init__(inner)
+        self.max_update_norm = max_update_norm
+        self.rejected: dict[int, str] = {}
+
+    @property
+    def needs_individual_updates(self) -> bool:  # type: ignore[override]
+        return self.max_update_norm is not None  # the structural checks run on whatever arrives
+
+    @classmethod
+    def wanted(cls, cfg: Config) -> bool:
+        return True
+
+    @classmethod
+    def wrap(cls, inner: Strategy, cfg: Config) -> Validate:
+        return cls(inner, cfg.robust.max_update_norm)
+
+    def before(self, rnd: int, global_state: State, updates: Updates) -> Updates:
+        accepted, self.rejected = split_valid(updates, global_state, self.max_update_norm)
+        return accepted
+
+    def finish_sum(self, rnd: int, global_state: State, aggregate: State) -> State:
+        self.rejected = {}
+        return super().finish_sum(rnd, global_state, aggregate)
+
+    def round_metrics(self, rnd: int) -> dict[str, Any]:
+        rejected = [{"client": c, "reason": r} for c, r in sorted(self.rejected.items())]
+        return {**self.inner.round_metrics(rnd), "rejected": rejected}

@@ -29,11 +29,13 @@ def _log(msg: str) -> None:
 
 def serve(grid: Grid, context: Context, out: str, config: str = "", overrides: str = "", method: str = "") -> None:
     import json
+    from functools import partial
 
     from federa.config import load_config
-    from federa.engines.flower import drive_method
-    from federa.experiment import default_run_dir, open_run_dir, pin_partition, run_info, write_report
+    from federa.engines.flower.driver import drive_method
     from federa.job import prepare_job
+    from federa.runlog import default_run_dir, open_run_dir
+    from federa.runner import pin_partition, run_info, run_pending, write_report
 
     root = Path(out) if out else None
     if root is not None and (root / "config.yaml").is_file():
@@ -48,16 +50,14 @@ def serve(grid: Grid, context: Context, out: str, config: str = "", overrides: s
     _log(f"results: {run_dir.root}")
     job = prepare_job(cfg)
     pin_partition(run_dir, job)
-    info = run_info(job)
-    for m in [method] if method else cfg.methods:
-        if run_dir.result(m).is_file():
-            _log(f"[{m}] already finished")
-            continue
+
+    def drive(job, m, run_dir):
         result = drive_method(grid, job, m, run_dir, context=context, log=_log)
         _log(f"[{m}] {result['status']}")
-        write_report(run_dir, cfg, info)
-        if result["status"] == "stopped":
-            break  # the federation failed: the next method would meet the same missing nodes
+        return result
+
+    run_pending(job, run_dir, [method] if method else cfg.methods, drive,
+                after_each=partial(write_report, run_dir, cfg, run_info(job)), log=_log)
     _log(json.dumps({"results": str(run_dir.root)}))
 
 

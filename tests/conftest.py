@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from federa.config import Config, build_config
-from federa.data import bbc_news_dataset
+from federa.builtin_data import bbc_news_dataset
 from federa.pretrained import builtin_model_path
 
 

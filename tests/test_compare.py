@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import federa.engines.inprocess as inprocess
-import federa.engines.server as server
 from federa import compare
 from federa.cli import main as cli_main
 from federa.compare import CellResult, Plan, tables
@@ -162,7 +161,7 @@ def test_restart_with_changed_settings_is_refused(tiny_compare, tmp_path):
 
 
 def _rec(method: str, rnd: int, acc: float, compute: float, wall: float) -> dict:
-    return {"method": method, "round": rnd, "accuracy": acc, "macro_f1": acc, "loss": 1.0, "round_s": 1.0,
+    return {"method": method, "round": rnd, "score": acc, "accuracy": acc, "macro_f1": acc, "loss": 1.0, "round_s": 1.0,
             "cum_train_wall_s": wall, "cum_client_compute_s": compute, "cum_wall_s": wall,
             "cum_bytes_up": 10 * rnd, "cum_bytes_down": 10 * rnd}
 
@@ -187,7 +186,7 @@ def test_time_to_target_default_is_99pct_of_fft_best_per_seed():
                          "federa": [(0.2, 0, 0), (0.795, 2, 5), (0.7, 4, 10)]}),
         _cell("0.1", 1, {"fft": [(0.2, 0, 0), (0.9, 10, 12)], "federa": [(0.2, 0, 0), (0.89, 1, 3)]}),
     ]
-    assert cells[0].summary["target_accuracy"] == pytest.approx(0.792)
+    assert cells[0].summary["target_score"] == pytest.approx(0.792)
     rows = tables._index(compare.summary_rows(_plan(["fft", "federa"], ["0.1"]), cells))
     fft, fed = rows[("fft", "0.1")], rows[("federa", "0.1")]
     assert fft["reached"] == "2/2" and fed["reached"] == "1/2"
@@ -196,8 +195,8 @@ def test_time_to_target_default_is_99pct_of_fft_best_per_seed():
     assert fed["client_compute_to_target_vs_fft"] == pytest.approx(2 / 20)  # only seed 0 has both
     assert fed["train_wall_to_target_vs_fft"] == pytest.approx(5 / 24)
     assert tables._ttt_text(fed, "client_compute_s_to_target", " s") == "2.0 s (1/2 seeds)"
-    assert fed["final_accuracy_mean"] == pytest.approx((0.7 + 0.89) / 2)
-    assert fed["final_accuracy_std"] == pytest.approx(np.std([0.7, 0.89], ddof=1))
+    assert fed["final_score_mean"] == pytest.approx((0.7 + 0.89) / 2)
+    assert fed["final_score_std"] == pytest.approx(np.std([0.7, 0.89], ddof=1))
 
 
 def test_never_reaching_the_target_reads_not_reached():
@@ -215,9 +214,9 @@ def test_never_reaching_the_target_reads_not_reached():
 def _rows(accs: dict[tuple[str, str], float], ttt_ratio: float | None = 0.5) -> list[dict]:
     rows = []
     for (m, a), acc in accs.items():
-        rows.append({"method": m, "alpha": a, "final_accuracy_mean": acc, "final_accuracy_std": None,
-                     "best_accuracy_mean": acc, "trainable_params": 1_000 if m != "fft" else 100_000,
-                     "trainable_pct": 1.0 if m != "fft" else 100.0, "reached": "1/1", "target_accuracy_mean": 0.8,
+        rows.append({"method": m, "alpha": a, "final_score_mean": acc, "final_score_std": None,
+                     "best_score_mean": acc, "trainable_params": 1_000 if m != "fft" else 100_000,
+                     "trainable_pct": 1.0 if m != "fft" else 100.0, "reached": "1/1", "target_score_mean": 0.8,
                      "rounds_to_target_mean": 3, "client_compute_s_to_target_mean": 10.0,
                      "train_wall_s_to_target_mean": 12.0,
                      "client_compute_to_target_vs_fft": ttt_ratio if m == "federa" else 1.0,
@@ -254,13 +253,15 @@ def test_lr_grid_scores_on_held_out_training_rows_never_the_test_set(tiny_model_
                 out=tmp_path / "out", lr_grid=True)
     calls = _spy_run_method(monkeypatch)
     evaluated: list[tuple[Path, object]] = []
-    real_evaluate = server.evaluate
+    from federa.tasks.classification import Classification
 
-    def spy_evaluate(model, test, *a, **kw):
+    real_evaluate = Classification.evaluate
+
+    def spy_evaluate(self, model, test, *a, **kw):
         evaluated.append((calls[-1][0], test))
-        return real_evaluate(model, test, *a, **kw)
+        return real_evaluate(self, model, test, *a, **kw)
 
-    monkeypatch.setattr(server, "evaluate", spy_evaluate)
+    monkeypatch.setattr(Classification, "evaluate", spy_evaluate)
     compare.run_compare(plan, progress=False, log=lambda *_: None)
 
     grid_calls = [c for c in calls if "lr_grid" in c[0].parts]
@@ -282,7 +283,7 @@ def test_lr_grid_scores_on_held_out_training_rows_never_the_test_set(tiny_model_
     grid = _csv(plan.out / "lr_grid.csv")
     assert [float(r["multiplier"]) for r in grid] == list(compare.LR_MULTIPLIERS)
     chosen = [r for r in grid if r["chosen"] == "True"]
-    assert len(chosen) == 1 and float(chosen[0]["val_accuracy"]) == max(float(r["val_accuracy"]) for r in grid)
+    assert len(chosen) == 1 and float(chosen[0]["val_score"]) == max(float(r["val_score"]) for r in grid)
     assert cell_job.cfg.lr["lora"] == pytest.approx(float(chosen[0]["lr"]))
     assert json.loads((cell_root / "lora" / "result.json").read_text())["lr"] == pytest.approx(float(chosen[0]["lr"]))
 
@@ -301,7 +302,7 @@ def test_carve_validation_splits_each_shard():
     (["--alphas", "0.1,zero"], "--alphas: 'zero' is neither"),
     (["--methods", "fft,nope"], "--methods: unknown method 'nope'"),
     (["--seeds", "0,x"], "--seeds must be integers"),
-    (["--target", "85"], "--target must be an accuracy in (0, 1]"),
+    (["--target", "85"], "--target must be a score in (0, 1]"),
     (["--set", "rounds=0"], "config key 'rounds'"),
 ])
 def test_cli_rejects_bad_input_with_one_line(args, message, capsys, tmp_path):

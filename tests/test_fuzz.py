@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from federa.cli import main
 from federa.config import Config, build_config, load_config
-from federa.data import load_data, tokenize
+from federa.data import load_data
 from federa.errors import FederaError
 
 CASES: Counter[str] = Counter()  # cases run, per property
@@ -196,9 +196,11 @@ def _check_loaded(path: Path, data_overrides: dict, tokenizer) -> None:
     cfg = build_config({"data": {"path": str(path), **data_overrides}})
     try:
         with no_hang():
-            data = load_data(cfg.data)
+            # Classification, as a user with such a file would run it (float labels would else be
+            # inferred as a regression task, whose invariants test_tasks.py checks).
+            data = load_data(cfg.data, "classification")
             # Tokenising is the next step of every run: it must accept whatever load_data returned.
-            tokenize(data.test, tokenizer, 16)
+            data.task.tokenize(data.test, tokenizer, 16)
     except FederaError as err:
         _one_line(err)
         OUTCOMES["clean error"] += 1

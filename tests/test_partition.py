@@ -5,7 +5,7 @@ import pytest
 from datasets import ClassLabel, Dataset
 
 from federa.config import PartitionConfig
-from federa.data import bbc_news_dataset
+from federa.builtin_data import bbc_news_dataset
 from federa.errors import DataError
 from federa.partition import label_skew, partition_indices, partition_stats
 

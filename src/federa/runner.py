@@ -11,7 +11,6 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from federa.config import Config
@@ -51,7 +50,7 @@ def pin_partition(run_dir: RunDir, job: Job) -> dict[str, Any]:
     A resumed method must train on the shards its finished rounds used: a changed data file or
     partitioner version would otherwise mix two splits in one run without a word.
     """
-    stats = partition_stats(np.asarray(job.data.train["label"]), job.parts, job.label_names)
+    stats = partition_stats(job.strata, job.parts, job.strata_names)
     if not run_dir.partition.is_file():
         run_dir.write_json(run_dir.partition, stats)
         return stats
@@ -67,7 +66,8 @@ def run_info(job: Job) -> dict[str, Any]:
     p = cfg.partition
     return {
         "name": cfg.name, "model": str(job.model_path), "data": job.data.source,
-        "num_train": len(job.train), "num_test": len(job.test), "num_classes": len(job.label_names),
+        "task": job.task.name, "metric": job.main_metric,
+        "num_train": len(job.train), "num_test": len(job.test), "num_labels": len(job.label_names),
         "num_clients": cfg.num_clients, "clients_per_round": cfg.clients_per_round, "rounds": cfg.rounds,
         "partition": p.kind + (f" (alpha={p.alpha})" if p.kind == "dirichlet" else ""),
         "seed": cfg.seed, "threads": torch.get_num_threads(), "device": str(job.device),
@@ -82,12 +82,12 @@ def write_report(run_dir: RunDir, cfg: Config, info: dict[str, Any]) -> dict[str
         if run_dir.result(m).is_file():
             results[m] = json.loads(run_dir.result(m).read_text())
     records = run_dir.read_metrics()
-    summary = summarize(records, results, cfg.target_accuracy, info)
+    summary = summarize(records, results, cfg.target_score, info)
     run_dir.write_json(run_dir.summary, summary)
     part_text = ""
     if run_dir.partition.is_file():
         part_text = format_stats(json.loads(run_dir.partition.read_text()))
     run_dir.report.write_text(report_markdown(summary, part_text), encoding="utf-8")
     if records:
-        write_plots(records, run_dir.root, summary["target_accuracy"])
+        write_plots(records, run_dir.root, summary["target_score"], info.get("metric", "accuracy"))
     return summary

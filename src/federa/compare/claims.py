@@ -12,7 +12,7 @@ from typing import Any
 from federa.compare.plan import IID, Plan, heterogeneity_order
 from federa.compare.tables import _index
 
-# Claim 2 ("matches FFT"): FeDeRA's mean final accuracy within this many points below FFT's.
+# Claim 2 ("matches FFT"): FeDeRA's mean final score within this many points below FFT's.
 MATCH_TOLERANCE = 0.01
 # Claim 3: the paper reports >90% less training time to FFT's accuracy.
 TIME_REDUCTION_CLAIM = 0.90
@@ -26,11 +26,11 @@ class Claim:
 
 
 def _acc(row: Mapping[str, Any] | None) -> float | None:
-    return None if row is None else row["final_accuracy_mean"]
+    return None if row is None else row["final_score_mean"]
 
 
 def _noise(*rows: Mapping[str, Any] | None) -> float:
-    return max([r["final_accuracy_std"] or 0.0 for r in rows if r] or [0.0])
+    return max([r["final_score_std"] or 0.0 for r in rows if r] or [0.0])
 
 
 def _verdict(outcomes: Sequence[bool]) -> str:
@@ -82,7 +82,7 @@ def claim_matches_fft(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> Claim:
         ev.append(f"trainable parameters: FeDeRA {f_any['trainable_params']:,} = "
                   f"{100 * f_any['trainable_params'] / g_any['trainable_params']:.2f}% of FFT's "
                   f"{g_any['trainable_params']:,} ({f_any['trainable_pct']:.3f}% of the model)")
-    ev.append(f"'matches' = mean final accuracy at most {MATCH_TOLERANCE:g} below FFT's.")
+    ev.append(f"'matches' = mean final score at most {MATCH_TOLERANCE:g} below FFT's.")
     return Claim(title, _verdict(outcomes), ev)
 
 
@@ -102,7 +102,7 @@ def claim_time(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> Claim:
         if f["reached"].startswith("0/"):
             outcomes.append(False)
             ev.append(f"alpha={a}: FeDeRA never reached the target "
-                      f"({f['target_accuracy_mean']:.4f}; its best {f['best_accuracy_mean']:.4f}).")
+                      f"({f['target_score_mean']:.4f}; its best {f['best_score_mean']:.4f}).")
             continue
         rc, rw = f["client_compute_to_target_vs_fft"], f["train_wall_to_target_vs_fft"]
         if rc is None:  # FFT at the target before any training (round 0): no time to divide by
@@ -116,7 +116,7 @@ def claim_time(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> Claim:
             f"{f['train_wall_s_to_target_mean']:.1f} s vs {g['train_wall_s_to_target_mean']:.1f} s"
             + (f" → ratio {rw:.3f}" if rw is not None else ""))
     rule = (f"absolute target {plan.explicit_target:g}" if plan.explicit_target is not None
-            else "target = 99% of FFT's best accuracy in the same cell")
+            else "target = 99% of FFT's best score in the same cell")
     ev.append(f"{rule}; ratios are per seed, then averaged.")
     return Claim(title, _verdict(outcomes), ev)
 
@@ -129,8 +129,8 @@ def claim_robustness(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> Claim:
         return Claim(title, "inconclusive", ["needs two heterogeneity levels, federa and another PEFT method."])
     skewed, mild = order[0], order[-1]
     drops: dict[str, float] = {}
-    ev = [f"drop = final accuracy at {'IID' if mild == IID else 'alpha=' + mild} minus at alpha={skewed} "
-          "(positive = loses accuracy under heterogeneity)"]
+    ev = [f"drop = final score at {'IID' if mild == IID else 'alpha=' + mild} minus at alpha={skewed} "
+          "(positive = loses score under heterogeneity)"]
     for m in plan.methods:
         lo, hi = _acc(ix.get((m, skewed))), _acc(ix.get((m, mild)))
         if lo is None or hi is None:
@@ -158,7 +158,7 @@ def claims_markdown(plan: Plan, claims: Sequence[Claim]) -> str:
     n = len(plan.seeds)
     lines = ["# The FeDeRA paper's claims, checked against this run", "",
              f"Methods {', '.join(plan.methods)}; alphas {', '.join(plan.alphas)}; {n} seed(s). Accuracies are "
-             "mean final test accuracy over seeds (see summary.md for best accuracy, macro-F1 and spreads). "
+             "mean final test score (the task's main metric) over seeds (see summary.md for best scores and spreads). "
              "Verdicts: supported / refuted / mixed (holds in some settings only) / inconclusive (the run "
              "lacks what the claim needs)." + (" With one seed, differences may be noise." if n < 2 else ""), ""]
     for i, c in enumerate(claims, 1):

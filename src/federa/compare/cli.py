@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alphas", default=DEFAULT_ALPHAS,
                    help=f"Dirichlet alphas and/or 'iid', comma-separated (default: {DEFAULT_ALPHAS})")
     p.add_argument("--seeds", help="comma-separated seeds, each a new partition and init (default: the config's seed)")
-    p.add_argument("--target", type=float, help="absolute target accuracy (default: 99%% of FFT's best per cell)")
+    p.add_argument("--target", type=float, help="absolute target of the main metric (default: 99%% of FFT's best per cell)")
     p.add_argument("--lr-grid", action="store_true",
                    help=f"pick each method's lr from x{{{', '.join(f'{m:g}' for m in LR_MULTIPLIERS)}}} "
                         "on a validation split of the clients' training data")
@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def plan_from_args(args: argparse.Namespace) -> Plan:
     base = load_config(args.config, args.set)
     if args.target is not None and not 0 < args.target <= 1:
-        raise ConfigError(f"--target must be an accuracy in (0, 1], got {args.target}; e.g. --target 0.85")
+        raise ConfigError(f"--target must be a score in (0, 1], got {args.target}; e.g. --target 0.85")
     return Plan(
         base=base,
         methods=parse_methods(args.methods) if args.methods else tuple(base.methods),

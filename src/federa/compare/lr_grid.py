@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 # shard after half the rounds (a documented, shortened budget: the grid costs 1.5x a cell, not 3x).
 LR_MULTIPLIERS = (0.3, 1.0, 3.0)
 VAL_FRACTION = 0.2
-GRID_COLUMNS = ["alpha", "seed", "method", "multiplier", "lr", "val_accuracy", "val_macro_f1", "rounds", "status",
+GRID_COLUMNS = ["alpha", "seed", "method", "multiplier", "lr", "val_score", "val_macro_f1", "rounds", "status",
                 "chosen"]
 
 
@@ -77,14 +77,14 @@ def grid_scores(rd: RunDir, methods: Sequence[str]) -> list[dict[str, Any]]:
                 continue
             res = json.loads(grd.result(m).read_text(encoding="utf-8"))
             rec = last.get(m, {}) if res.get("status") == "done" else {}
-            rows.append({"method": m, "multiplier": mult, "lr": res["lr"], "val_accuracy": rec.get("accuracy"),
+            rows.append({"method": m, "multiplier": mult, "lr": res["lr"], "val_score": rec.get("score"),
                          "val_macro_f1": rec.get("macro_f1"), "rounds": res.get("rounds"),
                          "status": res.get("status"), "chosen": False})
     for m in methods:
-        scored = [r for r in rows if r["method"] == m and r["val_accuracy"] is not None]
+        scored = [r for r in rows if r["method"] == m and r["val_score"] is not None]
         if scored:
             # Ties go to the multiplier nearest the documented default lr.
-            max(scored, key=lambda r: (r["val_accuracy"], -abs(math.log(r["multiplier"]))))["chosen"] = True
+            max(scored, key=lambda r: (r["val_score"], -abs(math.log(r["multiplier"]))))["chosen"] = True
     return rows
 
 

@@ -44,7 +44,7 @@ class Plan:
     alphas: tuple[str, ...]
     seeds: tuple[int, ...]
     out: Path
-    target: float | None = None  # absolute target; None: base.target_accuracy, else 99% of FFT's best
+    target: float | None = None  # absolute target; None: base.target_score, else 99% of FFT's best
     lr_grid: bool = False
 
     @property
@@ -60,7 +60,7 @@ class Plan:
 
     @property
     def explicit_target(self) -> float | None:
-        return self.target if self.target is not None else self.base.target_accuracy
+        return self.target if self.target is not None else self.base.target_score
 
 
 def parse_methods(text: str) -> tuple[str, ...]:

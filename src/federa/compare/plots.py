@@ -20,7 +20,7 @@ def _mean_curve(cells: Sequence[CellResult], method: str) -> list[dict[str, floa
             if r["method"] == method:
                 by_round.setdefault(r["round"], []).append(r)
     n = max((len(v) for v in by_round.values()), default=0)
-    keys = ("accuracy", "cum_train_wall_s", "cum_client_compute_s")
+    keys = ("score", "cum_train_wall_s", "cum_client_compute_s")
     return [{"round": rnd, **{k: statistics.fmean(r[k] for r in rs) for k in keys}}
             for rnd, rs in sorted(by_round.items()) if len(rs) == n]
 
@@ -44,11 +44,11 @@ def plot_robustness(plan: Plan, rows: Sequence[Mapping[str, Any]], path: Path) -
         if not pts:
             continue
         xs = [i + (k - (len(plan.methods) - 1) / 2) * 0.04 for i, _ in pts]  # nudge so error bars don't overlap
-        ax.errorbar(xs, [r["final_accuracy_mean"] for _, r in pts], yerr=[r["final_accuracy_std"] or 0 for _, r in pts],
+        ax.errorbar(xs, [r["final_score_mean"] for _, r in pts], yerr=[r["final_score_std"] or 0 for _, r in pts],
                     marker="o", capsize=4, label=m)
     ax.set_xticks(range(len(order)), [("IID" if a == IID else f"α={a}") for a in order])
     ax.set_xlabel("client label skew (Dirichlet α; smaller = more heterogeneous)")
-    ax.set_ylabel("final test accuracy (mean ± std over seeds)")
+    ax.set_ylabel("final test score (mean ± std over seeds)")
     ax.set_title("Robustness to heterogeneity")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -99,12 +99,12 @@ def write_plots(plan: Plan, cells: Sequence[CellResult], rows: Sequence[Mapping[
         if not at:
             continue
         series = {m: curve for m in plan.methods if (curve := _mean_curve(at, m))}
-        targets = [c.summary["target_accuracy"] for c in at if c.summary["target_accuracy"] is not None]
+        targets = [c.summary["target_score"] for c in at if c.summary["target_score"] is not None]
         target = statistics.fmean(targets) if targets else None
         where = "IID" if a == IID else f"α={a}"
         for name, x_of, label in specs:
             p = out / f"acc_vs_{name}_a{a}.png"
-            plot_curves(series, x_of, label, p, f"{where}: test accuracy (mean of {len(at)} seed(s))", target)
+            plot_curves(series, x_of, label, p, f"{where}: test score (mean of {len(at)} seed(s))", target)
             paths.append(p)
     if rows:
         plot_robustness(plan, rows, out / "acc_vs_alpha.png")

@@ -18,17 +18,17 @@ from federa.compare.plan import Plan
 from federa.report import human_bytes, summarize
 
 RESULT_COLUMNS = [
-    "alpha", "seed", "method", "lr", "status", "target_accuracy", "round", "accuracy", "macro_f1", "loss",
+    "alpha", "seed", "method", "lr", "status", "target_score", "round", "score", "accuracy", "macro_f1", "loss",
     "train_loss", "clients", "examples_seen", "bytes_up", "bytes_down", "client_compute_s", "round_s",
     "aggregate_s", "eval_s", "cum_train_wall_s", "cum_client_compute_s", "cum_wall_s", "cum_bytes_up",
     "cum_bytes_down", "cum_examples_seen",
 ]
 SUMMARY_COLUMNS = [
     "method", "alpha", "seeds", "done", "lr",
-    "final_accuracy_mean", "final_accuracy_std", "best_accuracy_mean", "best_accuracy_std",
+    "final_score_mean", "final_score_std", "best_score_mean", "best_score_std",
     "final_macro_f1_mean", "final_macro_f1_std", "best_macro_f1_mean", "best_macro_f1_std",
     "trainable_params", "trainable_pct", "bytes_per_client_round", "total_bytes_up_mean", "total_bytes_mean",
-    "target_accuracy_mean", "reached",
+    "target_score_mean", "reached",
     "rounds_to_target_mean", "rounds_to_target_std",
     "train_wall_s_to_target_mean", "train_wall_s_to_target_std",
     "client_compute_s_to_target_mean", "client_compute_s_to_target_std",
@@ -65,7 +65,7 @@ def results_rows(cells: Sequence[CellResult]) -> list[dict[str, Any]]:
         for r in c.records:
             s = c.summary["methods"].get(r["method"], {})
             row = {"alpha": c.alpha, "seed": c.seed, "lr": s.get("lr"), "status": s.get("status"),
-                   "target_accuracy": c.summary["target_accuracy"], **r}
+                   "target_score": c.summary["target_score"], **r}
             if isinstance(row.get("clients"), list):
                 row["clients"] = " ".join(map(str, row["clients"]))
             rows.append(row)
@@ -98,12 +98,12 @@ def summary_rows(plan: Plan, cells: Sequence[CellResult]) -> list[dict[str, Any]
                 "bytes_per_client_round": ss[0].get("bytes_per_client_round"),
                 "reached": f"{len(ttt)}/{len(ss)}",
             }
-            for key in ("final_accuracy", "best_accuracy", "final_macro_f1", "best_macro_f1"):
+            for key in ("final_score", "best_score", "final_macro_f1", "best_macro_f1"):
                 row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([s.get(key) for s in ss])
             row["total_bytes_up_mean"], _ = _mean_std([s.get("total_bytes_up") for s in ss])
             row["total_bytes_mean"], _ = _mean_std([(s.get("total_bytes_up") or 0) + (s.get("total_bytes_down") or 0)
                                                     for s in ss])
-            row["target_accuracy_mean"], _ = _mean_std([c.summary["target_accuracy"] for c in at
+            row["target_score_mean"], _ = _mean_std([c.summary["target_score"] for c in at
                                                          if m in c.summary["methods"]])
             for key, col in (("round", "rounds_to_target"), ("train_wall_s", "train_wall_s_to_target"),
                              ("client_compute_s", "client_compute_s_to_target")):
@@ -163,20 +163,20 @@ def summary_markdown(plan: Plan, rows: Sequence[Mapping[str, Any]], info: Mappin
     steps = f"local_epochs={b.local_epochs}" if b.local_epochs is not None else f"local_steps={b.local_steps}"
     lines.append(f"- **local training**: {steps}, batch_size={b.batch_size}, max_length={b.max_length}")
     rule = (f"absolute target {plan.explicit_target:g}" if plan.explicit_target is not None
-            else "99% of FFT's best test accuracy in the same (alpha, seed) cell "
+            else "99% of FFT's best test score (the task's main metric) in the same (alpha, seed) cell "
                  "(best method's when FFT is not in the run)")
     lr_rule = "best of the lr grid (see lr_grid.csv)" if plan.lr_grid else "configured per method"
     lines += [f"- **target**: {rule}", f"- **lr**: {lr_rule}", "",
               "Mean ± sample std over seeds (no ± with one seed).", ""]
-    head = ["alpha", "method", "final acc", "best acc", "final macro-F1", "best macro-F1", "trainable %",
+    head = ["alpha", "method", "final score", "best score", "final macro-F1", "best macro-F1", "trainable %",
             "sent / client / round", "total uploaded", "rounds to target", "client compute to target",
             "training wall to target", "compute to target vs FFT", "lr", "done"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         ratio = r["client_compute_to_target_vs_fft"]
         lines.append("| " + " | ".join([
-            r["alpha"], r["method"], _pm(r["final_accuracy_mean"], r["final_accuracy_std"]),
-            _pm(r["best_accuracy_mean"], r["best_accuracy_std"]),
+            r["alpha"], r["method"], _pm(r["final_score_mean"], r["final_score_std"]),
+            _pm(r["best_score_mean"], r["best_score_std"]),
             _pm(r["final_macro_f1_mean"], r["final_macro_f1_std"]),
             _pm(r["best_macro_f1_mean"], r["best_macro_f1_std"]),
             "–" if r["trainable_pct"] is None else f"{r['trainable_pct']:.3f}",

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from federa.checkpoint import load_checkpoint, save_checkpoint
-from federa.evaluate import evaluate
 from federa.job import Job
 from federa.methods.base import count_parameters, load_trainable_state, state_bytes, trainable_state
 from federa.runlog import RunDir
@@ -158,8 +157,8 @@ class ServerRun:
         return record
 
     def progress_postfix(self) -> dict[str, str]:
-        """What a progress bar shows after each round: accuracy, and ε under DP."""
-        out = {"acc": f"{self.last_metrics.get('accuracy', float('nan')):.3f}"}
+        """What a progress bar shows after each round: the main metric, and ε under DP."""
+        out = {self.job.main_metric: f"{self.last_metrics.get('score', float('nan')):.3f}"}
         epsilon = self.strategy.round_metrics(self.round).get("epsilon")
         if epsilon is not None:
             out["eps"] = f"{epsilon:.2f}"
@@ -167,8 +166,10 @@ class ServerRun:
 
     def _evaluate(self) -> dict[str, float]:
         job = self.job
-        self.last_metrics = evaluate(self.model, job.test, job.collate, len(job.label_names),
-                                     job.cfg.eval_batch_size, job.device)
+        metrics = job.task.evaluate(self.model, job.test, job.collate, job.label_names, job.cfg.eval_batch_size,
+                                    job.device)
+        # "score" is the task's main metric under one name, for targets, claims, plots and reports.
+        self.last_metrics = {"score": metrics[job.main_metric], **metrics}
         return self.last_metrics
 
     def _log_round(self, rnd: int, metrics: dict[str, float], round_stats: dict[str, Any]) -> dict[str, Any]:

@@ -45,6 +45,6 @@ def method_sections() -> dict[str, type[Section]]:
     return {name: cls.settings for name in _REGISTRY if (cls := method_class(name)).settings is not None}
 
 
-def get_method(name: str, cfg: Config) -> Method:
-    """Instantiate the method ``name`` with its settings from ``cfg``."""
-    return method_class(name)(cfg)
+def get_method(name: str, cfg: Config, peft_task_type: str = "SEQ_CLS") -> Method:
+    """Instantiate the method ``name`` with its settings from ``cfg``, for a task with this head."""
+    return method_class(name)(cfg, peft_task_type)

@@ -28,8 +28,9 @@ class Method(ABC):
     settings: ClassVar[type[Section] | None] = None
     default_lr: ClassVar[float]  # AdamW rate when the config names none (``lr.<name>``)
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, peft_task_type: str = "SEQ_CLS") -> None:
         self.cfg = cfg
+        self.peft_task_type = peft_task_type  # the task's head: SEQ_CLS or TOKEN_CLS (peft.TaskType)
 
     def server_setup(self, model: nn.Module) -> State:
         """Computed once by the server from the pretrained model and broadcast to clients."""

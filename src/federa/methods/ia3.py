@@ -40,7 +40,7 @@ class Ia3(Method):
 
     def peft_config(self) -> peft.IA3Config:
         c = self.cfg.ia3
-        return peft.IA3Config(task_type=peft.TaskType.SEQ_CLS, target_modules=list(c.target_modules),
+        return peft.IA3Config(task_type=peft.TaskType[self.peft_task_type], target_modules=list(c.target_modules),
                               feedforward_modules=list(c.feedforward_modules))
 
     def apply(self, model: nn.Module, setup: State) -> nn.Module:

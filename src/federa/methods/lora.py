@@ -62,7 +62,7 @@ class Lora(Method):
     def peft_config(self, init_lora_weights: bool | str = True, rank_multiplier: int = 1) -> peft.LoraConfig:
         c = self.cfg.lora
         return peft.LoraConfig(
-            task_type=peft.TaskType.SEQ_CLS,
+            task_type=peft.TaskType[self.peft_task_type],
             r=c.r * rank_multiplier,
             # alpha scales with r so that alpha/r (the update scaling) is unchanged.
             lora_alpha=c.alpha * rank_multiplier,

@@ -56,7 +56,7 @@ class PrefixTuning(Method):
     default_lr = 1e-2  # peft's usual rate: prefix cannot run on BERT with transformers 5 (see above)
 
     def peft_config(self) -> peft.PrefixTuningConfig:
-        return peft.PrefixTuningConfig(task_type=peft.TaskType.SEQ_CLS,
+        return peft.PrefixTuningConfig(task_type=peft.TaskType[self.peft_task_type],
                                        num_virtual_tokens=self.cfg.prefix.num_virtual_tokens)
 
     def apply(self, model: nn.Module, setup: State) -> nn.Module:

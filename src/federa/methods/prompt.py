@@ -45,7 +45,7 @@ class PromptTuning(Method):
 
     def peft_config(self) -> peft.PromptTuningConfig:
         return peft.PromptTuningConfig(
-            task_type=peft.TaskType.SEQ_CLS,
+            task_type=peft.TaskType[self.peft_task_type],
             num_virtual_tokens=self.cfg.prompt.num_virtual_tokens,
             prompt_tuning_init=peft.PromptTuningInit.SAMPLE_VOCAB,
         )

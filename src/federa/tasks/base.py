@@ -1,0 +1,99 @@
+"""What a task type owns, so that methods, strategies and engines never ask which task is running:
+its columns and label vocabulary, its tokenisation and collator, its model head (hence its loss),
+its metrics and the main one, and what a non-IID partition groups examples by."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from federa.errors import DataError, ModelError
+
+if TYPE_CHECKING:
+    from federa.config import DataConfig
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    # Metrics this task reports; the first is its default main metric (time-to-target, claims,
+    # plots and reports use the main one). All are "higher is better".
+    metrics: ClassVar[tuple[str, ...]]
+    peft_task_type: ClassVar[str] = "SEQ_CLS"  # peft's TaskType: which head module trains with the adapter
+
+    def __init__(self, data: DataConfig) -> None:
+        self.data = data  # where the source's columns are (data.text_column, ...)
+
+    @abstractmethod
+    def normalise(self, ds: Dataset, where: str) -> Dataset:
+        """The task's standard columns under their standard names; bad rows give one DataError line."""
+
+    @abstractmethod
+    def encode_labels(self, splits: Mapping[str, Dataset]) -> tuple[dict[str, Dataset], list[str]]:
+        """Labels as the model needs them, one vocabulary over all splits: (splits, label names)."""
+
+    @abstractmethod
+    def strata(self, train: Dataset, label_names: list[str]) -> tuple[np.ndarray, list[str]]:
+        """What a label-skewed (Dirichlet, shards) partition groups examples by: (ids, names)."""
+
+    @abstractmethod
+    def tokenize(self, ds: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Dataset:
+        """Token ids and ``label``/``labels`` per example (unpadded; :meth:`collator` pads batches)."""
+
+    @abstractmethod
+    def collator(self, tokenizer: PreTrainedTokenizerBase) -> Any:
+        ...
+
+    @abstractmethod
+    def auto_model_class(self) -> Any:
+        ...
+
+    def head_config(self, label_names: list[str]) -> dict[str, Any]:
+        """``from_pretrained`` keyword arguments that shape the head (and so the loss)."""
+        return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+                "label2id": {n: i for i, n in enumerate(label_names)}}
+
+    def load_model(self, path: Path, label_names: list[str], seed: int) -> nn.Module:
+        """Pretrained body + a fresh head initialised from ``seed`` (so every party builds the same one)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            try:
+                return self.auto_model_class().from_pretrained(str(path), **self.head_config(label_names))
+            except (OSError, ValueError) as err:
+                raise ModelError(f"cannot load model from {path}: {str(err).splitlines()[0]}") from None
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, test: Dataset, collate: Any, label_names: list[str],
+                 batch_size: int, device: torch.device | str) -> dict[str, float]:
+        """Every metric of :attr:`metrics` plus ``loss`` on the held-out set."""
+
+    @classmethod
+    def main_metric(cls, chosen: str | None) -> str:
+        if chosen is None:
+            return cls.metrics[0]
+        if chosen not in cls.metrics:
+            raise DataError(f"metric={chosen} is not a {cls.name} metric; choose from {', '.join(cls.metrics)}")
+        return chosen
+
+
+def require_columns(ds: Dataset, wanted: Mapping[str, str], where: str) -> None:
+    """``wanted``: column name → the config key that names it."""
+    for col, key in wanted.items():
+        if col not in ds.column_names:
+            raise DataError(f"{where} has no column '{col}' (set {key}); available columns: {', '.join(ds.column_names)}")
+
+
+def rename_to(ds: Dataset, mapping: Mapping[str, str]) -> Dataset:
+    """Keep only ``mapping``'s source columns, renamed to their standard names."""
+    ds = ds.select_columns(list(mapping))
+    for src, std in mapping.items():
+        if src != std:
+            ds = ds.rename_column(src, std)
+    return ds

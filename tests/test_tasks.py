@@ -188,3 +188,25 @@ def test_bad_task_inputs_fail_in_one_line(tiny_model_dir, pair_csv, tmp_path, ca
     assert "regression dataset" in line
     line = _cli_error(capsys, next(outs), *base, "task=regression", "metric=accuracy")
     assert "metric=accuracy is not a regression metric" in line
+
+
+@pytest.mark.parametrize("method", ["lora", "federa"])
+def test_saved_adapter_loads_with_auto_peft_alone(tiny_cfg, sts_csv, tmp_path, method):
+    """AutoPeftModel needs nothing but the folder: head size and labels travel with it (regression: 1 output)."""
+    import torch
+    from peft import AutoPeftModelForSequenceClassification
+
+    cfg = tiny_cfg(f"data.path={sts_csv}", "data.text_pair_column=text_pair", f"methods={method}", "rounds=1")
+    job = prepare_job(cfg)
+    rd = RunDir(tmp_path)
+    from federa.engines.server import ServerRun
+
+    server = ServerRun(job, method, rd, log=lambda *_: None)
+    assert server.finish()["status"] == "done"
+    loaded = AutoPeftModelForSequenceClassification.from_pretrained(str(rd.final_model(method)))
+    assert loaded.config.num_labels == 1 and loaded.config.problem_type == "regression"
+    batch = {k: v for k, v in job.collate([job.test[i] for i in range(4)]).items() if k != "labels"}
+    server.model.eval()
+    loaded.eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(**batch).logits, server.model(**batch).logits, atol=1e-5)

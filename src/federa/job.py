@@ -104,7 +104,7 @@ def prepare_job(cfg: Config) -> Job:
     if cfg.model.num_threads is not None:
         torch.set_num_threads(cfg.model.num_threads)
     device = resolve_device(cfg.model.device)
-    model_path = resolve_model_path(cfg.model.path)
+    model_path = resolve_model_path(cfg.model.path, cfg.model.builtin)
     data = load_data(cfg.data, cfg.task)
     data.task.main_metric(cfg.metric)  # a metric the task does not have: refuse before any work
     tokenizer = load_tokenizer(model_path, for_words=data.task.peft_task_type == "TOKEN_CLS")

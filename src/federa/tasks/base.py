@@ -5,7 +5,7 @@ its metrics and the main one, and what a non-IID partition groups examples by.""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 from torch import nn
+from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from federa.errors import DataError, ModelError
@@ -97,3 +98,14 @@ def rename_to(ds: Dataset, mapping: Mapping[str, str]) -> Dataset:
         if src != std:
             ds = ds.rename_column(src, std)
     return ds
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, test: Dataset, collate: Any, batch_size: int,
+                device: torch.device | str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(float32 logits, labels) per batch of ``test``, in order, with the model in eval mode."""
+    model.eval()
+    for batch in DataLoader(test, batch_size=batch_size, shuffle=False, collate_fn=collate):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        yield model(**batch).logits.float(), labels

@@ -12,11 +12,10 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset
 from torch import nn
-from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from federa.errors import DataError
-from federa.tasks.base import Task, rename_to, require_columns
+from federa.tasks.base import Task, predictions, rename_to, require_columns
 
 if TYPE_CHECKING:
     from federa.config import DataConfig
@@ -134,17 +133,13 @@ class Classification(Task):
     def auto_model_class(self) -> Any:
         return AutoModelForSequenceClassification
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, test: Dataset, collate: Any, label_names: list[str],
                  batch_size: int, device: torch.device | str) -> dict[str, float]:
-        model.eval()
         preds, labels, loss_sum = [], [], 0.0
-        for batch in DataLoader(test, batch_size=batch_size, shuffle=False, collate_fn=collate):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
-            loss_sum += nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
+        for logits, y in predictions(model, test, collate, batch_size, device):
+            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
             preds.append(logits.argmax(-1).cpu().numpy())
-            labels.append(batch["labels"].cpu().numpy())
+            labels.append(y.cpu().numpy())
         y_pred, y_true = np.concatenate(preds), np.concatenate(labels)
         k = len(label_names)
         return {

@@ -13,9 +13,9 @@ import torch
 from datasets import Dataset
 from scipy import stats
 from torch import nn
-from torch.utils.data import DataLoader
 
 from federa.errors import DataError
+from federa.tasks.base import predictions
 from federa.tasks.classification import Classification
 
 STRATA_BINS = 5  # label-skewed partitions group examples by quintile of the training labels
@@ -53,16 +53,12 @@ class Regression(Classification):
     def head_config(self, label_names: list[str]) -> dict[str, Any]:
         return {"num_labels": 1, "problem_type": "regression"}
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, test: Dataset, collate: Any, label_names: list[str],
                  batch_size: int, device: torch.device | str) -> dict[str, float]:
-        model.eval()
         preds, labels = [], []
-        for batch in DataLoader(test, batch_size=batch_size, shuffle=False, collate_fn=collate):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            out = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float().squeeze(-1)
-            preds.append(out.cpu().numpy())
-            labels.append(batch["labels"].float().cpu().numpy())
+        for logits, y in predictions(model, test, collate, batch_size, device):
+            preds.append(logits.squeeze(-1).cpu().numpy())
+            labels.append(y.float().cpu().numpy())
         y_pred, y_true = np.concatenate(preds).astype(np.float64), np.concatenate(labels).astype(np.float64)
         constant = np.ptp(y_pred) == 0 or np.ptp(y_true) == 0  # a correlation is undefined: report 0
         return {

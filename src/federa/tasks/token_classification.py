@@ -21,11 +21,10 @@ import torch
 from datasets import ClassLabel, Dataset, Sequence, Value
 from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
 from torch import nn
-from torch.utils.data import DataLoader
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, PreTrainedTokenizerBase
 
 from federa.errors import DataError
-from federa.tasks.base import Task, rename_to, require_columns
+from federa.tasks.base import Task, predictions, rename_to, require_columns
 
 IGNORE = -100  # positions the loss and the scores skip
 
@@ -114,17 +113,12 @@ class TokenClassification(Task):
     def auto_model_class(self) -> Any:
         return AutoModelForTokenClassification
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, test: Dataset, collate: Any, label_names: list[str],
                  batch_size: int, device: torch.device | str) -> dict[str, float]:
-        model.eval()
         y_true: list[list[str]] = []
         y_pred: list[list[str]] = []
         loss_sum, n_tokens = 0.0, 0
-        for batch in DataLoader(test, batch_size=batch_size, shuffle=False, collate_fn=collate):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
-            labels = batch["labels"]
+        for logits, labels in predictions(model, test, collate, batch_size, device):
             loss_sum += nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
                                                     reduction="sum").item()
             n_tokens += int((labels != IGNORE).sum())

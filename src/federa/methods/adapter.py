@@ -1,8 +1,8 @@
 """Bottleneck adapters (Houlsby et al., 2019), written here because AdapterHub's ``adapters``
 1.3.0 pins transformers~=4.57 and does not import with transformers 5.
 
-After each transformer layer's attention-output and FFN-output projection (every Linear whose
-name ends with one of ``adapter.target_modules``) we insert
+After each transformer layer's attention-output and FFN-output projection (every Linear or
+Conv1D whose name ends with one of ``adapter.target_modules``) we insert
 
     h  ->  h + up(gelu(down(h)))        down: d -> bottleneck,  up: bottleneck -> d, zero init
 
@@ -20,19 +20,39 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from federa.errors import ModelError
 from federa.methods.base import Method
 from federa.types import State
 from federa.methods.bitfit import INFO_FILE, load_trainables, save_trainables, train_head
-from federa.methods.targets import match_linears
+from federa.methods.targets import TargetLayer, available_suffixes, layer_shape, match_linears
 from federa.settings import NameList, Section
+
+
+# BERT's attention-output and FFN-output projections; also RoBERTa's, XLM-R's, ELECTRA's and
+# DeBERTa-v2's. peft has no adapter table to take per-architecture names from.
+BERT_FAMILY_TARGETS = ["attention.output.dense", "output.dense"]
 
 
 class AdapterSettings(Section):
     bottleneck: int = Field(16, ge=1, description="Bottleneck width of each Houlsby/Pfeiffer adapter.")
-    target_modules: NameList = Field(
-        default_factory=lambda: ["attention.output.dense", "output.dense"],
-        description="Linear modules (name suffixes) followed by an adapter; BERT: attention and FFN outputs.",
+    target_modules: NameList | None = Field(
+        None, description="Linear modules (name suffixes) followed by an adapter. None: the BERT family's "
+                          "attention and FFN outputs (attention.output.dense, output.dense).",
     )
+
+
+def adapter_targets(model: nn.Module, targets: list[str] | None) -> list[str]:
+    """``adapter.target_modules``, or the BERT-family names, refused up front where they do not exist."""
+    if targets is not None:
+        return list(targets)
+    names = {n for n, _ in model.named_modules()}
+    if not any(n.endswith("." + t) for n in names for t in BERT_FAMILY_TARGETS):
+        raise ModelError(
+            f"adapter.target_modules: the default ({', '.join(BERT_FAMILY_TARGETS)}) is BERT-family only and "
+            f"{type(model).__name__} has none of them; set adapter.target_modules to its attention-output and "
+            f"FFN-output layers (available: {available_suffixes(model)})"
+        )
+    return list(BERT_FAMILY_TARGETS)
 
 
 class Bottleneck(nn.Module):
@@ -52,18 +72,18 @@ class Bottleneck(nn.Module):
 class AdaptedLinear(nn.Module):
     """A frozen Linear followed by a trainable :class:`Bottleneck` (peft-style ``base_layer``)."""
 
-    def __init__(self, base_layer: nn.Linear, width: int) -> None:
+    def __init__(self, base_layer: TargetLayer, width: int) -> None:
         super().__init__()
         self.base_layer = base_layer
-        self.adapter = Bottleneck(base_layer.out_features, width)
+        self.adapter = Bottleneck(layer_shape(base_layer)[0], width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.adapter(self.base_layer(x))
 
 
-def add_adapters(model: nn.Module, targets: list[str], width: int) -> list[str]:
-    """Wrap every target Linear of ``model`` in place; return the wrapped module names."""
-    names = list(match_linears(model, targets, key="adapter.target_modules"))
+def add_adapters(model: nn.Module, targets: list[str] | None, width: int) -> list[str]:
+    """Wrap every target layer of ``model`` in place; return the wrapped module names."""
+    names = list(match_linears(model, adapter_targets(model, targets), key="adapter.target_modules"))
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
@@ -95,7 +115,7 @@ class Adapter(Method):
     def save(self, model: nn.Module, out_dir: Path, setup: State) -> None:
         c = self.cfg.adapter
         save_trainables(model, out_dir, {
-            "method": self.name, "bottleneck": c.bottleneck, "target_modules": list(c.target_modules),
+            "method": self.name, "bottleneck": c.bottleneck, "target_modules": adapter_targets(model, c.target_modules),
             "how": "federa.methods.adapter.load_adapter(base_model, this_folder)",
         })
 

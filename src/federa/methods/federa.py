@@ -9,6 +9,9 @@ computes exactly what the pretrained model computed. This is peft's PiSSA initia
 (``peft.tuners.lora.layer.LoraLayer.pissa_init``), split in two so that the SVD runs once, on
 the server: SVD signs and randomised SVD differ between machines and thread counts, so clients
 must never compute their own. Clients receive (A0, B0) and rebuild W_res themselves.
+
+W is the (out x in) map a layer computes: for GPT-2's ``Conv1D``, which stores Wᵀ, the SVD is
+of the transpose and the residual is stored transposed back, matching peft's ``fan_in_fan_out``.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
 from pydantic import Field
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from federa.errors import ModelError
 from federa.types import State
 from federa.methods.lora import Lora, find_target_linears
+from federa.methods.targets import effective_weight
 from federa.settings import Section
 
 _PEFT_PREFIX = "base_model.model."
@@ -97,8 +102,8 @@ class FeDeRA(Lora):
         # svd_lowrank draws a random projection: seed it without touching the global stream.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
-            for name, lin in linears.items():
-                a, b = svd_factors(lin.weight, self.cfg.lora.r, self.scaling, self.cfg.federa.svd_niter)
+            for name, layer in linears.items():
+                a, b = svd_factors(effective_weight(layer), self.cfg.lora.r, self.scaling, self.cfg.federa.svd_niter)
                 setup[f"{name}.lora_A"], setup[f"{name}.lora_B"] = a, b
         return setup
 
@@ -108,7 +113,7 @@ class FeDeRA(Lora):
         if expected != setup.keys():
             raise ModelError("FeDeRA setup does not match the model's target modules; rerun the server setup")
         # init_lora_weights=False: peft's own init is overwritten below, skip the work.
-        pm = peft.get_peft_model(model, self.peft_config(init_lora_weights=False))
+        pm = self.adapted(model, init_lora_weights=False)
         with torch.no_grad():
             for name, layer in pm.named_modules():
                 if not isinstance(layer, peft.tuners.lora.LoraLayer):
@@ -117,8 +122,12 @@ class FeDeRA(Lora):
                 a, b = setup[f"{key}.lora_A"], setup[f"{key}.lora_B"]
                 layer.lora_A["default"].weight.copy_(a)
                 layer.lora_B["default"].weight.copy_(b)
-                base = layer.get_base_layer().weight
-                base.copy_(residual_weight(base, a, b, self.scaling))
+                base_layer = layer.get_base_layer()
+                base = base_layer.weight
+                if isinstance(base_layer, Conv1D):  # stored (in, out): subtract in that orientation
+                    base.copy_(residual_weight(base.T, a, b, self.scaling).T)
+                else:
+                    base.copy_(residual_weight(base, a, b, self.scaling))
         return pm
 
     def save(self, model: nn.Module, out_dir: Path, setup: State) -> None:
@@ -138,7 +147,9 @@ class FeDeRA(Lora):
                     state[key] = torch.cat([state[key], setup[f"{module}.lora_A"]], dim=0)
                 else:
                     state[key] = torch.cat([state[key], -setup[f"{module}.lora_B"]], dim=1)
-        config = self.peft_config(init_lora_weights=True, rank_multiplier=2)
+        trained = model.peft_config["default"]
+        config = self.peft_config(sorted(trained.target_modules), trained.fan_in_fan_out,
+                                  init_lora_weights=True, rank_multiplier=2)
         config.base_model_name_or_path = getattr(model, "name_or_path", None) or None
         config.save_pretrained(str(out_dir))
         save_file({k: v.contiguous() for k, v in state.items()}, str(out_dir / "adapter_model.safetensors"),

@@ -5,8 +5,9 @@ key/value projections and the *input* of the ``feedforward_modules`` (the FFN's 
 projection), so the initial model is exactly the pretrained one. The classifier head is in
 peft's ``modules_to_save`` (``task_type=SEQ_CLS``), so it trains and travels too.
 
-The default targets are peft's own for BERT. Note that the suffix ``output.dense`` matches
-both ``attention.output.dense`` and the FFN's ``output.dense``, so both are rescaled on input.
+The default targets are peft's own for the model's architecture (see
+:mod:`federa.methods.targets`). On BERT the suffix ``output.dense`` matches both
+``attention.output.dense`` and the FFN's ``output.dense``, so both are rescaled on input.
 """
 
 from __future__ import annotations
@@ -16,17 +17,20 @@ from pathlib import Path
 import peft
 from pydantic import Field
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from federa.errors import ModelError
 from federa.methods.base import Method
 from federa.types import State
-from federa.methods.targets import match_linears
+from federa.methods.targets import architecture_default, match_linears
 from federa.settings import NameList, Section
 
 
 class Ia3Settings(Section):
-    target_modules: NameList = Field(default_factory=lambda: ["key", "value", "output.dense"])
-    feedforward_modules: NameList = Field(default_factory=lambda: ["output.dense"])
+    target_modules: NameList | None = Field(
+        None, description="Rescaled layers. None: peft's default for the architecture (BERT: key, value, output.dense).")
+    feedforward_modules: NameList | None = Field(
+        None, description="Targets rescaled on their input. None: the architecture's FFN modules among the targets.")
 
 
 class Ia3(Method):
@@ -38,19 +42,28 @@ class Ia3(Method):
     # activations around 1.
     default_lr = 5e-2
 
-    def peft_config(self) -> peft.IA3Config:
+    def targets(self, model: nn.Module) -> tuple[list[str], list[str]]:
+        """(target_modules, feedforward_modules), resolved for this model's architecture."""
         c = self.cfg.ia3
-        return peft.IA3Config(task_type=peft.TaskType[self.peft_task_type], target_modules=list(c.target_modules),
-                              feedforward_modules=list(c.feedforward_modules))
+        targets = list(c.target_modules) if c.target_modules is not None else \
+            architecture_default(model, "ia3.target_modules")
+        if c.feedforward_modules is not None:
+            return targets, list(c.feedforward_modules)
+        # Only the defaults that are targets: peft rejects a feedforward module outside them.
+        return targets, [m for m in architecture_default(model, "ia3.feedforward_modules") if m in targets]
 
     def apply(self, model: nn.Module, setup: State) -> nn.Module:
-        c = self.cfg.ia3
-        extra = sorted(set(c.feedforward_modules) - set(c.target_modules))
+        targets, feedforward = self.targets(model)
+        extra = sorted(set(feedforward) - set(targets))
         if extra:
             raise ModelError(f"ia3.feedforward_modules {extra} are not in ia3.target_modules; "
                              "add them to ia3.target_modules or drop them")
-        match_linears(model, list(c.target_modules), key="ia3.target_modules")
-        return peft.get_peft_model(model, self.peft_config())
+        layers = match_linears(model, targets, key="ia3.target_modules")
+        # GPT-2's Conv1D stores its weight (in, out); peft must know, or it warns and flips it itself.
+        transposed = any(isinstance(layer, Conv1D) for layer in layers.values())
+        config = peft.IA3Config(task_type=peft.TaskType[self.peft_task_type], target_modules=targets,
+                                feedforward_modules=feedforward, fan_in_fan_out=transposed)
+        return peft.get_peft_model(model, config)
 
     def save(self, model: nn.Module, out_dir: Path, setup: State) -> None:
         """A peft adapter folder: ``PeftModel.from_pretrained(pretrained, out_dir)`` loads it."""

@@ -11,11 +11,12 @@ from pathlib import Path
 import peft
 from pydantic import Field, field_validator
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from federa.errors import ModelError
 from federa.methods.base import Method
 from federa.types import State
-from federa.methods.targets import match_linears
+from federa.methods.targets import TargetLayer, architecture_default, layer_shape, match_linears
 from federa.settings import NameList, Section
 
 
@@ -25,7 +26,10 @@ class LoraSettings(Section):
     r: int = Field(8, description="Adapter rank.")
     alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator: update = B·A·alpha/r.")
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: NameList = Field(default_factory=lambda: ["query", "value"])
+    target_modules: NameList | None = Field(
+        None, description="Layers (name suffixes) that get adapters. None: peft's default for the model's "
+                          "architecture (BERT: query, value; DeBERTa-v2: query_proj, value_proj; GPT-2: c_attn).",
+    )
 
     @field_validator("r")
     @classmethod
@@ -35,19 +39,26 @@ class LoraSettings(Section):
         return r
 
 
-def find_target_linears(model: nn.Module, targets: list[str], rank: int) -> dict[str, nn.Linear]:
-    """Map module name -> Linear for every ``lora.target_modules`` match; validate the rank.
+def lora_targets(model: nn.Module, targets: list[str] | None) -> list[str]:
+    """``lora.target_modules`` as set, or peft's default for the model's architecture when None."""
+    return list(targets) if targets is not None else architecture_default(model, "lora.target_modules")
 
-    Raises ModelError naming the available Linear modules when a target matches nothing, and
-    the offending matrix when ``rank`` exceeds min(out, in).
+
+def find_target_linears(model: nn.Module, targets: list[str] | None, rank: int) -> dict[str, TargetLayer]:
+    """Map module name -> Linear/Conv1D for every ``lora.target_modules`` match; validate the rank.
+
+    ``targets=None`` means the architecture's default (:func:`lora_targets`). Raises ModelError
+    naming the available Linear modules when a target matches nothing, and the offending matrix
+    when ``rank`` exceeds min(out, in).
     """
-    found = match_linears(model, targets, key="lora.target_modules")
-    for name, lin in found.items():
-        limit = min(lin.out_features, lin.in_features)
+    found = match_linears(model, lora_targets(model, targets), key="lora.target_modules")
+    for name, layer in found.items():
+        out_f, in_f = layer_shape(layer)
+        limit = min(out_f, in_f)
         if rank > limit:
             raise ModelError(
                 f"lora.r={rank} is larger than min(out, in)={limit} of '{name}' "
-                f"({lin.out_features}x{lin.in_features}); set lora.r<={limit}"
+                f"({out_f}x{in_f}); set lora.r<={limit}"
             )
     return found
 
@@ -59,7 +70,9 @@ class Lora(Method):
     # accuracy in brackets): {1e-3: .58, 3e-3: .79, 1e-2: .83}.
     default_lr = 1e-2
 
-    def peft_config(self, init_lora_weights: bool | str = True, rank_multiplier: int = 1) -> peft.LoraConfig:
+    def peft_config(
+        self, targets: list[str], fan_in_fan_out: bool, init_lora_weights: bool | str = True, rank_multiplier: int = 1
+    ) -> peft.LoraConfig:
         c = self.cfg.lora
         return peft.LoraConfig(
             task_type=peft.TaskType[self.peft_task_type],
@@ -67,13 +80,25 @@ class Lora(Method):
             # alpha scales with r so that alpha/r (the update scaling) is unchanged.
             lora_alpha=c.alpha * rank_multiplier,
             lora_dropout=c.dropout,
-            target_modules=list(c.target_modules),
+            target_modules=list(targets),
+            # Conv1D stores its weight (in, out); peft must know, or it warns and flips it itself.
+            fan_in_fan_out=fan_in_fan_out,
             init_lora_weights=init_lora_weights,
         )
 
+    def adapted(self, model: nn.Module, init_lora_weights: bool | str = True) -> peft.PeftModel:
+        """``model`` with LoRA layers on the resolved ``lora.target_modules``."""
+        targets = lora_targets(model, self.cfg.lora.target_modules)
+        layers = find_target_linears(model, targets, self.cfg.lora.r)
+        transposed = {isinstance(layer, Conv1D) for layer in layers.values()}
+        if len(transposed) > 1:
+            # One LoraConfig has one fan_in_fan_out: peft would silently flip it per layer.
+            raise ModelError("lora.target_modules mixes Linear and Conv1D layers; target one kind only")
+        config = self.peft_config(targets, transposed == {True}, init_lora_weights)
+        return peft.get_peft_model(model, config)
+
     def apply(self, model: nn.Module, setup: State) -> nn.Module:
-        find_target_linears(model, self.cfg.lora.target_modules, self.cfg.lora.r)
-        return peft.get_peft_model(model, self.peft_config())
+        return self.adapted(model)
 
     def save(self, model: nn.Module, out_dir: Path, setup: State) -> None:
         model.save_pretrained(out_dir)

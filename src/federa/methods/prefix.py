@@ -23,7 +23,7 @@ from torch import nn
 from federa.errors import ModelError
 from federa.methods.base import Method
 from federa.types import State
-from federa.methods.prompt import check_positions
+from federa.methods.prompt import check_positions, model_dims
 from federa.settings import Section
 
 
@@ -55,13 +55,13 @@ class PrefixTuning(Method):
     settings = PrefixSettings
     default_lr = 1e-2  # peft's usual rate: prefix cannot run on BERT with transformers 5 (see above)
 
-    def peft_config(self) -> peft.PrefixTuningConfig:
+    def peft_config(self, model: nn.Module) -> peft.PrefixTuningConfig:
         return peft.PrefixTuningConfig(task_type=peft.TaskType[self.peft_task_type],
-                                       num_virtual_tokens=self.cfg.prefix.num_virtual_tokens)
+                                       num_virtual_tokens=self.cfg.prefix.num_virtual_tokens, **model_dims(model))
 
     def apply(self, model: nn.Module, setup: State) -> nn.Module:
         check_positions(model, self.cfg.prefix.num_virtual_tokens, self.cfg.max_length, "prefix.num_virtual_tokens")
-        pm = peft.get_peft_model(model, self.peft_config())
+        pm = peft.get_peft_model(model, self.peft_config(model))
         check_prefix_support(pm)
         return pm
 

@@ -31,6 +31,17 @@ def check_positions(model: nn.Module, virtual_tokens: int, max_length: int, key:
         )
 
 
+def model_dims(model: nn.Module) -> dict[str, int]:
+    """The sizes peft's prompt learning needs, read through the config's attribute aliases.
+
+    peft looks them up in ``config.to_dict()`` under a few fixed names, so it misses configs
+    that store them under others (DistilBERT: ``dim``, ``n_layers``, ``n_heads``); transformers'
+    attribute map answers the standard names for every architecture.
+    """
+    c = model.config
+    return {"token_dim": c.hidden_size, "num_layers": c.num_hidden_layers, "num_attention_heads": c.num_attention_heads}
+
+
 class PromptSettings(Section):
     num_virtual_tokens: int = Field(20, ge=1, description="Soft prompt length (method prompt).")
 
@@ -43,17 +54,18 @@ class PromptTuning(Method):
     # {3e-3: .24, 1e-2: .74, 3e-2: .73}.
     default_lr = 1e-2
 
-    def peft_config(self) -> peft.PromptTuningConfig:
+    def peft_config(self, model: nn.Module) -> peft.PromptTuningConfig:
         return peft.PromptTuningConfig(
             task_type=peft.TaskType[self.peft_task_type],
             num_virtual_tokens=self.cfg.prompt.num_virtual_tokens,
             prompt_tuning_init=peft.PromptTuningInit.SAMPLE_VOCAB,
+            **model_dims(model),
         )
 
     def apply(self, model: nn.Module, setup: State) -> nn.Module:
         check_positions(model, self.cfg.prompt.num_virtual_tokens, self.cfg.max_length, "prompt.num_virtual_tokens")
         # SAMPLE_VOCAB draws token ids from torch's global stream, which Job seeds around apply().
-        return peft.get_peft_model(model, self.peft_config())
+        return peft.get_peft_model(model, self.peft_config(model))
 
     def save(self, model: nn.Module, out_dir: Path, setup: State) -> None:
         """A peft adapter folder: ``PeftModel.from_pretrained(pretrained, out_dir)`` loads it."""

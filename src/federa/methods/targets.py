@@ -1,26 +1,91 @@
-"""Which Linear modules a method attaches to: name suffixes, as in peft's ``target_modules``."""
+"""Which layers a method attaches to: name suffixes, as in peft's ``target_modules``.
+
+A target is an ``nn.Linear`` or a transformers ``Conv1D`` (GPT-2's projections: a Linear whose
+weight is stored transposed, in x out). Defaults per architecture come from peft's own tables,
+keyed by ``config.model_type``; :data:`FALLBACK_DEFAULTS` only fills the gaps peft leaves.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import torch
+from peft.utils.constants import (
+    TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING,
+    TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
+    TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING,
+)
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from federa.errors import ModelError
 
+TargetLayer = nn.Linear | Conv1D
 
-def match_linears(model: nn.Module, targets: list[str], key: str) -> dict[str, nn.Linear]:
-    """Module name -> Linear for every Linear whose name is, or ends with ``.``+, a target.
+# Config key -> peft's default per model_type.
+PEFT_DEFAULTS: dict[str, Mapping[str, list[str]]] = {
+    "lora.target_modules": TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING,
+    "ia3.target_modules": TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
+    "ia3.feedforward_modules": TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING,
+}
+# Architectures peft 0.21 has no entry for, named as peft names their BERT counterparts
+# (LoRA on query/value; IA3 on key/value and the FFN's second projection). ELECTRA and
+# XLM-RoBERTa use BERT's module names.
+_BERT_IA3 = TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING["bert"]
+_BERT_IA3_FF = TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING["bert"]
+FALLBACK_DEFAULTS: dict[str, dict[str, list[str]]] = {
+    "lora.target_modules": {"distilbert": ["q_lin", "v_lin"]},
+    "ia3.target_modules": {"distilbert": ["k_lin", "v_lin", "ffn.lin2"], "electra": _BERT_IA3,
+                           "xlm-roberta": _BERT_IA3},
+    "ia3.feedforward_modules": {"distilbert": ["ffn.lin2"], "electra": _BERT_IA3_FF, "xlm-roberta": _BERT_IA3_FF},
+}
+
+
+def is_target_layer(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Linear, Conv1D))
+
+
+def layer_shape(layer: TargetLayer) -> tuple[int, int]:
+    """(out, in) of the map the layer computes, whichever way its weight is stored."""
+    if isinstance(layer, Conv1D):
+        return layer.weight.shape[1], layer.weight.shape[0]
+    return layer.out_features, layer.in_features
+
+
+def effective_weight(layer: TargetLayer) -> torch.Tensor:
+    """The weight as an (out, in) matrix, the orientation peft's LoRA factors refer to."""
+    return layer.weight.T if isinstance(layer, Conv1D) else layer.weight
+
+
+def available_suffixes(model: nn.Module) -> str:
+    return ", ".join(sorted({".".join(n.split(".")[-2:]) for n, m in model.named_modules() if is_target_layer(m)}))
+
+
+def architecture_default(model: nn.Module, key: str) -> list[str]:
+    """peft's default for config ``key`` on this model's architecture (``config.model_type``)."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    names = PEFT_DEFAULTS[key].get(model_type) or FALLBACK_DEFAULTS[key].get(model_type)
+    if names is None:
+        raise ModelError(
+            f"{key}: no default for model type '{model_type}'; set {key} "
+            f"(available: {available_suffixes(model)})"
+        )
+    return list(names)
+
+
+def match_linears(model: nn.Module, targets: list[str], key: str) -> dict[str, TargetLayer]:
+    """Module name -> layer for every Linear/Conv1D whose name is, or ends with ``.``+, a target.
 
     ``key`` names the config key in the one-line error raised when a target matches nothing;
     the error lists the Linear suffixes the model does have.
     """
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    found: dict[str, nn.Linear] = {}
+    linears = {n: m for n, m in model.named_modules() if is_target_layer(m)}
+    found: dict[str, TargetLayer] = {}
     for target in targets:
         hits = {n: m for n, m in linears.items() if n == target or n.endswith("." + target)}
         if not hits:
-            available = sorted({".".join(n.split(".")[-2:]) for n in linears})
             raise ModelError(
-                f"{key}: '{target}' matches no Linear module in the model; available: {', '.join(available)}"
+                f"{key}: '{target}' matches no Linear module in the model; available: {available_suffixes(model)}"
             )
         found.update(hits)
     return found

@@ -210,3 +210,47 @@ def test_saved_adapter_loads_with_auto_peft_alone(tiny_cfg, sts_csv, tmp_path, m
     loaded.eval()
     with torch.no_grad():
         assert torch.allclose(loaded(**batch).logits, server.model(**batch).logits, atol=1e-5)
+
+
+METHODS = ["fft", "lora", "federa", "bitfit", "ia3", "prompt", "prefix", "adapter"]
+
+
+@pytest.fixture(scope="module")
+def task_cfgs(small_csv, pair_csv, sts_csv, ner_jsonl):
+    return {
+        "classification": [f"data.path={small_csv}"],
+        "pair_classification": [f"data.path={pair_csv}", "data.text_column=first", "data.text_pair_column=second",
+                                "data.label_column=relation"],
+        "regression": [f"data.path={sts_csv}", "data.text_pair_column=text_pair"],
+        "token_classification": [f"data.path={ner_jsonl}", "data.tokens_column=words", "data.tags_column=ner"],
+    }
+
+
+@pytest.mark.parametrize("task", ["classification", "pair_classification", "regression", "token_classification"])
+def test_every_method_trains_on_every_task_or_refuses_in_one_line(tiny_cfg, task_cfgs, task):
+    """One local update per method: it trains (finite loss, the trainables move) or says in one line why not."""
+    import torch
+
+    from federa.client import local_update
+    from federa.errors import ModelError
+    from federa.methods.base import trainable_state
+
+    job = prepare_job(tiny_cfg(*task_cfgs[task], f"task={task}", "methods=" + ",".join(METHODS)))
+    outcome = {}
+    for m in METHODS:
+        try:
+            _, model, _ = job.server_model(m)
+        except ModelError as err:
+            assert "\n" not in str(err)
+            outcome[m] = "refused"
+            continue
+        before = trainable_state(model)
+        upd = local_update(model, before, job.shard(0), job.collate, job.train_settings(m))
+        assert math.isfinite(upd.metrics["train_loss"]), m
+        assert any(not torch.equal(before[k], upd.state[k]) for k in before), m
+        outcome[m] = "trains"
+    print(f"\n{task}: {outcome}")
+    refused = {"prefix"}  # transformers 5: BERT's forward takes no past_key_values (methods/prefix.py)
+    if task == "token_classification":
+        refused.add("prompt")  # virtual tokens would shift every position against its tag
+    assert {m for m, o in outcome.items() if o == "refused"} == refused, outcome

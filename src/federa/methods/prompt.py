@@ -63,6 +63,11 @@ class PromptTuning(Method):
         )
 
     def apply(self, model: nn.Module, setup: State) -> nn.Module:
+        if self.peft_task_type == "TOKEN_CLS":
+            # peft prepends the virtual tokens to the sequence, and its token classifier then scores
+            # them too: the outputs no longer line up one-to-one with the words' labels.
+            raise ModelError("method prompt cannot run task=token_classification: the soft prompt shifts every "
+                             "token's position against its tag; use lora, federa, ia3, bitfit or adapter")
         check_positions(model, self.cfg.prompt.num_virtual_tokens, self.cfg.max_length, "prompt.num_virtual_tokens")
         # SAMPLE_VOCAB draws token ids from torch's global stream, which Job seeds around apply().
         return peft.get_peft_model(model, self.peft_config(model))

@@ -30,14 +30,15 @@ PEFT_DEFAULTS: dict[str, Mapping[str, list[str]]] = {
 }
 # Architectures peft 0.21 has no entry for, named as peft names their BERT counterparts
 # (LoRA on query/value; IA3 on key/value and the FFN's second projection). ELECTRA and
-# XLM-RoBERTa use BERT's module names.
+# XLM-RoBERTa use BERT's module names; MPNet (model.builtin=mpnet) names them q/k/v/o.
 _BERT_IA3 = TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING["bert"]
 _BERT_IA3_FF = TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING["bert"]
 FALLBACK_DEFAULTS: dict[str, dict[str, list[str]]] = {
-    "lora.target_modules": {"distilbert": ["q_lin", "v_lin"]},
+    "lora.target_modules": {"distilbert": ["q_lin", "v_lin"], "mpnet": ["q", "v"]},
     "ia3.target_modules": {"distilbert": ["k_lin", "v_lin", "ffn.lin2"], "electra": _BERT_IA3,
-                           "xlm-roberta": _BERT_IA3},
-    "ia3.feedforward_modules": {"distilbert": ["ffn.lin2"], "electra": _BERT_IA3_FF, "xlm-roberta": _BERT_IA3_FF},
+                           "xlm-roberta": _BERT_IA3, "mpnet": ["k", "v", "output.dense"]},
+    "ia3.feedforward_modules": {"distilbert": ["ffn.lin2"], "electra": _BERT_IA3_FF, "xlm-roberta": _BERT_IA3_FF,
+                                "mpnet": ["output.dense"]},
 }
 
 

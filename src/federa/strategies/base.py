@@ -63,6 +63,10 @@ class Strategy(ABC):
     @classmethod
     def check(cls, cfg: Config) -> str | None:
         """Why this strategy cannot run under ``cfg`` (e.g. an engine it does not support), or None."""
+        if cls.client_rule is not None and cfg.engine == "flower":
+            # The Flower wire carries settings and states only: a client rule's payload, extra
+            # tensors and per-node memory would be silently dropped, so refuse instead.
+            return f"strategy={cls.name} needs its client rule on every client, which engine=flower does not carry yet; use engine=inprocess"
         return None
 
     # -- the client hook (strategies with a ``client_rule``) --------------------------------
@@ -137,6 +141,11 @@ class Wrapper(Strategy):
     def wanted(cls, cfg: Config) -> bool:
         """Whether ``cfg`` asks for this wrapper."""
         raise NotImplementedError
+
+    @classmethod
+    def check(cls, cfg: Config) -> str | None:
+        """Why this wrapper cannot run under ``cfg`` beyond the capability rules, or None."""
+        return None
 
     @classmethod
     def wrap(cls, inner: Strategy, cfg: Config) -> Wrapper:

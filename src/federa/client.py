@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from federa.errors import NonFiniteLossError
 from federa.methods.base import load_trainable_state, trainable_state
-from federa.types import State, TrainSettings, Update
+from federa.types import LocalRule, State, TrainSettings, Update
 
 
 def _batches(shard: Dataset, collate, batch_size: int, seed: int):
@@ -27,6 +27,12 @@ def _batches(shard: Dataset, collate, batch_size: int, seed: int):
         yield from loader
 
 
+def proximal_term(params: dict[str, torch.Tensor], anchor: State, mu: float) -> torch.Tensor:
+    """FedProx's (mu/2)·Σ‖w − w_global‖² over the trainable tensors; its gradient is mu·(w − w_global)."""
+    total = sum(((p - anchor[n]) ** 2).sum() for n, p in params.items())
+    return 0.5 * mu * total
+
+
 def local_update(
     model: nn.Module,
     state: State,
@@ -35,17 +41,23 @@ def local_update(
     settings: TrainSettings,
     device: torch.device | str = "cpu",
     client_id: int | str = "?",
+    rule: LocalRule | None = None,
 ) -> Update:
     """Train ``model`` (starting from ``state``) on ``shard`` with a fresh AdamW; return the update.
 
     A fresh optimiser each round is the FedAvg convention: optimiser moments are local and
-    never travel. Raises :class:`NonFiniteLossError` on a NaN/inf loss.
+    never travel. ``settings.prox_mu`` > 0 adds FedProx's proximal term to the loss; ``rule``
+    (a strategy's client side, e.g. SCAFFOLD's) acts after every step and adds ``extra`` and
+    ``memory`` to the reply. Raises :class:`NonFiniteLossError` on a NaN/inf loss.
     """
     if len(shard) == 0:
         raise ValueError(f"client {client_id} has an empty shard")
     load_trainable_state(model, state)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    params = list(named.values())
+    # The anchor of the proximal term: the broadcast state, on the parameters' device.
+    anchor = {n: p.detach().clone() for n, p in named.items()} if settings.prox_mu > 0 else {}
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     steps = settings.num_steps(len(shard))
     losses: list[float] = []
@@ -57,7 +69,9 @@ def local_update(
         batches = _batches(shard, collate, settings.batch_size, settings.seed)
         for _ in range(steps):
             batch = {k: v.to(device) for k, v in next(batches).items()}
-            loss = model(**batch).loss
+            loss = task_loss = model(**batch).loss
+            if anchor:  # only then: without FedProx the graph and the numbers stay as they were
+                loss = task_loss + proximal_term(named, anchor, settings.prox_mu)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"client {client_id}: loss became {loss.item()} at step {len(losses) + 1}; "
@@ -67,13 +81,19 @@ def local_update(
             if settings.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
             opt.step()
+            if rule is not None:
+                rule.after_step(named)
             opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(task_loss.item())  # the task's loss, comparable across strategies
             samples += len(batch["labels"])
     seconds = time.perf_counter() - start
+    new_state = {k: v.cpu() for k, v in trainable_state(model).items()}
+    extra, memory = rule.finish(new_state, steps) if rule is not None else ({}, {})
     return Update(
-        state={k: v.cpu() for k, v in trainable_state(model).items()},
+        state=new_state,
         num_examples=len(shard),
         metrics={"train_loss": sum(losses) / len(losses), "steps": steps, "samples": samples,
                  "train_seconds": seconds},
+        extra=extra,
+        memory=memory,
     )

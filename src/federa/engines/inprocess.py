@@ -28,11 +28,14 @@ def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = Tru
     try:
         for rnd in server.remaining_rounds():
             started = time.perf_counter()
-            updates = {
-                cid: local_update(server.model, server.state, job.shard(cid), job.collate, settings,
-                                  job.device, client_id=cid)
-                for cid, settings in server.configure(rnd).items()
-            }
+            updates = {}
+            for cid, settings in server.configure(rnd).items():
+                # A simulated client's memory (SCAFFOLD's cᵢ) is kept for it by the strategy,
+                # which checkpoints it; on Flower each node keeps its own.
+                rule = server.local_rule(rnd, cid, settings, server.strategy.client_memory(cid))
+                updates[cid] = local_update(server.model, server.state, job.shard(cid), job.collate, settings,
+                                            job.device, client_id=cid, rule=rule)
+                server.strategy.keep_client_memory(cid, updates[cid].memory)
             server.complete_round(rnd, updates, started)
             bar.update(1)
             bar.set_postfix(server.progress_postfix())

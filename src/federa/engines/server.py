@@ -19,7 +19,7 @@ from federa.job import Job
 from federa.methods.base import count_parameters, load_trainable_state, state_bytes, trainable_state
 from federa.runlog import RunDir
 from federa.strategies.stack import build_stack
-from federa.types import State, TrainSettings, Update
+from federa.types import LocalRule, State, TrainSettings, Update
 
 _COUNTERS = ("train_wall_s", "client_compute_s", "wall_s", "bytes_up", "bytes_down", "examples_seen")
 
@@ -101,6 +101,15 @@ class ServerRun:
     def configure(self, rnd: int) -> dict[int, TrainSettings]:
         return self.strategy.configure_round(rnd, range(self.job.cfg.num_clients), self.settings)
 
+    def payload(self, rnd: int, client: int) -> State:
+        """What the strategy sends ``client`` beside the global state this round (often nothing)."""
+        return self.strategy.client_payload(rnd, client, self.state)
+
+    def local_rule(self, rnd: int, client: int, settings: TrainSettings, memory: State) -> LocalRule | None:
+        """The strategy's client rule for ``client`` this round, or None when it has none."""
+        rule = self.strategy.client_rule
+        return None if rule is None else rule(self.state, self.payload(rnd, client), memory, settings)
+
     def complete_round(self, rnd: int, updates: Mapping[int, Update], started: float,
                        aggregate: State | None = None) -> dict[str, Any]:
         """Aggregate ``updates`` (client id → reply), evaluate when due, log and checkpoint.
@@ -109,6 +118,8 @@ class ServerRun:
         gives only the sum); ``updates`` then carry counts and metrics but no tensors.
         """
         cfg = self.job.cfg
+        # What was sent beside the state, read before aggregation moves the strategy's state on.
+        payload_down = sum(state_bytes(self.payload(rnd, c)) for c in updates)
         t_agg = time.perf_counter()
         if aggregate is None:
             new_state = self.strategy.aggregate_round(rnd, self.state, updates)
@@ -126,9 +137,10 @@ class ServerRun:
         newly = set(updates) - self.totals.contacted
         round_stats = {
             "clients": sorted(updates),
-            "bytes_down": state_bytes(self.state) * len(updates) + state_bytes(self.setup) * len(newly),
-            "bytes_up": sum(state_bytes(u.state) for u in updates.values()) if aggregate is None
-            else state_bytes(aggregate) * len(updates),  # masked vectors: one state's worth each
+            "bytes_down": state_bytes(self.state) * len(updates) + state_bytes(self.setup) * len(newly)
+            + payload_down,
+            "bytes_up": sum(state_bytes(u.state) + state_bytes(u.extra) for u in updates.values())
+            if aggregate is None else state_bytes(aggregate) * len(updates),  # masked vectors: one state's worth each
             "examples_seen": int(sum(u.metrics.get("samples", 0) for u in updates.values())),
             "client_compute_s": sum(u.metrics.get("train_seconds", 0.0) for u in updates.values()),
             "train_loss": sum(u.metrics["train_loss"] * u.num_examples for u in accepted.values())

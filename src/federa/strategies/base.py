@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from federa.types import State, TrainSettings, Update
+from federa.types import LocalRule, State, TrainSettings, Update
 
 if TYPE_CHECKING:
     from federa.config import Config
@@ -45,6 +45,10 @@ class Strategy(ABC):
     # True when aggregate() is a weighted mean Σwᵢ·stateᵢ/Σwᵢ of the replies: then a sum is
     # all it needs (secure aggregation) and one client's influence is bounded (DP).
     linear: ClassVar[bool] = False
+    # Its part of each client's local training (SCAFFOLD's drift correction), or None: plain
+    # local training. The client hook: :meth:`client_payload` down, ``Update.extra`` up,
+    # ``Update.memory`` kept by the client between its rounds (see :class:`LocalRule`).
+    client_rule: ClassVar[type[LocalRule] | None] = None
 
     def __init__(self, clients_per_round: int, seed: int, **settings: Any) -> None:
         self.clients_per_round = clients_per_round
@@ -55,6 +59,34 @@ class Strategy(ABC):
         """Built from the run's schedule and the strategy's own section, like Flower's strategies."""
         own = getattr(cfg, cls.name).model_dump() if cls.settings is not None else {}
         return cls(clients_per_round=cfg.clients_per_round, seed=cfg.seed, **own)
+
+    @classmethod
+    def check(cls, cfg: Config) -> str | None:
+        """Why this strategy cannot run under ``cfg`` (e.g. an engine it does not support), or None."""
+        if cls.client_rule is not None and cfg.engine == "flower":
+            # The Flower wire carries settings and states only: a client rule's payload, extra
+            # tensors and per-node memory would be silently dropped, so refuse instead.
+            return f"strategy={cls.name} needs its client rule on every client, which engine=flower does not carry yet; use engine=inprocess"
+        return None
+
+    # -- the client hook (strategies with a ``client_rule``) --------------------------------
+
+    def client_payload(self, rnd: int, client: int, global_state: State) -> State:
+        """Tensors sent to ``client`` beside the global state this round (counted in bytes_down)."""
+        return {}
+
+    def expected_extra(self, global_state: State) -> State:
+        """Tensors every reply must carry in ``Update.extra``, as a template (names, shapes,
+        dtypes) that validation checks replies against; empty: replies carry none."""
+        return {}
+
+    def client_memory(self, client: int) -> State:
+        """What ``client`` kept from its last round, when the engine simulates clients in this
+        process and the strategy keeps their memory for them (and checkpoints it)."""
+        return {}
+
+    def keep_client_memory(self, client: int, memory: State) -> None:
+        """Store ``client``'s memory after its round (in-process simulation only)."""
 
     def sample_clients(self, rnd: int, clients: Sequence[int]) -> list[int]:
         """Uniform sample without replacement, a pure function of (seed, round, client ids)."""
@@ -98,6 +130,9 @@ class Wrapper(Strategy):
     needs_individual_updates: ClassVar[bool] = False  # reads each client's update, not just a sum
     hides_individual_updates: ClassVar[bool] = False  # the server gets only the sum (SecAgg+)
     needs_linear: ClassVar[bool] = False  # only sound around a linear (mean) strategy
+    # Its guarantee covers the model update only (DP's noise, SecAgg+'s masks): it cannot
+    # stand around a strategy whose replies carry other tensors too (``expected_extra``).
+    covers_state_only: ClassVar[bool] = False
 
     def __init__(self, inner: Strategy) -> None:
         self.inner = inner
@@ -129,8 +164,25 @@ class Wrapper(Strategy):
     def linear(self) -> bool:  # type: ignore[override]
         return self.inner.linear
 
+    @property
+    def client_rule(self) -> type[LocalRule] | None:  # type: ignore[override]
+        return self.inner.client_rule
+
     def configure_round(self, rnd: int, clients: Sequence[int], base: TrainSettings) -> dict[int, TrainSettings]:
         return self.inner.configure_round(rnd, clients, base)
+
+    # The client hook is the core strategy's; wrappers act on the server side only.
+    def client_payload(self, rnd: int, client: int, global_state: State) -> State:
+        return self.inner.client_payload(rnd, client, global_state)
+
+    def expected_extra(self, global_state: State) -> State:
+        return self.inner.expected_extra(global_state)
+
+    def client_memory(self, client: int) -> State:
+        return self.inner.client_memory(client)
+
+    def keep_client_memory(self, client: int, memory: State) -> None:
+        self.inner.keep_client_memory(client, memory)
 
     def before(self, rnd: int, global_state: State, updates: Updates) -> Updates:
         return updates

@@ -53,6 +53,7 @@ class DpNoise(Wrapper):
     settings = DpSettings
     needs_individual_updates = True  # each delta is clipped
     needs_linear = True  # the noise is calibrated to the sensitivity of a mean, not of a median
+    covers_state_only = True  # only the state is clipped and noised: other tensors would leak
 
     def __init__(self, inner: Strategy, dp: DpSettings, num_clients: int, rounds: int) -> None:
         super().__init__(inner)

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 _REGISTRY: dict[str, str | type[Strategy]] = {
     "fedavg": "federa.strategies.fedavg:FedAvg",
+    "fedprox": "federa.strategies.fedprox:FedProx",
+    "scaffold": "federa.strategies.scaffold:Scaffold",
     "median": "federa.strategies.median:Median",
     "trimmed_mean": "federa.strategies.trimmed_mean:TrimmedMean",
 }

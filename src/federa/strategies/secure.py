@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 class SecureAggregation(Wrapper):
     hides_individual_updates = True
     needs_linear = True
+    covers_state_only = True  # only the state is masked
 
     @classmethod
     def wanted(cls, cfg: Config) -> bool:

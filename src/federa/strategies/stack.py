@@ -45,7 +45,11 @@ def stack_problem(cfg: Config) -> str | None:
     layers = stack.layers() if isinstance(stack, Wrapper) else [stack]
     wrappers, core = [w for w in layers if isinstance(w, Wrapper)], layers[-1]
     for w in wrappers:
-        if (why := w.check(cfg)) is not None:
+        if w.covers_state_only and core.client_rule is not None:
+            return (f"{_label(w)} covers only the model update, but strategy={core.name}'s clients also send "
+                    "tensors of their own that it would not cover; turn one of them off")
+    for part in [*wrappers, core]:
+        if (why := part.check(cfg)) is not None:
             return why
     hiding = [w for w in wrappers if w.hides_individual_updates]
     for w in wrappers:

@@ -21,25 +21,40 @@ if TYPE_CHECKING:
     from federa.config import Config
 
 
-def check_update(update: Update, global_state: State, max_update_norm: float | None = None) -> str | None:
-    """Why ``update`` must be rejected, or None when it is acceptable."""
-    state = update.state
-    if not isinstance(state, dict):
-        return f"state is a {type(state).__name__}, not a mapping of tensors"
-    if state.keys() != global_state.keys():
-        missing = sorted(global_state.keys() - state.keys())[:3]
-        extra = sorted(state.keys() - global_state.keys())[:3]
-        return f"wrong tensor names (missing {missing}, unexpected {extra})"
-    for name, ref in global_state.items():
-        t = state[name]
+def _check_tensors(got: object, ref: State, what: str) -> str | None:
+    """Why the mapping ``got`` does not match the template ``ref`` (names, shapes, dtypes, finite)."""
+    if not isinstance(got, dict):
+        return f"{what} is a {type(got).__name__}, not a mapping of tensors"
+    if got.keys() != ref.keys():
+        missing = sorted(ref.keys() - got.keys())[:3]
+        extra = sorted(got.keys() - ref.keys())[:3]
+        return f"wrong tensor names{'' if what == 'state' else ' in ' + what} (missing {missing}, unexpected {extra})"
+    for name, r in ref.items():
+        t = got[name]
         if not isinstance(t, torch.Tensor):
             return f"{name} is a {type(t).__name__}, not a tensor"
-        if t.shape != ref.shape:
-            return f"{name} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}"
-        if t.dtype != ref.dtype:
-            return f"{name} has dtype {t.dtype}, expected {ref.dtype}"
+        if t.shape != r.shape:
+            return f"{name} has shape {tuple(t.shape)}, expected {tuple(r.shape)}"
+        if t.dtype != r.dtype:
+            return f"{name} has dtype {t.dtype}, expected {r.dtype}"
         if not bool(torch.isfinite(t).all()):
             return f"{name} holds NaN or inf values"
+    return None
+
+
+def check_update(update: Update, global_state: State, max_update_norm: float | None = None,
+                 expected_extra: State | None = None) -> str | None:
+    """Why ``update`` must be rejected, or None when it is acceptable.
+
+    ``expected_extra``: the template of the tensors a strategy's client rule sends beside the
+    state (SCAFFOLD's Δcᵢ); they are checked as strictly as the state, since they too reach
+    the global state.
+    """
+    state = update.state
+    if (why := _check_tensors(state, global_state, "state")) is not None:
+        return why
+    if (why := _check_tensors(update.extra, expected_extra or {}, "extra")) is not None:
+        return why
     n = update.num_examples
     # The example count weights FedAvg: a forged count is as harmful as a forged tensor.
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
@@ -51,12 +66,12 @@ def check_update(update: Update, global_state: State, max_update_norm: float | N
     return None
 
 
-def split_valid(updates: Updates, global_state: State,
-                max_update_norm: float | None = None) -> tuple[dict[int, Update], dict[int, str]]:
+def split_valid(updates: Updates, global_state: State, max_update_norm: float | None = None,
+                expected_extra: State | None = None) -> tuple[dict[int, Update], dict[int, str]]:
     """(accepted updates, rejected client id → reason)."""
     accepted, rejected = {}, {}
     for cid, u in updates.items():
-        reason = check_update(u, global_state, max_update_norm)
+        reason = check_update(u, global_state, max_update_norm, expected_extra)
         if reason is None:
             accepted[cid] = u
         else:
@@ -88,7 +103,8 @@ class Validate(Wrapper):
         return cls(inner, cfg.robust.max_update_norm)
 
     def before(self, rnd: int, global_state: State, updates: Updates) -> Updates:
-        accepted, self.rejected = split_valid(updates, global_state, self.max_update_norm)
+        accepted, self.rejected = split_valid(updates, global_state, self.max_update_norm,
+                                              self.expected_extra(global_state))
         return accepted
 
     def finish_sum(self, rnd: int, global_state: State, aggregate: State) -> State:

@@ -92,6 +92,14 @@ def test_regression_end_to_end(tiny_cfg, sts_csv, tmp_path, method):
     for r in records:
         assert r["score"] == r["pearson"] and -1 <= r["spearman"] <= 1 and r["loss"] >= 0
     assert math.isfinite(records[-1]["train_loss"])
+    # The report speaks the task's metric: scores are Pearson's r, labelled so.
+    from federa.runner import run_info, write_report
+
+    rd = RunDir(tmp_path / method)
+    summary = write_report(rd, cfg, run_info(job))
+    m = summary["methods"][method]
+    assert m["initial_score"] == records[0]["pearson"] and m["final_score"] == records[-1]["pearson"]
+    assert "final pearson" in rd.report.read_text(encoding="utf-8") and (rd.root / "score_vs_round.png").is_file()
 
 
 @pytest.mark.parametrize("method", ["lora", "federa"])

@@ -15,15 +15,19 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from federa.errors import NonFiniteLossError
+from federa.precision import autocast, grad_scaler
 from federa.methods.base import load_trainable_state, trainable_state
 from federa.types import LocalRule, State, TrainSettings, Update
 
 
-def _batches(shard: Dataset, collate, batch_size: int, seed: int):
-    """Endless shuffled batches: each pass over the shard is a new seeded permutation."""
+def _batches(shard: Dataset, collate, batch_size: int, seed: int, pin: bool = False):
+    """Endless shuffled batches: each pass over the shard is a new seeded permutation.
+
+    ``pin``: page-locked batches, so the copy to a GPU can overlap with compute."""
     g = torch.Generator().manual_seed(seed)
     while True:
-        loader = DataLoader(shard, batch_size=batch_size, shuffle=True, generator=g, collate_fn=collate)
+        loader = DataLoader(shard, batch_size=batch_size, shuffle=True, generator=g, collate_fn=collate,
+                            pin_memory=pin)
         yield from loader
 
 
@@ -59,6 +63,8 @@ def local_update(
     # The anchor of the proximal term: the broadcast state, on the parameters' device.
     anchor = {n: p.detach().clone() for n, p in named.items()} if settings.prox_mu > 0 else {}
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scaler = grad_scaler(device, settings.precision)  # a no-op unless fp16
+    on_gpu = torch.device(device).type == "cuda"
     steps = settings.num_steps(len(shard))
     losses: list[float] = []
     samples = 0
@@ -66,10 +72,11 @@ def local_update(
     # Dropout draws from torch's global stream: fork it so the update depends only on the seed.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        batches = _batches(shard, collate, settings.batch_size, settings.seed)
+        batches = _batches(shard, collate, settings.batch_size, settings.seed, pin=on_gpu)
         for _ in range(steps):
-            batch = {k: v.to(device) for k, v in next(batches).items()}
-            loss = task_loss = model(**batch).loss
+            batch = {k: v.to(device, non_blocking=on_gpu) for k, v in next(batches).items()}
+            with autocast(device, settings.precision):
+                loss = task_loss = model(**batch).loss.float()
             if anchor:  # only then: without FedProx the graph and the numbers stay as they were
                 loss = task_loss + proximal_term(named, anchor, settings.prox_mu)
             if not torch.isfinite(loss):
@@ -77,10 +84,12 @@ def local_update(
                     f"client {client_id}: loss became {loss.item()} at step {len(losses) + 1}; "
                     f"lower the learning rate (lr={settings.lr})"
                 )
-            loss.backward()
+            scaler.scale(loss).backward()
             if settings.max_grad_norm is not None:
+                scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
                 torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             if rule is not None:
                 rule.after_step(named)
             opt.zero_grad(set_to_none=True)

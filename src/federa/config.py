@@ -40,6 +40,9 @@ class ModelConfig(_Strict):
     path: str | None = Field(None, description="Local Hugging Face model folder; None = the built-in model.")
     num_threads: int | None = Field(None, ge=1, description="torch threads; None = torch's default.")
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Autocast dtype of forward/backward (fp16 adds a gradient scaler); weights stay fp32.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~30% more time.")
 
 
 class DataConfig(_Strict):

@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from federa.types import TrainSettings
 from federa.config import Config
 from federa.data import TextData, load_data
-from federa.errors import DataError
+from federa.errors import DataError, ModelError
 from federa.methods import get_method
 from federa.methods.base import Method
 from federa.types import State
@@ -70,6 +70,7 @@ class Job:
         return TrainSettings(
             lr=c.lr[method], batch_size=c.batch_size, seed=c.seed, local_steps=c.local_steps,
             local_epochs=c.local_epochs, max_grad_norm=c.max_grad_norm, weight_decay=c.weight_decay,
+            precision=c.model.precision,
         )
 
     def base_model(self) -> nn.Module:
@@ -90,14 +91,25 @@ class Job:
         with self._seeded():
             base = self.base_model()
             setup = method.server_setup(base)
-            model = method.apply(base, setup)
-        return method, model.to(self.device), setup
+            model = self._placed(method.apply(base, setup))
+        return method, model, setup
 
     def client_model(self, method_name: str, setup: State) -> nn.Module:
         """What a client builds from the broadcast setup (never its own SVD)."""
         method = get_method(method_name, self.cfg, self.task.peft_task_type)
         with self._seeded():
-            return method.apply(self.base_model(), setup).to(self.device)
+            return self._placed(method.apply(self.base_model(), setup))
+
+    def _placed(self, model: nn.Module) -> nn.Module:
+        """On the job's device, with activation checkpointing when the config asks for it."""
+        if self.cfg.model.gradient_checkpointing:
+            if not getattr(model, "supports_gradient_checkpointing", True):
+                raise ModelError(f"model.gradient_checkpointing: {type(model).__name__} does not support it; "
+                                 "set model.gradient_checkpointing=false")
+            # Non-reentrant checkpointing needs no input that requires grad, so frozen embeddings
+            # (every PEFT method) work, and it replays dropout with the same random state.
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return model.to(self.device)
 
 
 def prepare_job(cfg: Config) -> Job:

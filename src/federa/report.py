@@ -59,7 +59,7 @@ def summarize_method(records: Sequence[Record], result: Mapping[str, Any] | None
     best = max(records, key=lambda r: r["score"]) if records else {}
     out: dict[str, Any] = dict(result or {"status": "incomplete"})
     out.update({
-        "initial_score": records[0]["accuracy"] if records and records[0]["round"] == 0 else None,
+        "initial_score": records[0]["score"] if records and records[0]["round"] == 0 else None,
         "final_round": last.get("round"),
         "final_score": last.get("score"),
         "final_macro_f1": last.get("macro_f1"),  # classification only (None otherwise)

@@ -28,6 +28,8 @@ class TrainSettings:
     weight_decay: float = 0.0
     # FedProx: (prox_mu/2)·‖w − w_global‖² joins the local loss; 0 leaves training untouched.
     prox_mu: float = 0.0
+    # Mixed precision of forward/backward (weights and optimiser stay float32): fp32, bf16, fp16.
+    precision: str = "fp32"
 
     def num_steps(self, num_examples: int) -> int:
         if self.local_epochs is not None:

@@ -180,7 +180,7 @@ class ServerRun:
     def _evaluate(self) -> dict[str, float]:
         job = self.job
         metrics = job.task.evaluate(self.model, job.test, job.collate, job.label_names, job.cfg.eval_batch_size,
-                                    job.device)
+                                    job.device, job.cfg.model.precision)
         # "score" is the task's main metric under one name, for targets, claims, plots and reports.
         self.last_metrics = {"score": metrics[job.main_metric], **metrics}
         return self.last_metrics

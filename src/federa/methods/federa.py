@@ -31,6 +31,7 @@ from federa.errors import ModelError
 from federa.types import State
 from federa.methods.lora import Lora, find_target_linears
 from federa.methods.targets import effective_weight
+from federa.pretrained import resolve_device
 from federa.settings import Section
 
 _PEFT_PREFIX = "base_model.model."
@@ -38,14 +39,17 @@ _OVERSAMPLE = 10  # extra random directions for randomised SVD
 
 
 def svd_factors(
-    weight: torch.Tensor, r: int, scaling: float, niter: int | None = None
+    weight: torch.Tensor, r: int, scaling: float, niter: int | None = None, device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(A, B) with ``scaling · B @ A`` equal to the rank-r truncated SVD of ``weight``.
 
     ``niter=None`` uses the exact SVD; an integer uses ``torch.svd_lowrank`` with that many
-    subspace iterations (fast for large matrices, approximate).
+    subspace iterations (fast for large matrices, approximate). ``device``: where to decompose
+    (a GPU when the model trains there); the factors come back on ``weight``'s device. Only the
+    server decomposes, and clients rebuild the residual from the broadcast factors on the CPU
+    (:func:`residual_weight`), so where the SVD ran never changes any client's bits.
     """
-    w = weight.detach().to(torch.float64)
+    w = weight.detach().to(device=device or weight.device, dtype=torch.float64)
     if niter is None:
         u, s, vh = torch.linalg.svd(w, full_matrices=False)
         u, s, vh = u[:, :r], s[:r], vh[:r]
@@ -59,7 +63,7 @@ def svd_factors(
     root = (s / scaling).sqrt()
     b = u * root  # (out, r)
     a = root[:, None] * vh  # (r, in)
-    return a.to(weight.dtype).contiguous(), b.to(weight.dtype).contiguous()
+    return a.to(weight.device, weight.dtype).contiguous(), b.to(weight.device, weight.dtype).contiguous()
 
 
 def residual_weight(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -100,10 +104,14 @@ class FeDeRA(Lora):
         linears = find_target_linears(model, self.cfg.lora.target_modules, self.cfg.lora.r)
         setup: State = {}
         # svd_lowrank draws a random projection: seed it without touching the global stream.
+        # Exact SVDs run on the GPU when the model trains there (randomised ones stay on the CPU,
+        # where the seeded stream above makes them reproducible).
+        device = resolve_device(self.cfg.model.device) if self.cfg.federa.svd_niter is None else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
             for name, layer in linears.items():
-                a, b = svd_factors(effective_weight(layer), self.cfg.lora.r, self.scaling, self.cfg.federa.svd_niter)
+                a, b = svd_factors(effective_weight(layer), self.cfg.lora.r, self.scaling, self.cfg.federa.svd_niter,
+                                   device)
                 setup[f"{name}.lora_A"], setup[f"{name}.lora_B"] = a, b
         return setup
 

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from federa.errors import DataError, ModelError
+from federa.precision import autocast
 
 if TYPE_CHECKING:
     from federa.config import DataConfig
@@ -72,7 +73,7 @@ class Task(ABC):
 
     @abstractmethod
     def evaluate(self, model: nn.Module, test: Dataset, collate: Any, label_names: list[str],
-                 batch_size: int, device: torch.device | str) -> dict[str, float]:
+                 batch_size: int, device: torch.device | str, precision: str = "fp32") -> dict[str, float]:
         """Every metric of :attr:`metrics` plus ``loss`` on the held-out set."""
 
     @classmethod
@@ -101,11 +102,13 @@ def rename_to(ds: Dataset, mapping: Mapping[str, str]) -> Dataset:
 
 
 @torch.no_grad()
-def predictions(model: nn.Module, test: Dataset, collate: Any, batch_size: int,
-                device: torch.device | str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def predictions(model: nn.Module, test: Dataset, collate: Any, batch_size: int, device: torch.device | str,
+                precision: str = "fp32") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(float32 logits, labels) per batch of ``test``, in order, with the model in eval mode."""
     model.eval()
     for batch in DataLoader(test, batch_size=batch_size, shuffle=False, collate_fn=collate):
         batch = {k: v.to(device) for k, v in batch.items()}
         labels = batch.pop("labels")
-        yield model(**batch).logits.float(), labels
+        with autocast(device, precision):
+            logits = model(**batch).logits
+        yield logits.float(), labels

@@ -134,9 +134,9 @@ class Classification(Task):
         return AutoModelForSequenceClassification
 
     def evaluate(self, model: nn.Module, test: Dataset, collate: Any, label_names: list[str],
-                 batch_size: int, device: torch.device | str) -> dict[str, float]:
+                 batch_size: int, device: torch.device | str, precision: str = "fp32") -> dict[str, float]:
         preds, labels, loss_sum = [], [], 0.0
-        for logits, y in predictions(model, test, collate, batch_size, device):
+        for logits, y in predictions(model, test, collate, batch_size, device, precision):
             loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
             preds.append(logits.argmax(-1).cpu().numpy())
             labels.append(y.cpu().numpy())

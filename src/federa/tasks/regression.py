@@ -54,9 +54,9 @@ class Regression(Classification):
         return {"num_labels": 1, "problem_type": "regression"}
 
     def evaluate(self, model: nn.Module, test: Dataset, collate: Any, label_names: list[str],
-                 batch_size: int, device: torch.device | str) -> dict[str, float]:
+                 batch_size: int, device: torch.device | str, precision: str = "fp32") -> dict[str, float]:
         preds, labels = [], []
-        for logits, y in predictions(model, test, collate, batch_size, device):
+        for logits, y in predictions(model, test, collate, batch_size, device, precision):
             preds.append(logits.squeeze(-1).cpu().numpy())
             labels.append(y.float().cpu().numpy())
         y_pred, y_true = np.concatenate(preds).astype(np.float64), np.concatenate(labels).astype(np.float64)

@@ -114,11 +114,11 @@ class TokenClassification(Task):
         return AutoModelForTokenClassification
 
     def evaluate(self, model: nn.Module, test: Dataset, collate: Any, label_names: list[str],
-                 batch_size: int, device: torch.device | str) -> dict[str, float]:
+                 batch_size: int, device: torch.device | str, precision: str = "fp32") -> dict[str, float]:
         y_true: list[list[str]] = []
         y_pred: list[list[str]] = []
         loss_sum, n_tokens = 0.0, 0
-        for logits, labels in predictions(model, test, collate, batch_size, device):
+        for logits, labels in predictions(model, test, collate, batch_size, device, precision):
             loss_sum += nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
                                                     reduction="sum").item()
             n_tokens += int((labels != IGNORE).sum())

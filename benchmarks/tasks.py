@@ -1,6 +1,6 @@
 """FFT, LoRA and FeDeRA on every built-in dataset (one per task type at least), at a fixed budget.
 
-    .venv/bin/python benchmarks/tasks.py [--out DIR] [--threads 1] [--datasets sts_b,wnut16]
+    .venv/bin/python benchmarks/tasks.py [--out DIR] [--threads 1] [--datasets sts_b,wnut16] [--set rounds=8 ...]
 
 Each dataset is one ``federa run`` (built-in MiniLM-L6, real data, Dirichlet alpha=0.5 over 10
 clients on the task's strata) into ``DIR/<dataset>/``; re-running resumes. Prints one markdown
@@ -33,12 +33,15 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench-tasks")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--datasets", default=",".join(BUILTINS))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="budget overrides, e.g. --set rounds=8 (the tables say which budget ran)")
     args = ap.parse_args()
     _quiet_libraries()
     out = Path(args.out)
     rows = []
     for name in args.datasets.split(","):
-        cfg = build_config({}, [*BUDGET, f"data.builtin={name}", f"model.num_threads={args.threads}", f"name={name}"])
+        cfg = build_config({}, [*BUDGET, *args.set, f"data.builtin={name}", f"model.num_threads={args.threads}",
+                                f"name={name}"])
         d = out / name
         started = time.perf_counter()
         rd = open_run_dir(cfg, d, resume=(d / "config.yaml").is_file())

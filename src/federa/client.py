@@ -58,7 +58,8 @@ def local_update(
         raise ValueError(f"client {client_id} has an empty shard")
     load_trainable_state(model, state)
     model.train()
-    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    fixed = [f for f in settings.frozen.split(",") if f]
+    named = {n: p for n, p in model.named_parameters() if p.requires_grad and not any(f in n for f in fixed)}
     params = list(named.values())
     # The anchor of the proximal term: the broadcast state, on the parameters' device.
     anchor = {n: p.detach().clone() for n, p in named.items()} if settings.prox_mu > 0 else {}
@@ -96,6 +97,7 @@ def local_update(
             losses.append(task_loss.item())  # the task's loss, comparable across strategies
             samples += len(batch["labels"])
     seconds = time.perf_counter() - start
+    # Tensors held fixed this round travel unchanged (they are part of the trainable state).
     new_state = {k: v.cpu() for k, v in trainable_state(model).items()}
     extra, memory = rule.finish(new_state, steps) if rule is not None else ({}, {})
     return Update(

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 from federa.engines import available_engines, engine_sections
 from federa.errors import ConfigError
 from federa.methods import available_methods, default_lr, method_sections
+from federa.methods.variants import VARIANTS, split_method, method_problem
 from federa.settings import NameList, Section
 from federa.strategies import available_strategies
 from federa.strategies.stack import stack_problem, strategy_sections
@@ -135,8 +136,8 @@ class CoreConfig(_Strict):
         if not methods:
             raise ValueError("methods is empty; name at least one of " + ", ".join(available_methods()))
         for m in methods:
-            if m not in available_methods():
-                raise ValueError(f"unknown method '{m}'; choose from {', '.join(available_methods())}")
+            if (problem := method_problem(m, available_methods())) is not None:
+                raise ValueError(problem)
         if len(set(methods)) != len(methods):
             raise ValueError(f"methods lists a method twice: {methods}")
         return methods
@@ -145,8 +146,9 @@ class CoreConfig(_Strict):
     @classmethod
     def _fill_lr(cls, lr: dict[str, float]) -> dict[str, float]:
         for m, v in lr.items():
-            if m not in available_methods():
-                raise ValueError(f"lr.{m}: unknown method; choose from {', '.join(available_methods())}")
+            if method_problem(m, available_methods()) is not None:
+                raise ValueError(f"lr.{m}: unknown method; choose from {', '.join(available_methods())} "
+                                 "(or a variant such as federa+ffa)")
             if not v > 0:
                 raise ValueError(f"lr.{m} must be > 0, got {v}")
         return {**{m: default_lr(m) for m in available_methods()}, **lr}
@@ -174,9 +176,16 @@ class CoreConfig(_Strict):
             )
         # The server-side stack (strategy + wrappers) must be one that can work: checked by what
         # each part declares it needs (individual updates, a mean), never by a list of names.
+        for strategy in {VARIANTS[v].strategy for m in self.methods if (v := split_method(m)[1])} - {None}:
+            if (problem := stack_problem(self, strategy)) is not None:
+                raise ValueError(problem)
         if (problem := stack_problem(self)) is not None:
             raise ValueError(problem)
         return self
+
+    def lr_of(self, method: str) -> float:
+        """``lr.<method>``; a variant (``federa+ffa``) defaults to its initialisation's rate."""
+        return self.lr.get(method, self.lr[split_method(method)[0]])
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -23,6 +23,7 @@ from federa.config import Config
 from federa.data import TextData, load_data
 from federa.errors import DataError, ModelError
 from federa.methods import get_method
+from federa.methods.variants import VARIANTS, split_method
 from federa.methods.base import Method
 from federa.types import State
 from federa.partition import partition_indices
@@ -68,7 +69,7 @@ class Job:
     def train_settings(self, method: str) -> TrainSettings:
         c = self.cfg
         return TrainSettings(
-            lr=c.lr[method], batch_size=c.batch_size, seed=c.seed, local_steps=c.local_steps,
+            lr=c.lr_of(method), batch_size=c.batch_size, seed=c.seed, local_steps=c.local_steps,
             local_epochs=c.local_epochs, max_grad_norm=c.max_grad_norm, weight_decay=c.weight_decay,
             precision=c.model.precision,
         )
@@ -87,21 +88,26 @@ class Job:
 
     def server_model(self, method_name: str) -> tuple[Method, nn.Module, State]:
         """The global model of ``method_name`` and the setup the server broadcasts once."""
-        method = get_method(method_name, self.cfg, self.task.peft_task_type)
+        method = get_method(split_method(method_name)[0], self.cfg, self.task.peft_task_type)
         with self._seeded():
             base = self.base_model()
             setup = method.server_setup(base)
-            model = self._placed(method.apply(base, setup))
+            model = self._placed(method.apply(base, setup), method_name)
         return method, model, setup
 
     def client_model(self, method_name: str, setup: State) -> nn.Module:
         """What a client builds from the broadcast setup (never its own SVD)."""
-        method = get_method(method_name, self.cfg, self.task.peft_task_type)
+        method = get_method(split_method(method_name)[0], self.cfg, self.task.peft_task_type)
         with self._seeded():
-            return self._placed(method.apply(self.base_model(), setup))
+            return self._placed(method.apply(self.base_model(), setup), method_name)
 
-    def _placed(self, model: nn.Module) -> nn.Module:
-        """On the job's device, with activation checkpointing when the config asks for it."""
+    def _placed(self, model: nn.Module, method_name: str) -> nn.Module:
+        """On the job's device, with a variant's fixed factors frozen and activation checkpointing
+        when the config asks for it."""
+        variant = split_method(method_name)[1]
+        for name, p in model.named_parameters():
+            if variant is not None and any(f in name for f in VARIANTS[variant].frozen):
+                p.requires_grad_(False)  # FFA: A never trains, so it never travels either
         if self.cfg.model.gradient_checkpointing:
             if not getattr(model, "supports_gradient_checkpointing", True):
                 raise ModelError(f"model.gradient_checkpointing: {type(model).__name__} does not support it; "

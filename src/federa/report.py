@@ -75,6 +75,7 @@ def summarize_method(records: Sequence[Record], result: Mapping[str, Any] | None
         "mean_round_s": (sum(r["round_s"] for r in trained) / len(trained)) if trained else None,
         "time_to_target": time_to_target(records, target),
         "epsilon": last.get("epsilon"),  # client-level DP: (ε, dp.delta) spent by the last round
+        "mean_lora_agg_error": _mean([r.get("lora_agg_error") for r in trained]),
     })
     return out
 
@@ -93,6 +94,11 @@ def summarize(records: Iterable[Record], results: Mapping[str, Mapping[str, Any]
 
 
 # -- report.md -------------------------------------------------------------------------
+
+
+def _mean(xs: Sequence[float | None]) -> float | None:
+    kept = [x for x in xs if x is not None]
+    return sum(kept) / len(kept) if kept else None
 
 
 def _fmt(x: Any, spec: str = ".4f") -> str:
@@ -158,7 +164,8 @@ def report_markdown(summary: Mapping[str, Any], partition_text: str = "") -> str
 
 
 def plot_curves(series: Mapping[str, Sequence[Record]], x_of: Callable[[Record], float], x_label: str, path: Path,
-                title: str, target: float | None = None, log_x: bool = False, metric: str = "accuracy") -> None:
+                title: str, target: float | None = None, log_x: bool = False, metric: str = "accuracy",
+                y_key: str = "score", y_label: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never needs a display
@@ -168,15 +175,17 @@ def plot_curves(series: Mapping[str, Sequence[Record]], x_of: Callable[[Record],
     # A method stopped at round 0 has nothing to put on a log axis.
     log_x = log_x and any(x_of(r) > 0 for rs in series.values() for r in rs)
     for m, rs in series.items():
-        kept = [r for r in rs if not (log_x and x_of(r) <= 0)]  # round 0 has sent nothing yet
-        xs, ys = [x_of(r) for r in kept], [r["score"] for r in kept]
+        kept = [r for r in rs if not (log_x and x_of(r) <= 0) and r.get(y_key) is not None]  # round 0 sent nothing
+        if not kept:
+            continue
+        xs, ys = [x_of(r) for r in kept], [r[y_key] for r in kept]
         ax.plot(xs, ys, marker="o", markersize=3, label=m)
     if target is not None:
         ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:.3f}")
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(x_label)
-    ax.set_ylabel(f"test {metric}")
+    ax.set_ylabel(y_label or f"test {metric}")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -198,4 +207,9 @@ def write_plots(records: Iterable[Record], out_dir: Path, target: float | None, 
     for x_of, label, name, title, log_x in specs:
         plot_curves(series, x_of, label, out_dir / name, title, target, log_x, metric)
         paths.append(out_dir / name)
+    if any(r.get("lora_agg_error") is not None for rs in series.values() for r in rs):
+        path = out_dir / "lora_agg_error_vs_round.png"
+        plot_curves(series, lambda r: r["round"], "round", path, "LoRA aggregation error per round",
+                    y_key="lora_agg_error", y_label="‖avg(B)·avg(A) − avg(B·A)‖ / ‖avg(B·A)‖")
+        paths.append(path)
     return paths

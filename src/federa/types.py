@@ -30,6 +30,9 @@ class TrainSettings:
     prox_mu: float = 0.0
     # Mixed precision of forward/backward (weights and optimiser stay float32): fp32, bf16, fp16.
     precision: str = "fp32"
+    # Comma-separated parameter-name fragments held fixed this round (RoLoRA: "lora_A" or "lora_B");
+    # a string, not a tuple, so it crosses Flower's ConfigRecord as it is.
+    frozen: str = ""
 
     def num_steps(self, num_examples: int) -> int:
         if self.local_epochs is not None:

@@ -99,14 +99,14 @@ def choose_lrs(job: Job, rd: RunDir, methods: Sequence[str], progress: bool = Tr
         grd.root.mkdir(parents=True, exist_ok=True)
 
         def run_one(vjob: Job, m: str, grd: RunDir, mult: float = mult) -> dict[str, Any]:
-            log(f"[lr grid {m}] lr={job.cfg.lr[m] * mult:.3g} (x{mult:g}) on the validation split")
-            return run_method(with_lr(vjob, m, job.cfg.lr[m] * mult), m, grd, progress=progress, log=log)
+            log(f"[lr grid {m}] lr={job.cfg.lr_of(m) * mult:.3g} (x{mult:g}) on the validation split")
+            return run_method(with_lr(vjob, m, job.cfg.lr_of(m) * mult), m, grd, progress=progress, log=log)
 
         run_pending(vjob, grd, methods, run_one, log=lambda *_: None)
     chosen = {r["method"]: r["lr"] for r in grid_scores(rd, methods) if r["chosen"]}
     for m in methods:
         if m not in chosen:
-            log(f"[lr grid {m}] every lr failed; keeping lr={job.cfg.lr[m]:.3g}")
+            log(f"[lr grid {m}] every lr failed; keeping lr={job.cfg.lr_of(m):.3g}")
         else:
             log(f"[lr grid {m}] chose lr={chosen[m]:.3g}")
     return chosen

@@ -18,6 +18,8 @@ from federa.export import self_contained_adapter
 from federa.job import Job
 from federa.methods.base import count_parameters, load_trainable_state, state_bytes, trainable_state
 from federa.runlog import RunDir
+from federa.methods.variants import VARIANTS, split_method
+from federa.strategies.lora_math import aggregation_error
 from federa.strategies.stack import build_stack
 from federa.types import LocalRule, State, TrainSettings, Update
 
@@ -51,7 +53,10 @@ class ServerRun:
         cfg = job.cfg
         self.job, self.name, self.run_dir, self.log = job, method_name, run_dir, log
         self.method, self.model, self.setup = job.server_model(method_name)
-        self.strategy = build_stack(cfg)  # the strategy inside its wrappers (validation, clipping, DP, ...)
+        # The strategy inside its wrappers (validation, clipping, DP, ...); a method variant
+        # (federa+rolora) may bring its own aggregation rule.
+        variant = split_method(method_name)[1]
+        self.strategy = build_stack(cfg, VARIANTS[variant].strategy if variant else None)
         self.settings = job.train_settings(method_name)
         self.state = trainable_state(self.model)
         self.trainable, self.total = count_parameters(self.model)
@@ -146,6 +151,10 @@ class ServerRun:
             "train_loss": sum(u.metrics["train_loss"] * u.num_examples for u in accepted.values())
             / sum(u.num_examples for u in accepted.values()) if accepted else None,
             "rejected": [],
+            # What averaging LoRA's factors separately loses this round (None: no LoRA pair, or SecAgg+).
+            "lora_agg_error": aggregation_error([u.state for u in accepted.values()],
+                                                [u.num_examples for u in accepted.values()]) if aggregate is None
+            else None,
             **strategy_metrics,
             "round_s": t_eval - started,
             "aggregate_s": t_eval - t_agg,

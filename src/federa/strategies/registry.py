@@ -18,6 +18,7 @@ _REGISTRY: dict[str, str | type[Strategy]] = {
     "scaffold": "federa.strategies.scaffold:Scaffold",
     "median": "federa.strategies.median:Median",
     "trimmed_mean": "federa.strategies.trimmed_mean:TrimmedMean",
+    "rolora": "federa.strategies.rolora:RoLoRA",
 }
 
 

@@ -30,18 +30,19 @@ if TYPE_CHECKING:
 WRAPPERS: tuple[type[Wrapper], ...] = (SecureAggregation, Validate, ClipDeltas, ServerOptimizer, DpNoise)  # outermost first
 
 
-def build_stack(cfg: Config) -> Strategy:
-    """The strategy named by ``cfg.strategy`` inside every wrapper the config turns on."""
-    stack = strategy_class(cfg.strategy).from_config(cfg)
+def build_stack(cfg: Config, strategy: str | None = None) -> Strategy:
+    """The strategy named by ``cfg.strategy`` (or ``strategy``, a method variant's own rule) inside
+    every wrapper the config turns on."""
+    stack = strategy_class(strategy or cfg.strategy).from_config(cfg)
     for wrapper in reversed(WRAPPERS):
         if wrapper.wanted(cfg):
             stack = wrapper.wrap(stack, cfg)
     return stack
 
 
-def stack_problem(cfg: Config) -> str | None:
+def stack_problem(cfg: Config, strategy: str | None = None) -> str | None:
     """Why the stack ``cfg`` asks for cannot work, or None."""
-    stack = build_stack(cfg)
+    stack = build_stack(cfg, strategy)
     layers = stack.layers() if isinstance(stack, Wrapper) else [stack]
     wrappers, core = [w for w in layers if isinstance(w, Wrapper)], layers[-1]
     for w in wrappers:

@@ -1,0 +1,50 @@
+"""Federated-LoRA variants, combinable with either LoRA initialisation: ``<method>+<variant>``.
+
+``lora+ffa``, ``federa+ffa``, ``federa+rolora`` ... name an initialisation (plain LoRA or FeDeRA's
+SVD) and a federated-LoRA scheme; the scheme may freeze factors (what trains, hence what
+travels) and replace the run's strategy for that method. Adding one is one entry here (plus
+its strategy module when it has its own aggregation rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    paper: str
+    frozen: tuple[str, ...] = ()  # parameter-name fragments that never train (nor travel)
+    strategy: str | None = None  # the aggregation this scheme needs; None: the run's `strategy`
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in [
+    # FFA-LoRA (Sun et al., ICLR 2024): A stays at its initial value on every client, only B trains
+    # and travels, so avg(B)·A = avg(B·A) exactly and the upload halves. With FeDeRA, A is the SVD factor.
+    Variant("ffa", "Sun et al., Improving LoRA in Privacy-preserving Federated Learning, ICLR 2024", frozen=("lora_A",)),
+    # RoLoRA (Chen et al., 2024): rounds alternate between training B (A fixed) and A (B fixed).
+    Variant("rolora", "Chen et al., Robust Federated Finetuning of LLMs via Alternating Optimization of LoRA, 2024",
+            strategy="rolora"),
+]}
+LORA_BASES = ("lora", "federa")  # the initialisations a variant applies to
+
+
+def split_method(name: str) -> tuple[str, str | None]:
+    """``"federa+ffa"`` → ("federa", "ffa"); ``"lora"`` → ("lora", None)."""
+    base, _, variant = name.partition("+")
+    return base, variant or None
+
+
+def method_problem(name: str, known: tuple[str, ...]) -> str | None:
+    """Why ``name`` is not a method (with or without a variant), or None."""
+    base, variant = split_method(name)
+    if base not in known:
+        return f"unknown method '{base}'; choose from {', '.join(known)}"
+    if variant is None:
+        return None
+    if variant not in VARIANTS:
+        return f"unknown federated-LoRA variant '{variant}' in '{name}'; choose from {', '.join(VARIANTS)}"
+    if base not in LORA_BASES:
+        return f"'{name}': variants apply to {' and '.join(LORA_BASES)} only, e.g. federa+{variant}"
+    return None

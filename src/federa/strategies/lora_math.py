@@ -1,0 +1,56 @@
+"""LoRA factors inside a trainable state: find the (A, B) pairs, and measure what naive averaging loses.
+
+Averaging LoRA factors separately is not averaging the updates: avg(B)·avg(A) ≠ avg(B·A). The
+relative gap, summed over every adapted matrix, is the *aggregation error* that FedEx-LoRA,
+FFA-LoRA and FLoRA were designed to remove; federa logs it for every LoRA-family round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from federa.types import State
+
+A_KEY, B_KEY = ".lora_A.", ".lora_B."
+
+
+def lora_pairs(state: State) -> dict[str, tuple[str, str]]:
+    """Module prefix → (its lora_A key, its lora_B key), for every module with both in ``state``."""
+    pairs = {}
+    for k in state:
+        if A_KEY in k:
+            b = k.replace(A_KEY, B_KEY)
+            if b in state:
+                pairs[k.split(A_KEY)[0]] = (k, b)
+    return pairs
+
+
+def weighted_mean(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    total = float(sum(weights))
+    out = torch.zeros(tensors[0].shape, dtype=torch.float64)
+    for t, w in zip(tensors, weights):
+        out += t.to(torch.float64) * (w / total)
+    return out
+
+
+def aggregation_error(states: Sequence[State], weights: Sequence[float]) -> float | None:
+    """‖avg(B)·avg(A) − avg(B·A)‖_F / ‖avg(B·A)‖_F over all adapted matrices (weights as FedAvg's).
+
+    None when the states hold no LoRA pair, or the mean product is zero (LoRA's first round
+    starts from B = 0 on every client, where the question has no answer yet).
+    """
+    if not states:
+        return None
+    pairs = lora_pairs(states[0])
+    if not pairs:
+        return None
+    gap = norm = 0.0
+    for a_key, b_key in pairs.values():
+        mean_product = weighted_mean([s[b_key].to(torch.float64) @ s[a_key].to(torch.float64) for s in states], weights)
+        product_of_means = weighted_mean([s[b_key] for s in states], weights) @ weighted_mean(
+            [s[a_key] for s in states], weights)
+        gap += float(((product_of_means - mean_product) ** 2).sum())
+        norm += float((mean_product ** 2).sum())
+    return (gap ** 0.5) / (norm ** 0.5) if norm > 0 else None

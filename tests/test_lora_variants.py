@@ -98,3 +98,55 @@ def test_report_plots_the_aggregation_error(tiny_cfg, tmp_path):
     err = summary["methods"]["federa"]["mean_lora_agg_error"]
     assert err is not None and err > 0 and math.isfinite(err)
     assert (rd.root / "lora_agg_error_vs_round.png").stat().st_size > 5_000
+
+
+def test_fedex_makes_the_global_model_the_average_of_the_clients(tiny_cfg, tmp_path):
+    """After aggregation, frozen + fold + s·avg(B)·avg(A) equals the mean of the clients' W + s·Bᵢ·Aᵢ."""
+    from federa.client import local_update
+    from federa.engines.server import ServerRun
+    from federa.strategies.lora_math import lora_pairs
+
+    cfg = tiny_cfg("methods=federa+fedex", "rounds=2", "lr.federa=0.05")
+    job = prepare_job(cfg)
+    server = ServerRun(job, "federa+fedex", RunDir(tmp_path), log=lambda *_: None)
+    s = cfg.lora.alpha / cfg.lora.r
+    params = dict(server.model.named_parameters())
+    module, (a_key, b_key) = next(iter(lora_pairs(server.state).items()))
+    base_name = module + ".base_layer.weight"
+    w0 = params[base_name].detach().double().clone()
+    updates = {cid: local_update(server.model, server.state, job.shard(cid), job.collate, st)
+               for cid, st in server.configure(1).items()}
+    n = {c: u.num_examples for c, u in updates.items()}
+    clients = [w0 + s * u.state[b_key].double() @ u.state[a_key].double() for u in updates.values()]
+    expected = sum(w * n[c] for w, c in zip(clients, updates)) / sum(n.values())
+    record = server.complete_round(1, updates, started=0.0)
+    after = params[base_name].detach().double() + s * server.state[b_key].double() @ server.state[a_key].double()
+    assert torch.allclose(after, expected, atol=1e-5)  # float32 storage of W and of the factors
+    naive = w0 + s * server.state[b_key].double() @ server.state[a_key].double()
+    assert (naive - expected).abs().max() > 10 * (after - expected).abs().max()  # the fold mattered
+    assert record["lora_agg_error"] > 0  # what the fold repaired
+    fold_bytes = sum(t.numel() * 4 for t in server.strategy.base_fold().values())
+    assert fold_bytes > 0
+    # Resume: a fresh server rebuilds the model with the checkpointed fold applied.
+    again = ServerRun(job, "federa+fedex", RunDir(tmp_path), log=lambda *_: None)
+    assert again.round == 1
+    assert torch.equal(dict(again.model.named_parameters())[base_name], params[base_name])
+
+
+def test_fedex_is_refused_where_it_cannot_run():
+    with pytest.raises(ConfigError, match="fedex folds a residual"):
+        build_config({}, ["methods=lora+fedex", "engine=flower"])
+
+
+def test_fedex_final_model_carries_its_fold(tiny_cfg, tmp_path):
+    from safetensors.torch import load_file
+
+    from federa.engines.server import ServerRun
+
+    cfg = tiny_cfg("methods=lora+fedex", "rounds=2")
+    job = prepare_job(cfg)
+    rd = RunDir(tmp_path)
+    assert run_method(job, "lora+fedex", rd, progress=False, log=lambda *_: None)["status"] == "done"
+    fold = load_file(str(rd.final_model("lora+fedex") / "base_fold.safetensors"))
+    server = ServerRun(job, "lora+fedex", rd, log=lambda *_: None)
+    assert fold.keys() == server.strategy.base_fold().keys() and all(t.abs().sum() > 0 for t in fold.values())

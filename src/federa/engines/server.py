@@ -8,10 +8,13 @@ settings and updates between it and the clients.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from safetensors.torch import save_file
 
 from federa.checkpoint import load_checkpoint, save_checkpoint
 from federa.export import self_contained_adapter
@@ -19,6 +22,7 @@ from federa.job import Job
 from federa.methods.base import count_parameters, load_trainable_state, state_bytes, trainable_state
 from federa.runlog import RunDir
 from federa.methods.variants import VARIANTS, split_method
+from federa.strategies.fedex import apply_fold
 from federa.strategies.lora_math import aggregation_error
 from federa.strategies.stack import build_stack
 from federa.types import LocalRule, State, TrainSettings, Update
@@ -61,6 +65,7 @@ class ServerRun:
         self.state = trainable_state(self.model)
         self.trainable, self.total = count_parameters(self.model)
         self.totals = Totals()
+        self._folded: State = {}  # what of the strategy's base fold this model already holds (FedEx-LoRA)
         self.round = 0
         self.last_metrics: dict[str, float] = {}
         run_dir.method_dir(method_name).mkdir(parents=True, exist_ok=True)
@@ -82,6 +87,7 @@ class ServerRun:
         self.state = payload["state"]
         load_trainable_state(self.model, self.state)
         self.strategy.load_state_dict(payload["strategy"])
+        self._folded = apply_fold(self.model, self.strategy.base_fold(), self._folded)
         self.totals = Totals.from_dict(payload["totals"])
         self.last_metrics = payload["last_metrics"]
         # Keep this method's lines up to the checkpointed round: a line written after it
@@ -138,6 +144,7 @@ class ServerRun:
         if not accepted and "epsilon" not in strategy_metrics:
             self.log(f"[{self.name}] round {rnd}: no valid update; the global model is kept")
         load_trainable_state(self.model, new_state)
+        self._folded = apply_fold(self.model, self.strategy.base_fold(), self._folded)  # FedEx; else nothing
         t_eval = time.perf_counter()
         newly = set(updates) - self.totals.contacted
         round_stats = {
@@ -223,6 +230,13 @@ class ServerRun:
         final = self.run_dir.final_model(self.name)
         self.method.save(self.model, final, self.setup)
         self_contained_adapter(final, self.model, self.job.model_path, self.job.tokenizer)
+        if fold := self.strategy.base_fold():
+            # FedEx-LoRA moved frozen weights too: the adapter alone is not the trained model.
+            save_file({k: v.contiguous() for k, v in fold.items()}, str(final / "base_fold.safetensors"))
+            (final / "base_fold.json").write_text(json.dumps({
+                "how": "add each tensor of base_fold.safetensors to the frozen weight of that name in the peft "
+                       "model (Conv1D weights transposed), then load the adapter; "
+                       "federa.strategies.fedex.apply_fold(model, fold, {}) does it"}, indent=2))
         result = {**self.info(), "status": "done", "rounds": self.round, "final_model": str(final)}
         self.run_dir.write_json(self.run_dir.result(self.name), result)
         return result

@@ -26,6 +26,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     # RoLoRA (Chen et al., 2024): rounds alternate between training B (A fixed) and A (B fixed).
     Variant("rolora", "Chen et al., Robust Federated Finetuning of LLMs via Alternating Optimization of LoRA, 2024",
             strategy="rolora"),
+    # FedEx-LoRA (Singhal et al., 2024): average A and B, fold avg(B·A) − avg(B)·avg(A) into the frozen weights.
+    Variant("fedex", "Singhal et al., Exact Aggregation for Federated and Efficient Fine-Tuning of Foundation Models, "
+            "2024", strategy="fedex"),
 ]}
 LORA_BASES = ("lora", "federa")  # the initialisations a variant applies to
 

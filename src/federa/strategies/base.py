@@ -88,6 +88,11 @@ class Strategy(ABC):
     def keep_client_memory(self, client: int, memory: State) -> None:
         """Store ``client``'s memory after its round (in-process simulation only)."""
 
+    def base_fold(self) -> State:
+        """Cumulative tensors added to frozen weights of every party, by parameter name
+        (FedEx-LoRA's folded residual); empty for strategies that never touch frozen weights."""
+        return {}
+
     def sample_clients(self, rnd: int, clients: Sequence[int]) -> list[int]:
         """Uniform sample without replacement, a pure function of (seed, round, client ids)."""
         k = min(self.clients_per_round, len(clients))
@@ -183,6 +188,9 @@ class Wrapper(Strategy):
 
     def keep_client_memory(self, client: int, memory: State) -> None:
         self.inner.keep_client_memory(client, memory)
+
+    def base_fold(self) -> State:
+        return self.inner.base_fold()
 
     def before(self, rnd: int, global_state: State, updates: Updates) -> Updates:
         return updates

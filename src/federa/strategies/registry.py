@@ -19,6 +19,7 @@ _REGISTRY: dict[str, str | type[Strategy]] = {
     "median": "federa.strategies.median:Median",
     "trimmed_mean": "federa.strategies.trimmed_mean:TrimmedMean",
     "rolora": "federa.strategies.rolora:RoLoRA",
+    "fedex": "federa.strategies.fedex:FedExLoRA",
 }
 
 

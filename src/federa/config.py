@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
 from federa.engines import available_engines, engine_sections
 from federa.errors import ConfigError
@@ -109,26 +109,15 @@ class CoreConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
 
-    @field_validator("task")
+    @field_validator("task", "engine", "strategy")
     @classmethod
-    def _known_task(cls, task: str | None) -> str | None:
-        if task is not None and task not in available_tasks():
-            raise ValueError(f"unknown task '{task}'; choose from {', '.join(available_tasks())}")
-        return task
-
-    @field_validator("engine")
-    @classmethod
-    def _known_engine(cls, engine: str) -> str:
-        if engine not in available_engines():
-            raise ValueError(f"unknown engine '{engine}'; choose from {', '.join(available_engines())}")
-        return engine
-
-    @field_validator("strategy")
-    @classmethod
-    def _known_strategy(cls, strategy: str) -> str:
-        if strategy not in available_strategies():
-            raise ValueError(f"unknown strategy '{strategy}'; choose from {', '.join(available_strategies())}")
-        return strategy
+    def _registered(cls, name: str | None, info: ValidationInfo) -> str | None:
+        # Each is a name in a registry: refuse anything else by listing what is there.
+        choices = {"task": available_tasks, "engine": available_engines, "strategy": available_strategies}[
+            info.field_name]()
+        if name is not None and name not in choices:
+            raise ValueError(f"unknown {info.field_name} '{name}'; choose from {', '.join(choices)}")
+        return name
 
     @field_validator("methods")
     @classmethod

@@ -8,9 +8,10 @@ numbers. Each is ``run_method(job, method, run_dir, progress=..., log=...) -> re
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from federa.registry import load
 
 if TYPE_CHECKING:
     from federa.settings import Section
@@ -27,18 +28,13 @@ _SECTIONS: dict[str, str] = {
 }
 
 
-def _load(entry: str) -> Any:
-    module, attr = entry.split(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 def available_engines() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
 def get_engine(name: str) -> RunMethod:
-    return _load(_REGISTRY[name])
+    return load(_REGISTRY[name])
 
 
 def engine_sections() -> dict[str, type[Section]]:
-    return {name: _load(entry) for name, entry in _SECTIONS.items()}
+    return {name: load(entry) for name, entry in _SECTIONS.items()}

@@ -7,8 +7,9 @@ is one new module and one line here.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from federa.registry import load
 
 if TYPE_CHECKING:
     from federa.config import Config
@@ -32,8 +33,7 @@ def available_methods() -> tuple[str, ...]:
 
 
 def method_class(name: str) -> type[Method]:
-    module, cls = _REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return load(_REGISTRY[name])
 
 
 def default_lr(name: str) -> float:

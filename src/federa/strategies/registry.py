@@ -6,8 +6,9 @@ settings class if it has any) and one line in ``_REGISTRY``; docs/strategies.md 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from federa.registry import load
 
 if TYPE_CHECKING:
     from federa.strategies.base import Strategy
@@ -38,7 +39,4 @@ def available_strategies() -> tuple[str, ...]:
 
 def strategy_class(name: str) -> type[Strategy]:
     entry = _REGISTRY[name]
-    if isinstance(entry, str):
-        module, cls = entry.split(":")
-        return getattr(importlib.import_module(module), cls)
-    return entry
+    return load(entry) if isinstance(entry, str) else entry

@@ -5,8 +5,9 @@ Adding a task type is one module (a :class:`~federa.tasks.base.Task` subclass) a
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from federa.registry import load
 
 if TYPE_CHECKING:
     from federa.config import DataConfig
@@ -25,8 +26,7 @@ def available_tasks() -> tuple[str, ...]:
 
 
 def task_class(name: str) -> type[Task]:
-    module, cls = _REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return load(_REGISTRY[name])
 
 
 def make_task(name: str, data: DataConfig) -> Task:

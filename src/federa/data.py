@@ -87,9 +87,9 @@ def infer_task(ds: Dataset, cfg: DataConfig) -> str:
     return "pair_classification" if cfg.text_pair_column is not None else "classification"
 
 
-def _builtin_columns(cfg: DataConfig) -> DataConfig:
-    """Built-in loaders already write the standard column names."""
-    pair = "text_pair" if cfg.builtin == "sts_b" else None
+def _builtin_columns(cfg: DataConfig, columns: list[str]) -> DataConfig:
+    """Built-in loaders already write the standard column names (``text_pair`` where they have pairs)."""
+    pair = "text_pair" if "text_pair" in columns else None
     return cfg.model_copy(update={"text_column": "text", "text_pair_column": pair, "label_column": "label",
                                   "tokens_column": "tokens", "tags_column": "tags"})
 
@@ -113,7 +113,7 @@ def load_data(cfg: DataConfig, task: str | None = None) -> TextData:
         raise DataError(f"data.builtin={cfg.builtin} is a {declared} dataset, not {task}; "
                         f"set task={declared} (or leave task unset)")
     name = task or declared or infer_task(first, cfg)
-    t = make_task(name, _builtin_columns(cfg) if cfg.path is None and cfg.hub is None else cfg)
+    t = make_task(name, _builtin_columns(cfg, first.column_names) if cfg.path is None and cfg.hub is None else cfg)
     if isinstance(raw, DatasetDict):
         splits = {k: t.normalise(raw[k], f"{source}[{k}]") for k in ("train", "test") if k in raw}
     else:

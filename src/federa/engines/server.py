@@ -19,10 +19,11 @@ from safetensors.torch import save_file
 from federa.checkpoint import load_checkpoint, save_checkpoint
 from federa.export import self_contained_adapter
 from federa.job import Job
-from federa.methods.base import count_parameters, load_trainable_state, state_bytes, trainable_state
+from federa.methods.base import (
+    apply_base_fold, count_parameters, load_trainable_state, state_bytes, trainable_state,
+)
 from federa.runlog import RunDir
 from federa.methods.variants import VARIANTS, split_method
-from federa.strategies.fedex import apply_fold
 from federa.strategies.lora_math import aggregation_error
 from federa.strategies.stack import build_stack
 from federa.types import LocalRule, State, TrainSettings, Update
@@ -87,7 +88,7 @@ class ServerRun:
         self.state = payload["state"]
         load_trainable_state(self.model, self.state)
         self.strategy.load_state_dict(payload["strategy"])
-        self._folded = apply_fold(self.model, self.strategy.base_fold(), self._folded)
+        self._folded = apply_base_fold(self.model, self.strategy.base_fold(), self._folded)
         self.totals = Totals.from_dict(payload["totals"])
         self.last_metrics = payload["last_metrics"]
         # Keep this method's lines up to the checkpointed round: a line written after it
@@ -144,7 +145,7 @@ class ServerRun:
         if not accepted and "epsilon" not in strategy_metrics:
             self.log(f"[{self.name}] round {rnd}: no valid update; the global model is kept")
         load_trainable_state(self.model, new_state)
-        self._folded = apply_fold(self.model, self.strategy.base_fold(), self._folded)  # FedEx; else nothing
+        self._folded = apply_base_fold(self.model, self.strategy.base_fold(), self._folded)  # FedEx; else nothing
         t_eval = time.perf_counter()
         newly = set(updates) - self.totals.contacted
         round_stats = {
@@ -236,7 +237,7 @@ class ServerRun:
             (final / "base_fold.json").write_text(json.dumps({
                 "how": "add each tensor of base_fold.safetensors to the frozen weight of that name in the peft "
                        "model (Conv1D weights transposed), then load the adapter; "
-                       "federa.strategies.fedex.apply_fold(model, fold, {}) does it"}, indent=2))
+                       "federa.strategies.fedex.apply_base_fold(model, fold, {}) does it"}, indent=2))
         result = {**self.info(), "status": "done", "rounds": self.round, "final_model": str(final)}
         self.run_dir.write_json(self.run_dir.result(self.name), result)
         return result

@@ -62,6 +62,22 @@ def load_trainable_state(model: nn.Module, state: State) -> None:
             p.copy_(state[name])
 
 
+def apply_base_fold(model: nn.Module, fold: State, applied: State) -> State:
+    """Add ``fold − applied`` to the model's frozen weights by name (transposed for GPT-2's Conv1D,
+    which stores (in, out)); returns the fold now applied. A strategy's ``base_fold`` (FedEx-LoRA)
+    is the only source of such changes to frozen weights."""
+    from transformers.pytorch_utils import Conv1D
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, total in fold.items():
+            delta = total - applied[name] if name in applied else total
+            owner = model.get_submodule(name.removesuffix(".weight"))
+            p = params[name]
+            p.add_((delta.T if isinstance(owner, Conv1D) else delta).to(p.device, p.dtype))
+    return {k: v.clone() for k, v in fold.items()}
+
+
 def state_bytes(state: State) -> int:
     """Bytes on the wire for ``state`` (raw tensor payload, no framing)."""
     return sum(t.numel() * t.element_size() for t in state.values())

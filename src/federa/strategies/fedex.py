@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import torch
 
 from federa.strategies.base import Strategy, Updates
 from federa.strategies.fedavg import weighted_average
@@ -69,17 +68,3 @@ class FedExLoRA(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.fold = dict(state.get("fold", {}))
 
-
-def apply_fold(model: torch.nn.Module, fold: State, applied: State) -> State:
-    """Add ``fold − applied`` to the model's frozen weights (transposed for GPT-2's Conv1D, which
-    stores (in, out)); returns the fold now applied."""
-    from transformers.pytorch_utils import Conv1D
-
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, total in fold.items():
-            delta = total - applied[name] if name in applied else total
-            owner = model.get_submodule(name.removesuffix(".weight"))
-            p = params[name]
-            p.add_((delta.T if isinstance(owner, Conv1D) else delta).to(p.device, p.dtype))
-    return {k: v.clone() for k, v in fold.items()}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-
 from federa.strategies.base import Strategy, Updates
 from federa.strategies.fedavg import weighted_average
 from federa.strategies.lora_math import lora_pairs, weighted_mean

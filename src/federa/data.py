@@ -80,7 +80,7 @@ def infer_task(ds: Dataset, cfg: DataConfig) -> str:
     if cfg.text_column not in cols and cfg.tokens_column in cols and cfg.tags_column in cols:
         return "token_classification"
     if cfg.label_column in cols:
-        sample = ds[cfg.label_column][:1000]
+        sample = ds.select(range(min(1000, len(ds))))[cfg.label_column]  # not the whole column
         # Float labels that are not all whole numbers are scores, not classes (STS-B: 3.8).
         if any(isinstance(y, float) and not math.isnan(y) and not y.is_integer() for y in sample):
             return "regression"

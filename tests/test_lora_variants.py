@@ -150,3 +150,20 @@ def test_fedex_final_model_carries_its_fold(tiny_cfg, tmp_path):
     fold = load_file(str(rd.final_model("lora+fedex") / "base_fold.safetensors"))
     server = ServerRun(job, "lora+fedex", rd, log=lambda *_: None)
     assert fold.keys() == server.strategy.base_fold().keys() and all(t.abs().sum() > 0 for t in fold.values())
+
+
+def test_held_factor_gets_no_gradient_and_trains_normally_next_round(tiny_cfg):
+    """A factor held fixed in one round leaves no stale gradient for the round in which it trains."""
+    from dataclasses import replace
+
+    from federa.client import local_update
+
+    job = prepare_job(tiny_cfg("methods=federa+rolora"))
+    _, model, _ = job.server_model("federa+rolora")
+    start = trainable_state(model)
+    held_b = local_update(model, start, job.shard(0), job.collate,
+                          replace(job.train_settings("federa+rolora"), frozen="lora_A"))
+    a_params = [p for n, p in model.named_parameters() if "lora_A" in n]
+    assert all(p.grad is None and p.requires_grad for p in a_params)
+    assert all(torch.equal(held_b.state[k], start[k]) for k in start if "lora_A" in k)
+    assert any(not torch.equal(held_b.state[k], start[k]) for k in start if "lora_B" in k)

@@ -59,7 +59,12 @@ def local_update(
     load_trainable_state(model, state)
     model.train()
     fixed = [f for f in settings.frozen.split(",") if f]
-    named = {n: p for n, p in model.named_parameters() if p.requires_grad and not any(f in n for f in fixed)}
+    # Tensors held fixed this round (RoLoRA) get no gradient at all: none is computed, and none is
+    # left on them for a later round in which they train (the optimiser zeroes only its own).
+    held = [p for n, p in model.named_parameters() if p.requires_grad and any(f in n for f in fixed)]
+    for p in held:
+        p.requires_grad_(False)
+    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
     params = list(named.values())
     # The anchor of the proximal term: the broadcast state, on the parameters' device.
     anchor = {n: p.detach().clone() for n, p in named.items()} if settings.prox_mu > 0 else {}
@@ -70,34 +75,37 @@ def local_update(
     losses: list[float] = []
     samples = 0
     start = time.perf_counter()
-    # Dropout draws from torch's global stream: fork it so the update depends only on the seed.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        batches = _batches(shard, collate, settings.batch_size, settings.seed, pin=on_gpu)
-        for _ in range(steps):
-            batch = {k: v.to(device, non_blocking=on_gpu) for k, v in next(batches).items()}
-            with autocast(device, settings.precision):
-                loss = task_loss = model(**batch).loss.float()
-            if anchor:  # only then: without FedProx the graph and the numbers stay as they were
-                loss = task_loss + proximal_term(named, anchor, settings.prox_mu)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"client {client_id}: loss became {loss.item()} at step {len(losses) + 1}; "
-                    f"lower the learning rate (lr={settings.lr})"
-                )
-            scaler.scale(loss).backward()
-            if settings.max_grad_norm is not None:
-                scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
-                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-            scaler.step(opt)
-            scaler.update()
-            if rule is not None:
-                rule.after_step(named)
-            opt.zero_grad(set_to_none=True)
-            losses.append(task_loss.item())  # the task's loss, comparable across strategies
-            samples += len(batch["labels"])
+    try:
+        # Dropout draws from torch's global stream: fork it so the update depends only on the seed.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed)
+            batches = _batches(shard, collate, settings.batch_size, settings.seed, pin=on_gpu)
+            for _ in range(steps):
+                batch = {k: v.to(device, non_blocking=on_gpu) for k, v in next(batches).items()}
+                with autocast(device, settings.precision):
+                    loss = task_loss = model(**batch).loss.float()
+                if anchor:  # only then: without FedProx the graph and the numbers stay as they were
+                    loss = task_loss + proximal_term(named, anchor, settings.prox_mu)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"client {client_id}: loss became {loss.item()} at step {len(losses) + 1}; "
+                        f"lower the learning rate (lr={settings.lr})"
+                    )
+                scaler.scale(loss).backward()
+                if settings.max_grad_norm is not None:
+                    scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+                    torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+                scaler.step(opt)
+                scaler.update()
+                if rule is not None:
+                    rule.after_step(named)
+                opt.zero_grad(set_to_none=True)
+                losses.append(task_loss.item())  # the task's loss, comparable across strategies
+                samples += len(batch["labels"])
+    finally:
+        for p in held:  # they stay part of the trainable state, and travel unchanged
+            p.requires_grad_(True)
     seconds = time.perf_counter() - start
-    # Tensors held fixed this round travel unchanged (they are part of the trainable state).
     new_state = {k: v.cpu() for k, v in trainable_state(model).items()}
     extra, memory = rule.finish(new_state, steps) if rule is not None else ({}, {})
     return Update(

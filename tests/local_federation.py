@@ -12,16 +12,17 @@ from federa.engines.flower.launch import flower_env, superlink_command, supernod
 
 
 class LocalFederation:
-    """A SuperLink and ``n`` SuperNodes on 127.0.0.1 (node i holds client i of n), insecure.
+    """A SuperLink and ``n`` SuperNodes on 127.0.0.1 (node i holds client i of n), insecure, or
+    with TLS when ``certs`` gives the CA, server certificate and key (``tls_certs.make_certs``).
 
     For tests, benchmarks and trying things out. Each process runs in its own session, so
     :meth:`kill`/:meth:`close` also end the SuperExec and app processes it spawned.
     """
 
-    def __init__(self, root: Path, n: int, port: int | None = None) -> None:
+    def __init__(self, root: Path, n: int, port: int | None = None, certs: dict[str, Path] | None = None) -> None:
         import socket
 
-        self.root, self.n = Path(root), n
+        self.root, self.n, self.certs = Path(root), n, certs
         self.root.mkdir(parents=True, exist_ok=True)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -29,7 +30,9 @@ class LocalFederation:
         self.env = flower_env(self.root / "flwr-home")
         self.procs: dict[str, subprocess.Popen] = {}
         try:
-            self._start("superlink", superlink_command(self.port))
+            tls = {} if certs is None else {"insecure": False, "certfile": str(certs["cert"]),
+                                            "keyfile": str(certs["key"]), "ca_certfile": str(certs["ca"])}
+            self._start("superlink", superlink_command(self.port, **tls))
             self._wait_port()
             for i in range(n):
                 self.start_node(i)
@@ -41,14 +44,18 @@ class LocalFederation:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start_node(self, i: int) -> None:
-        """(Re)start the SuperNode ``node{i}`` holding client ``i``."""
+    def start_node(self, i: int, insecure: bool | None = None, **limits) -> None:
+        """(Re)start the SuperNode ``node{i}`` holding client ``i``; ``insecure`` defaults to the
+        federation's own mode, ``limits`` are supernode_command's reconnect limits."""
         import socket
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        self._start(f"node{i}", supernode_command(self.address, i, self.n, port=port))
+        insecure = self.certs is None if insecure is None else insecure
+        roots = None if insecure or self.certs is None else str(self.certs["ca"])
+        self._start(f"node{i}", supernode_command(self.address, i, self.n, port=port, insecure=insecure,
+                                                  root_certificates=roots, **limits))
 
     def _start(self, name: str, cmd: list[str]) -> None:
         with open(self.root / f"{name}.log", "w") as log:

@@ -82,14 +82,22 @@ def superlink_command(port: int, host: str = "127.0.0.1", insecure: bool = True,
 
 def supernode_command(superlink: str, partition_id: int, num_partitions: int, port: int,
                       insecure: bool = True, root_certificates: str | None = None,
-                      data_path: str | None = None, model_path: str | None = None) -> list[str]:
-    """``flower-supernode`` holding one federa client; ``port`` is its own local runtime port."""
+                      data_path: str | None = None, model_path: str | None = None,
+                      max_wait_time: float | None = None, max_retries: int | None = None) -> list[str]:
+    """``flower-supernode`` holding one federa client; ``port`` is its own local runtime port.
+
+    ``max_wait_time``/``max_retries``: Flower's own limits on reconnecting (None: no limit).
+    """
     node_config = f"partition-id={partition_id} num-partitions={num_partitions}"
     if data_path:
         node_config += f' data-path="{Path(data_path).resolve()}"'
     if model_path:
         node_config += f' model-path="{Path(model_path).resolve()}"'
     cmd = [_bin("flower-supernode"), "--superlink", superlink, "--port", str(port), "--node-config", node_config]
+    if max_wait_time is not None:
+        cmd += ["--max-wait-time", f"{max_wait_time:g}"]
+    if max_retries is not None:
+        cmd += ["--max-retries", str(max_retries)]
     if insecure:
         cmd.append("--insecure")
     elif root_certificates:
@@ -243,32 +251,102 @@ def add_node_arguments(p) -> None:
     p.add_argument("--root-certificates", help="CA certificate (PEM) to verify a TLS SuperLink")
     p.add_argument("--data-path", help="this node's own data file: its whole shard (real deployments)")
     p.add_argument("--model-path", help="this node's copy of the model folder, if not the run's model.path")
+    p.add_argument("--max-wait-time", type=float, default=300.0, metavar="SECONDS",
+                   help="give up when the SuperLink cannot be reached for this long (default 300; 0: never)")
+    p.add_argument("--max-retries", type=int, default=None, metavar="N",
+                   help="give up after N failed connection attempts in a row (default: no limit within --max-wait-time)")
 
 
-def _exec(cmd: list[str]) -> int:
+# Flower's exit code for a SuperNode that gave up connecting (flower.ai/docs/framework/ref-exit-codes/305).
+_NO_SUPERLINK = "Exit Code: 305"
+
+
+def _exec(cmd: list[str]) -> tuple[int, bool]:
+    """Run a Flower tool in the foreground, echoing its output; (exit code, whether it printed
+    that it could not reach the SuperLink), so the caller can end with one line saying why.
+
+    The tool runs in its own process group, ended with it: its SuperExec child would otherwise
+    outlive it, holding the output pipe open.
+    """
+    import signal
+    import threading
+
     print("$ " + " ".join(cmd), flush=True)
-    proc = subprocess.Popen(cmd, env=flower_env())
+    proc = subprocess.Popen(cmd, env=flower_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1, start_new_session=True)
+    unreachable = threading.Event()
+
+    def echo() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            if _NO_SUPERLINK in line:
+                unreachable.set()
+
+    reader = threading.Thread(target=echo, daemon=True)
+    reader.start()
     try:
-        return proc.wait()
+        rc = proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        return proc.wait()
+        os.killpg(proc.pid, signal.SIGINT)
+        rc = proc.wait()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        reader.join(timeout=5)
+    return rc, unreachable.is_set()
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why a server cannot listen on ``host:port`` (in use, not an address here), or None."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return (f"port {port} on {host} is already in use (another `federa serve`?); "
+                        f"stop that process or pick another --port")
+            return f"cannot listen on {host}:{port}: {err.strerror}; check --host and --port"
+    return None
 
 
 def serve_main(args) -> int:
     """Start a SuperLink in the foreground (Ctrl-C stops it)."""
     if not args.insecure and not args.ssl_certfile:
         raise FlowerError("pass --insecure (loopback/trusted network) or the --ssl-* certificate files")
+    if not 1 <= args.port <= 65535:
+        raise FlowerError(f"--port {args.port} is not a TCP port; pick one in 1..65535")
+    if (why := port_problem(args.host, args.port)) is not None:
+        raise FlowerError(why)
     cmd = superlink_command(args.port, args.host, args.insecure, args.ssl_certfile, args.ssl_keyfile,
                             args.ssl_ca_certfile, args.database)
-    return _exec(cmd + (["--simulation"] if args.simulation else []))
+    rc, _ = _exec(cmd + (["--simulation"] if args.simulation else []))
+    return rc
 
 
 def node_main(args) -> int:
     """Start a SuperNode holding one federa client, in the foreground."""
     if not args.insecure and not args.root_certificates:
         raise FlowerError("pass --insecure (loopback/trusted network) or --root-certificates for a TLS SuperLink")
+    if args.num_partitions < 1:
+        raise FlowerError(f"--num-partitions {args.num_partitions}: it is the run's num_clients, at least 1")
     if not 0 <= args.partition_id < args.num_partitions:
-        raise FlowerError(f"--partition-id {args.partition_id} must lie in 0..{args.num_partitions - 1}")
-    return _exec(supernode_command(args.superlink, args.partition_id, args.num_partitions, args.port, args.insecure,
-                                   args.root_certificates, args.data_path, args.model_path))
+        raise FlowerError(f"--partition-id {args.partition_id} must lie in 0..{args.num_partitions - 1} "
+                          f"(--num-partitions {args.num_partitions})")
+    if args.max_wait_time < 0 or (args.max_retries is not None and args.max_retries < 0):
+        raise FlowerError("--max-wait-time and --max-retries must be >= 0 (0 wait: keep trying for ever)")
+    cmd = supernode_command(args.superlink, args.partition_id, args.num_partitions, args.port, args.insecure,
+                            args.root_certificates, args.data_path, args.model_path,
+                            max_wait_time=args.max_wait_time or None, max_retries=args.max_retries)
+    rc, unreachable = _exec(cmd)
+    if unreachable:
+        limit = f"{args.max_wait_time:g} s" + (f" / {args.max_retries} tries" if args.max_retries is not None else "")
+        raise FlowerError(f"no SuperLink answered at {args.superlink} within {limit}; start it with `federa serve`, "
+                          "check the address (and TLS: --insecure on both sides or neither), or raise --max-wait-time")
+    return rc

@@ -23,6 +23,8 @@ def run_experiment(cfg: Config, run_dir: RunDir, progress: bool = True, log=prin
     log(f"data: {job.data.source}: {len(job.train)} train / {len(job.test)} test, task {job.task.name} "
         f"({len(job.label_names)} labels), main metric {job.main_metric}")
     log(format_stats(stats))
+    for line in job.warnings:
+        log(f"warning: {line}")
     info = run_info(job)
     report = partial(write_report, run_dir, cfg, info)
     run_pending(job, run_dir, cfg.methods, partial(get_engine(cfg.engine), progress=progress, log=log),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from federa.types import TrainSettings
 from federa.config import Config
 from federa.data import TextData, load_data
+from federa.data_checks import unknown_token_share, unknown_token_warning, unseen_classes_warning
 from federa.errors import DataError, ModelError
 from federa.methods import get_method
 from federa.methods.variants import VARIANTS, split_method
@@ -43,6 +44,7 @@ class Job:
     device: torch.device
     strata: np.ndarray  # what label-skewed partitions group train examples by (see Task.strata)
     strata_names: list[str]
+    warnings: list[str] = field(default_factory=list)  # one line each: the run goes on, but should it?
 
     @property
     def label_names(self) -> list[str]:
@@ -128,9 +130,18 @@ def prepare_job(cfg: Config) -> Job:
     tokenizer = load_tokenizer(model_path, for_words=data.task.peft_task_type == "TOKEN_CLS")
     strata, strata_names = data.task.strata(data.train, data.label_names)
     parts = partition_indices(Dataset.from_dict({"label": strata}), cfg.partition, cfg.num_clients, cfg.seed)
+    train = data.task.tokenize(data.train, tokenizer, cfg.max_length)
     return Job(
-        cfg=cfg, data=data, model_path=model_path, tokenizer=tokenizer,
-        train=data.task.tokenize(data.train, tokenizer, cfg.max_length),
+        cfg=cfg, data=data, model_path=model_path, tokenizer=tokenizer, train=train,
         test=data.task.tokenize(data.test, tokenizer, cfg.max_length),
         parts=parts, device=device, strata=strata, strata_names=strata_names,
+        warnings=_warnings(data, train, tokenizer, model_path),
     )
+
+
+def _warnings(data: TextData, train: Dataset, tokenizer: PreTrainedTokenizerBase, model_path: Path) -> list[str]:
+    share = unknown_token_share(train, tokenizer.unk_token_id, tokenizer.all_special_ids)
+    found = [unknown_token_warning(share, model_path)]
+    if data.task.name in ("classification", "pair_classification"):
+        found.append(unseen_classes_warning(data.train["label"], data.test["label"], data.label_names))
+    return [w for w in found if w is not None]

@@ -80,6 +80,10 @@ def resolve_model_path(path: str | None, builtin: str = "minilm") -> Path:
 
 def load_tokenizer(path: Path, for_words: bool = False) -> PreTrainedTokenizerBase:
     """The model's tokenizer; ``for_words``: it will get pre-split words (token classification)."""
+    from federa.data_checks import tokenizer_files_problem
+
+    if (why := tokenizer_files_problem(path)) is not None:
+        raise ModelError(why)
     try:
         tok = AutoTokenizer.from_pretrained(str(path))
         if for_words and getattr(tok, "add_prefix_space", None) is False:

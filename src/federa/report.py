@@ -129,6 +129,7 @@ def report_markdown(summary: Mapping[str, Any], partition_text: str = "") -> str
               "clients_per_round", "rounds", "partition", "seed", "threads", "device"):
         if k in run:
             lines.append(f"- **{k}**: {run[k]}")
+    lines += [f"- **warning**: {w}" for w in run.get("warnings", [])]
     lines += ["", f"Target {metric}: **{_fmt(summary['target_score'])}** — {summary['target_rule']}.", ""]
     head = ["method", "trainable params", "trainable %", "sent per client per round", f"initial {metric}",
             f"final {metric}", f"best {metric}", "final macro-F1", "time to target (training wall)",

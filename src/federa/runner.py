@@ -71,7 +71,7 @@ def run_info(job: Job) -> dict[str, Any]:
         "num_clients": cfg.num_clients, "clients_per_round": cfg.clients_per_round, "rounds": cfg.rounds,
         "partition": p.kind + (f" (alpha={p.alpha})" if p.kind == "dirichlet" else ""),
         "seed": cfg.seed, "threads": torch.get_num_threads(), "device": str(job.device),
-        "engine": cfg.engine,
+        "engine": cfg.engine, **({"warnings": job.warnings} if job.warnings else {}),
     }
 
 

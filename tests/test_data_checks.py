@@ -67,3 +67,28 @@ def test_a_test_class_absent_from_training_is_named():
     line = unseen_classes_warning([0, 0, 1, 1], [0, 1, 2, 2, 1], ["a", "b", "c"])
     assert line is not None and line.startswith("the test split has class(es) c (2 of 5 test examples)")
     assert unseen_classes_warning([0, 1, 2], [2, 1], ["a", "b", "c"]) is None
+
+
+def test_divergence_is_the_first_round_past_100x_the_initial_loss():
+    from federa.report import diverged
+
+    rows = [{"round": 0, "loss": 1.6}, {"round": 1, "loss": 5.0}, {"round": 2, "loss": 1.7e7}, {"round": 3, "loss": 9.0}]
+    assert diverged(rows) == {"round": 2, "loss": 1.7e7, "initial_loss": 1.6}
+    assert diverged(rows[:2]) is None  # 3x is overfitting territory, not divergence
+    assert diverged([{"round": 0, "loss": 1.0}, {"round": 1, "loss": float("nan")}])["round"] == 1
+
+
+def test_an_exploding_lr_is_flagged_in_the_report_and_the_exit_code(tmp_path, tiny_model_dir, small_csv, capsys):
+    """Before: lr 1e6 on MiniLM ended with test loss 1.7e7, status done, exit 0 (here: lr 100 on the tiny model, 903)."""
+    out = tmp_path / "run"
+    rc = main(["run", "--set", f"model.path={tiny_model_dir}", "--set", f"data.path={small_csv}", "--set", "rounds=2",
+               "--set", "methods=fft", "--set", "lr.fft=100", "--set", "num_clients=2",
+               "--set", "clients_per_round=2", "--set", "local_steps=2", "--set", "max_length=32",
+               "--set", "model.num_threads=1", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    import json
+
+    d = json.loads((out / "summary.json").read_text())["methods"]["fft"]["diverged"]
+    assert rc == 3 and d["round"] == 1 and d["loss"] > 100 * d["initial_loss"]
+    assert err[-1].startswith("error: training diverged (fft at round 1: test loss over 100x its start)")
+    assert "diverged at round 1" in (out / "report.md").read_text()

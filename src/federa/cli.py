@@ -57,6 +57,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if failed:
         print(f"error: method(s) {', '.join(failed)} did not finish; see {run_dir.report}", file=sys.stderr)
         return EXIT_METHOD_FAILED
+    gone = {m: s["diverged"] for m, s in summary["methods"].items() if s.get("diverged")}
+    if gone:
+        what = ", ".join(f"{m} at round {d['round']}" for m, d in gone.items())
+        print(f"error: training diverged ({what}: test loss over 100x its start); lower the learning rate "
+              f"(lr.<method>) and re-run; see {run_dir.report}", file=sys.stderr)
+        return EXIT_METHOD_FAILED
     return 0
 
 

@@ -53,6 +53,23 @@ def time_to_target(records: Sequence[Record], target: float | None) -> dict[str,
     return None
 
 
+# Evaluation loss this many times the untrained model's marks a method as diverged: far beyond what
+# overfitting does (a few times), where an lr 1e6 run sits (1.7e7 against 1.6), and still finite.
+DIVERGED_FACTOR = 100.0
+
+
+def diverged(records: Sequence[Record]) -> dict[str, float] | None:
+    """The first round whose evaluation loss exceeds DIVERGED_FACTOR × round 0's, or None."""
+    start = next((r.get("loss") for r in records if r["round"] == 0), None)
+    if start is None or not start > 0:
+        return None
+    for r in sorted(records, key=lambda r: r["round"]):
+        loss = r.get("loss")
+        if r["round"] > 0 and loss is not None and not loss <= DIVERGED_FACTOR * start:  # NaN counts as diverged
+            return {"round": r["round"], "loss": loss, "initial_loss": start}
+    return None
+
+
 def summarize_method(records: Sequence[Record], result: Mapping[str, Any] | None, target: float | None) -> dict[str, Any]:
     trained = [r for r in records if r["round"] > 0]
     last = records[-1] if records else {}
@@ -76,6 +93,7 @@ def summarize_method(records: Sequence[Record], result: Mapping[str, Any] | None
         "time_to_target": time_to_target(records, target),
         "epsilon": last.get("epsilon"),  # client-level DP: (ε, dp.delta) spent by the last round
         "mean_lora_agg_error": _mean([r.get("lora_agg_error") for r in trained]),
+        "diverged": diverged(records),
     })
     return out
 
@@ -121,6 +139,12 @@ def ttt_cell(t: Mapping[str, float] | None, key: str = "train_wall_s") -> str:
     return "not reached" if t is None else f"{t[key]:.1f} s (round {t['round']})"
 
 
+def _diverged_note(d: Mapping[str, float] | None) -> str:
+    if not d:
+        return ""
+    return f", diverged at round {d['round']} (test loss {d['loss']:.3g} vs {d['initial_loss']:.3g} at round 0)"
+
+
 def report_markdown(summary: Mapping[str, Any], partition_text: str = "") -> str:
     run = summary.get("run", {})
     lines = [f"# federa run: {run.get('name', '')}", ""]
@@ -147,7 +171,7 @@ def report_markdown(summary: Mapping[str, Any], partition_text: str = "") -> str
             _fmt(s.get("final_score")), _fmt(s.get("best_score")), _fmt(s.get("final_macro_f1")),
             ttt_cell(ttt), "not reached" if ttt is None else f"{ttt['client_compute_s']:.1f} s",
             human_bytes((s.get("total_bytes_up") or 0) + (s.get("total_bytes_down") or 0)), *eps_cell,
-            s.get("status", "?") + (f": {s['reason']}" if s.get("reason") else ""),
+            s.get("status", "?") + (f": {s['reason']}" if s.get("reason") else "") + _diverged_note(s.get("diverged")),
         ]) + " |")
     lines += [
         "",

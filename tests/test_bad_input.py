@@ -85,3 +85,76 @@ def test_resume_refuses_data_that_now_split_differently(capsys, tiny_model_dir, 
     assert main(["run", "--resume", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "split differently" in err and len(err.splitlines()) == 1
+
+
+# -- found by the hostile-user pass (issue 14, section 4): each printed a traceback before ----------
+
+
+def test_max_length_above_the_models_positions(capsys, tiny_model_dir, small_csv, tmp_path):
+    code, err = _run(capsys, tiny_model_dir, small_csv, tmp_path, "max_length=512")
+    assert code == 2 and err == (f"error: max_length=512 is above what the model at {tiny_model_dir} can read "
+                                 "(128 positions); set max_length<=128")
+
+
+@pytest.mark.parametrize("content, words", [
+    ("{}", "config.json has no model_type"),
+    ('{"model_typ', "config.json is not valid JSON"),
+])
+def test_garbled_model_config(capsys, tiny_model_dir, small_csv, tmp_path, content, words):
+    import shutil
+
+    bad = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, bad)
+    (bad / "config.json").write_text(content)
+    code, err = _run(capsys, tiny_model_dir, small_csv, tmp_path, f"model.path={bad}")
+    assert code == 2 and len(err.splitlines()) == 1 and words in err and "restore the model's config.json" in err
+
+
+def test_latin1_csv_names_the_encoding(capsys, tiny_model_dir, small_csv, tmp_path):
+    data = tmp_path / "latin.csv"
+    data.write_bytes(b"text,label\n" + b"".join(b"caf\xe9 %d,%s\n" % (i, b"ab"[i % 2:i % 2 + 1]) for i in range(40)))
+    code, err = _run(capsys, tiny_model_dir, small_csv, tmp_path, f"data.path={data}")
+    assert code == 2 and err == (f"error: data.path {data} is not UTF-8 text (byte 0xe9 at offset 14); re-save it "
+                                 "as UTF-8, e.g. `iconv -f latin1 -t utf-8 latin.csv > fixed.csv`")
+
+
+def test_an_empty_test_split(capsys, tiny_model_dir, small_csv, tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    rows = {"text": ["good news", "bad news"] * 10, "label": [0, 1] * 10}
+    folder = tmp_path / "saved"
+    DatasetDict({"train": Dataset.from_dict(rows), "test": Dataset.from_dict({"text": [], "label": []})}).save_to_disk(folder)
+    code, err = _run(capsys, tiny_model_dir, small_csv, tmp_path, f"data.path={folder}", "num_clients=2")
+    assert code == 2 and err == f"error: data.path {folder}: split(s) test have no rows; give them labelled rows, or save without an empty test split so federa carves data.test_size of train"
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_out_that_is_or_lies_under_a_file(capsys, tiny_model_dir, small_csv, tmp_path, where):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    out = f if where == "file" else f / "sub"
+    code = main(["run", "--out", str(out), "--set", f"model.path={tiny_model_dir}", "--set", f"data.path={small_csv}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"error: --out {out} ")
+    assert ("is a file, not a folder" if where == "file" else f"lies under {f}, which is a file") in err
+
+
+def test_report_on_a_folder_that_is_not_a_run(capsys, tmp_path):
+    assert main(["report", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path} is not a federa results folder (no config.yaml); "
+                                               "pass a folder written by `federa run` or `federa compare`")
+
+
+def test_report_with_corrupt_result_and_summary(capsys, tiny_model_dir, small_csv, tmp_path):
+    code, _ = _run(capsys, tiny_model_dir, small_csv, tmp_path, "methods=lora")
+    out = tmp_path / "out"
+    assert code == 0
+    (out / "summary.json").write_text("{garbled")
+    assert main(["report", str(out)]) == 0  # summary.json is rebuilt from metrics and results
+    assert "is corrupt; rebuilding it" in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["methods"]["lora"]["status"] == "done"
+    (out / "lora" / "result.json").write_text("{garbled")
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {out / 'lora' / 'result.json'} is corrupt (not JSON); delete it and "
+                   f"`federa run --resume {out}` rewrites it from the method's last checkpoint")

@@ -95,8 +95,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from federa.runner import write_report
 
     run_dir = RunDir(Path(args.dir))
+    if not run_dir.config.is_file():
+        raise FederaError(f"{run_dir.root} is not a federa results folder (no config.yaml); "
+                          "pass a folder written by `federa run` or `federa compare`")
     cfg = load_config(run_dir.config)
-    info = json.loads(run_dir.summary.read_text()).get("run", {}) if run_dir.summary.is_file() else {}
+    info = {}
+    if run_dir.summary.is_file():
+        try:
+            info = json.loads(run_dir.summary.read_text(encoding="utf-8")).get("run", {})
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            # summary.json is rebuilt here from metrics and results; its run block is a nicety.
+            print(f"warning: {run_dir.summary} is corrupt; rebuilding it without its run details", file=sys.stderr)
     write_report(run_dir, cfg, info)
     print(run_dir.report.read_text(encoding="utf-8"))
     return 0

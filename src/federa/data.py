@@ -56,7 +56,7 @@ def _load_raw(cfg: DataConfig) -> tuple[Dataset | DatasetDict, str, str | None]:
         raise DataError(f"data.path not found: {p}; point it at a csv/json/parquet/conll file or a saved dataset folder")
     try:
         if p.is_dir():
-            return datasets.load_from_disk(str(p)), f"disk:{p}", None
+            return _load_folder(p), f"disk:{p}", None
         if p.stat().st_size == 0:
             raise DataError(f"data.path {p} is empty; it needs a header and labelled rows")
         if p.suffix.lower() == ".conll":
@@ -66,12 +66,54 @@ def _load_raw(cfg: DataConfig) -> tuple[Dataset | DatasetDict, str, str | None]:
         if kind is None:
             raise DataError(f"data.path {p}: unsupported file type '{p.suffix}'; "
                             "use .csv, .tsv, .json, .jsonl, .parquet or .conll")
+        if kind in ("csv", "json") and (why := _not_utf8(p)) is not None:
+            raise DataError(why)
         kwargs = {"delimiter": "\t"} if p.suffix.lower() == ".tsv" else {}
         return datasets.load_dataset(kind, data_files=str(p), split="train", **kwargs), f"file:{p}", None
     except DataError:
         raise
     except Exception as err:  # pyarrow/datasets raise many types for unreadable files
         raise DataError(f"cannot read data.path {p}: {str(err).splitlines()[0]}") from None
+
+
+def _load_folder(p: Path) -> Dataset | DatasetDict:
+    try:
+        return datasets.load_from_disk(str(p))
+    except IndexError:
+        # datasets cannot read back a split saved with no rows; name the split instead of its IndexError.
+        empty = [d.name for d in sorted(p.iterdir()) if d.is_dir() and _unreadable(d)]
+        raise DataError(f"data.path {p}: split(s) {', '.join(empty) or '?'} have no rows; give them labelled rows, "
+                        "or save without an empty test split so federa carves data.test_size of train") from None
+
+
+def _unreadable(split: Path) -> bool:
+    try:
+        Dataset.load_from_disk(str(split))
+        return False
+    except IndexError:
+        return True
+
+
+def _not_utf8(p: Path) -> str | None:
+    """Why a text file is not UTF-8 (where, and how to fix it), or None. Read in chunks: any size."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(p, "rb") as f:
+        while chunk := f.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as err:
+                at = offset + err.start
+                return (f"data.path {p} is not UTF-8 text (byte 0x{chunk[err.start]:02x} at offset {at}); "
+                        f"re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {p.name} > fixed{p.suffix}`")
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return f"data.path {p} ends in the middle of a UTF-8 character; the file is truncated or not UTF-8"
+    return None
 
 
 def infer_task(ds: Dataset, cfg: DataConfig) -> str:
@@ -132,6 +174,10 @@ def load_data(cfg: DataConfig, task: str | None = None) -> TextData:
                     "add rows or change data.test_size"
                 ) from None
         splits = {"train": parts["train"], "test": parts["test"]}
+    for k in ("train", "test"):
+        if len(splits[k]) == 0:
+            raise DataError(f"{source}: the {k} split has no rows; give it labelled rows"
+                            + (", or drop the split so federa carves data.test_size of train" if k == "test" else ""))
     train = _subsample(splits["train"], cfg.max_train_examples, cfg.split_seed)
     test = _subsample(splits["test"], cfg.max_test_examples, cfg.split_seed)
     return TextData(train=train, test=test, label_names=names, source=source, task=t)

@@ -28,7 +28,7 @@ from federa.methods.variants import VARIANTS, split_method
 from federa.methods.base import Method
 from federa.types import State
 from federa.partition import partition_indices
-from federa.pretrained import load_base_model, load_tokenizer, resolve_device, resolve_model_path
+from federa.pretrained import load_base_model, load_tokenizer, position_limit, resolve_device, resolve_model_path
 from federa.tasks.base import Task
 
 
@@ -125,6 +125,10 @@ def prepare_job(cfg: Config) -> Job:
         torch.set_num_threads(cfg.model.num_threads)
     device = resolve_device(cfg.model.device)
     model_path = resolve_model_path(cfg.model.path, cfg.model.builtin)
+    limit = position_limit(model_path)
+    if limit is not None and cfg.max_length > limit:
+        raise ModelError(f"max_length={cfg.max_length} is above what the model at {model_path} can read "
+                         f"({limit} positions); set max_length<={limit}")
     data = load_data(cfg.data, cfg.task)
     data.task.main_metric(cfg.metric)  # a metric the task does not have: refuse before any work
     tokenizer = load_tokenizer(model_path, for_words=data.task.peft_task_type == "TOKEN_CLS")

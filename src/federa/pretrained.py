@@ -75,7 +75,36 @@ def resolve_model_path(path: str | None, builtin: str = "minilm") -> Path:
         raise ModelError(f"model.path not found: {p}; point model.path at a local Hugging Face model folder")
     if not (p / "config.json").is_file():
         raise ModelError(f"model.path {p} has no config.json; it must be a Hugging Face model folder")
+    import json
+
+    try:
+        cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelError(f"model.path {p}: config.json is not valid JSON ({err}); restore the model's config.json") from None
+    if not isinstance(cfg, dict) or "model_type" not in cfg:
+        raise ModelError(f"model.path {p}: config.json has no model_type, so transformers cannot tell the "
+                         "architecture; restore the model's config.json")
     return p
+
+
+# Models that number positions from pad_token_id + 1 (fairseq heritage): two fewer usable positions.
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text", "ibert", "xmod"}
+
+
+def position_limit(path: Path) -> int | None:
+    """The most tokens the model at ``path`` can read (from config.json), or None if it does not say."""
+    import json
+
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None  # loading the model reports a broken config.json properly
+    if not isinstance(cfg, dict):
+        return None
+    limit = cfg.get("max_position_embeddings", cfg.get("n_positions"))
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        return None
+    return limit - 2 if cfg.get("model_type") in _OFFSET_POSITIONS else limit
 
 
 def load_tokenizer(path: Path, for_words: bool = False) -> PreTrainedTokenizerBase:

@@ -87,8 +87,24 @@ def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
     return Path(root) / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
 
 
+def out_problem(out: Path) -> str | None:
+    """Why ``out`` cannot hold a results folder (a file, under a file, not writable), or None."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file, not a folder; pass a folder path"
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"--out {out} lies under {parent}, which is a file; pass a folder path"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"--out {out}: {parent} is not writable by this user; pass a folder you can write to"
+    return None
+
+
 def open_run_dir(cfg: Config, out: Path, resume: bool) -> RunDir:
     """Create ``out`` for a fresh run, or check it belongs to ``cfg`` when resuming."""
+    if (why := out_problem(out)) is not None:
+        raise ConfigError(why)
     run_dir = RunDir(out)
     if resume:
         if not run_dir.config.is_file():

@@ -75,18 +75,29 @@ def run_info(job: Job) -> dict[str, Any]:
     }
 
 
+def _read_json(path, fix: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError(f"{path} is corrupt (not JSON); {fix}") from None
+
+
 def write_report(run_dir: RunDir, cfg: Config, info: dict[str, Any]) -> dict[str, Any]:
     """(Re)build summary.json, report.md and the plots from what is on disk."""
     results = {}
     for m in cfg.methods:
         if run_dir.result(m).is_file():
-            results[m] = json.loads(run_dir.result(m).read_text())
+            results[m] = _read_json(run_dir.result(m), f"delete it and `federa run --resume {run_dir.root}` "
+                                                       "rewrites it from the method's last checkpoint")
     records = run_dir.read_metrics()
     summary = summarize(records, results, cfg.target_score, info)
     run_dir.write_json(run_dir.summary, summary)
     part_text = ""
     if run_dir.partition.is_file():
-        part_text = format_stats(json.loads(run_dir.partition.read_text()))
+        try:
+            part_text = format_stats(json.loads(run_dir.partition.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            part_text = f"(client partition not shown: {run_dir.partition} is corrupt)"
     run_dir.report.write_text(report_markdown(summary, part_text), encoding="utf-8")
     if records:
         write_plots(records, run_dir.root, summary["target_score"], info.get("metric", "accuracy"))

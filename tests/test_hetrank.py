@@ -32,7 +32,8 @@ RANKS = [2, 3, 5]  # clients 0, 1, 2
 def _hand_made(seed: int = 0) -> tuple[dict, dict[int, Update]]:
     """A rank-R global state and three replies at ranks 2, 3, 5 with different example counts."""
     g = torch.Generator().manual_seed(seed)
-    glob = {A: torch.randn(R, IN, generator=g), B: torch.randn(OUT, R, generator=g), HEAD: torch.randn(3, 4, generator=g)}
+    glob = {A: torch.randn(R, IN, generator=g), B: torch.randn(OUT, R, generator=g),
+            HEAD: torch.randn(3, 4, generator=g)}
     updates = {c: Update(state={A: torch.randn(r, IN, generator=g), B: torch.randn(OUT, r, generator=g),
                                 HEAD: torch.randn(3, 4, generator=g)}, num_examples=n)
                for c, (r, n) in enumerate(zip(RANKS, [10, 30, 60]))}
@@ -123,6 +124,27 @@ def test_hetlora_zero_pads_weights_by_norm_and_truncates():
     assert torch.equal(mine[A], new[A][:3]) and torch.equal(mine[B], new[B][:, :3])
 
 
+def test_each_reply_is_validated_and_clipped_against_its_own_rank():
+    from dataclasses import replace
+
+    from federa.strategies.clip import ClipDeltas
+    from federa.strategies.validate import Validate
+
+    glob, updates = _hand_made()
+    wrong = dict(updates)
+    wrong[1] = replace(updates[2], state=dict(updates[2].state))  # client 1 (rank 3) replies at rank 5
+    stack_ = Validate(_strategy(HetLoRA))
+    stack_.aggregate_round(1, glob, wrong)
+    assert stack_.round_metrics(1)["rejected"] == [
+        {"client": 1, "reason": f"{A} has shape (5, {IN}), expected (3, {IN})"}]
+    # Clipping moves each reply towards the factors its client was sent, at its rank.
+    clipped = ClipDeltas(_strategy(HetLoRA), max_norm=0.1).before(1, glob, updates)
+    for c, r in enumerate(RANKS):
+        start = _strategy(HetLoRA).client_state(1, c, glob)
+        d = sum(((clipped[c].state[k].double() - start[k].double()) ** 2).sum() for k in start)
+        assert clipped[c].state[A].shape == (r, IN) and float(d.sqrt()) == pytest.approx(0.1, rel=1e-5)
+
+
 def test_client_ranks_are_validated_at_the_config_edge():
     assert build_config({}, ["lora.client_ranks=2,4"]).lora.rank_of(3) == 4  # cycled over clients
     for sets, match in [
@@ -183,12 +205,13 @@ def test_heterogeneous_round_counts_bytes_at_each_rank_and_resumes_exactly(tiny_
     # Bytes at each client's own rank: the same numbers of floats every way, once per sampled client.
     adapter = {k: v for k, v in server.state.items() if ".lora_" in k}
     head = state_bytes(server.state) - state_bytes(adapter)
-    per_rank = {r: head + sum(v.numel() // cfg.lora.r * r * 4 for v in adapter.values()) for r in set(ranks.values())}
+    per_rank = {r: head + sum(v.numel() // cfg.lora.r * r * 4 for v in adapter.values()) for r in (1, 2, 3, 4)}
     assert record["bytes_up"] == sum(per_rank[r] for r in ranks.values())
     fold = state_bytes(server.strategy.base_fold()) if method.endswith("flora") else 0
     assert fold > 0 or not method.endswith("flora")
     assert record["bytes_down"] == sum(per_rank[r] for r in ranks.values()) + setup_bytes * len(updates)
     assert record["bytes_up"] < state_bytes(server.state) * len(updates)  # less than everyone at lora.r
+    assert server.info()["bytes_per_client_round"] == sum(per_rank[r] for r in [1, 2, 4, 3]) // 4  # ranks are 1..4
     assert record["lora_agg_error"] > 0  # what naive averaging of the zero-padded factors would lose
     # Resume after round 1, play round 2: identical to an uninterrupted run.
     resumed = ServerRun(job, method, RunDir(tmp_path / "a"), log=lambda *_: None)

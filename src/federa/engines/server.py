@@ -228,7 +228,10 @@ class ServerRun:
             "trainable_params": self.trainable,
             "total_params": self.total,
             "trainable_pct": 100.0 * self.trainable / self.total,
-            "bytes_per_client_round": state_bytes(self.state),  # each way, per sampled client
+            # Each way, per sampled client (the mean over clients, whose states differ by LoRA rank under
+            # FLoRA/FlexLoRA/HetLoRA; the global state's size otherwise).
+            "bytes_per_client_round": sum(state_bytes(self.client_state(self.round + 1, c))
+                                          for c in range(self.job.cfg.num_clients)) // self.job.cfg.num_clients,
             "setup_bytes_per_client": state_bytes(self.setup),  # once, at a client's first round
             "lr": self.settings.lr,
         }

@@ -343,3 +343,16 @@ def test_node_shards_follow_the_node_config(tiny_cfg, small_csv):
         node_shard(cfg.to_yaml(), {"partition-id": 0, "num-partitions": 3}, 1, labels)
     with pytest.raises(DataError, match="labels"):
         node_shard(cfg.to_yaml(), {"partition-id": 0, "num-partitions": 3}, 0, labels[::-1])
+
+
+@pytest.mark.slow
+def test_heterogeneous_ranks_on_flower_equal_inprocess(tmp_path, tiny_model_dir, small_csv):
+    """FlexLoRA and HetLoRA: each SuperNode is sent, trains and returns its own rank's factors."""
+    base = _base(tiny_model_dir, small_csv, "methods=lora+flexlora,federa+hetlora", "rounds=2", "num_clients=2",
+                 "clients_per_round=2", "lora.client_ranks=[2,4]")
+    flower, _, seconds = _flower_vs_inprocess(tmp_path, base, nodes=2)
+    print(f"flower: 2 heterogeneous-rank methods x 2 rounds on 2 SuperNodes: {seconds:.1f}s")
+    for m in ("lora+flexlora", "federa+hetlora"):
+        assert flower["methods"][m]["status"] == "done"
+        _assert_same(tmp_path, m, ("checkpoint.pt.prev", "checkpoint.pt"))
+    _same_files(tmp_path)

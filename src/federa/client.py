@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from federa.errors import NonFiniteLossError
 from federa.precision import autocast, grad_scaler
 from federa.methods.base import load_trainable_state, trainable_state
+from federa.strategies.lora_math import fit_ranks
 from federa.types import LocalRule, State, TrainSettings, Update
 
 
@@ -56,7 +57,11 @@ def local_update(
     """
     if len(shard) == 0:
         raise ValueError(f"client {client_id} has an empty shard")
-    load_trainable_state(model, state)
+    # A client of a lower LoRA rank than the model's (FLoRA, FlexLoRA, HetLoRA) receives factors
+    # of its own rank: they fill the leading slots, the rest are zero. A zero row of A and zero
+    # column of B get exactly zero gradients, so those slots stay zero and it trains at its rank.
+    received = {k: v.shape for k, v in state.items()}
+    load_trainable_state(model, fit_ranks(state, {n: p.shape for n, p in model.named_parameters() if p.requires_grad}))
     model.train()
     fixed = [f for f in settings.frozen.split(",") if f]
     # Tensors held fixed this round (RoLoRA) get no gradient at all: none is computed, and none is
@@ -106,7 +111,7 @@ def local_update(
         for p in held:  # they stay part of the trainable state, and travel unchanged
             p.requires_grad_(True)
     seconds = time.perf_counter() - start
-    new_state = {k: v.cpu() for k, v in trainable_state(model).items()}
+    new_state = fit_ranks({k: v.cpu() for k, v in trainable_state(model).items()}, received)  # reply at its rank
     extra, memory = rule.finish(new_state, steps) if rule is not None else ({}, {})
     return Update(
         state=new_state,

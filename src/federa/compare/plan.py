@@ -14,6 +14,7 @@ from pathlib import Path
 from federa.config import Config, build_config
 from federa.errors import ConfigError
 from federa.methods import available_methods
+from federa.methods.variants import method_problem
 from federa.runlog import RunDir
 
 IID = "iid"
@@ -69,8 +70,8 @@ def parse_methods(text: str) -> tuple[str, ...]:
     if not names:
         raise ConfigError(f"--methods is empty; name some of {','.join(known)}")
     for n in names:
-        if n not in known:
-            raise ConfigError(f"--methods: unknown method '{n}'; choose from {','.join(known)}")
+        if (problem := method_problem(n, known)) is not None:  # a variant (federa+flexlora) is a method too
+            raise ConfigError(f"--methods: {problem}")
     if len(set(names)) != len(names):
         raise ConfigError(f"--methods lists a method twice: {text}")
     return tuple(names)

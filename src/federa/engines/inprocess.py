@@ -33,8 +33,8 @@ def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = Tru
                 # A simulated client's memory (SCAFFOLD's cᵢ) is kept for it by the strategy,
                 # which checkpoints it; on Flower each node keeps its own.
                 rule = server.local_rule(rnd, cid, settings, server.strategy.client_memory(cid))
-                updates[cid] = local_update(server.model, server.state, job.shard(cid), job.collate, settings,
-                                            job.device, client_id=cid, rule=rule)
+                updates[cid] = local_update(server.model, server.client_state(rnd, cid), job.shard(cid), job.collate,
+                                            settings, job.device, client_id=cid, rule=rule)
                 server.strategy.keep_client_memory(cid, updates[cid].memory)
             server.complete_round(rnd, updates, started)
             bar.update(1)

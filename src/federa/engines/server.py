@@ -117,6 +117,10 @@ class ServerRun:
         """What the strategy sends ``client`` beside the global state this round (often nothing)."""
         return self.strategy.client_payload(rnd, client, self.state)
 
+    def client_state(self, rnd: int, client: int) -> State:
+        """The trainable state ``client`` starts from (the global one, or its rank's factors)."""
+        return self.strategy.client_state(rnd, client, self.state)
+
     def local_rule(self, rnd: int, client: int, settings: TrainSettings, memory: State) -> LocalRule | None:
         """The strategy's client rule for ``client`` this round, or None when it has none."""
         rule = self.strategy.client_rule
@@ -132,6 +136,8 @@ class ServerRun:
         cfg = self.job.cfg
         # What was sent beside the state, read before aggregation moves the strategy's state on.
         payload_down = sum(state_bytes(self.payload(rnd, c)) for c in updates)
+        # Each client's own state: smaller than the global one for a lower LoRA rank (FlexLoRA, ...).
+        states_down = sum(state_bytes(self.client_state(rnd, c)) for c in updates)
         t_agg = time.perf_counter()
         if aggregate is None:
             new_state = self.strategy.aggregate_round(rnd, self.state, updates)
@@ -150,7 +156,7 @@ class ServerRun:
         newly = set(updates) - self.totals.contacted
         round_stats = {
             "clients": sorted(updates),
-            "bytes_down": state_bytes(self.state) * len(updates) + state_bytes(self.setup) * len(newly)
+            "bytes_down": states_down + state_bytes(self.setup) * len(newly)
             + payload_down,
             "bytes_up": sum(state_bytes(u.state) + state_bytes(u.extra) for u in updates.values())
             if aggregate is None else state_bytes(aggregate) * len(updates),  # masked vectors: one state's worth each
@@ -222,7 +228,10 @@ class ServerRun:
             "trainable_params": self.trainable,
             "total_params": self.total,
             "trainable_pct": 100.0 * self.trainable / self.total,
-            "bytes_per_client_round": state_bytes(self.state),  # each way, per sampled client
+            # Each way, per sampled client (the mean over clients, whose states differ by LoRA rank under
+            # FLoRA/FlexLoRA/HetLoRA; the global state's size otherwise).
+            "bytes_per_client_round": sum(state_bytes(self.client_state(self.round + 1, c))
+                                          for c in range(self.job.cfg.num_clients)) // self.job.cfg.num_clients,
             "setup_bytes_per_client": state_bytes(self.setup),  # once, at a client's first round
             "lr": self.settings.lr,
         }

@@ -7,9 +7,10 @@ trains and travels with the adapter.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
 import peft
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -17,7 +18,12 @@ from federa.errors import ModelError
 from federa.methods.base import Method
 from federa.types import State
 from federa.methods.targets import TargetLayer, architecture_default, layer_shape, match_linears
-from federa.settings import NameList, Section
+from federa.settings import NameList, Section, split_list
+
+
+def _rank_list(v: Any) -> Any:
+    """``--set lora.client_ranks=2,4,8`` arrives as one string, ``=4`` as one int; YAML lists pass through."""
+    return [v] if isinstance(v, int) and not isinstance(v, bool) else split_list(v)
 
 
 class LoraSettings(Section):
@@ -31,12 +37,39 @@ class LoraSettings(Section):
                           "architecture (BERT: query, value; DeBERTa-v2: query_proj, value_proj; GPT-2: c_attn).",
     )
 
+    client_ranks: Annotated[list[int] | None, BeforeValidator(_rank_list)] = Field(
+        None, description="Heterogeneous client ranks (lora+flora, lora+flexlora, lora+hetlora and their federa+ "
+                          "forms; other methods train every client at lora.r): client c trains at "
+                          "client_ranks[c % len], so one entry per client, or a shorter list cycled over clients, "
+                          "e.g. [2, 4, 8]. Each must be <= lora.r, the server's rank; None: every client at lora.r.",
+    )
+
     @field_validator("r")
     @classmethod
     def _positive_rank(cls, r: int) -> int:
         if r <= 0:
             raise ValueError(f"lora.r must be a positive integer, got {r}; try lora.r=8")
         return r
+
+    @model_validator(mode="after")
+    def _client_ranks_fit(self) -> LoraSettings:
+        ranks = self.client_ranks
+        if ranks is None:
+            return self
+        if not ranks:
+            raise ValueError("lora.client_ranks is empty; give at least one rank, e.g. [2, 4, 8], or leave it unset")
+        for rank in ranks:
+            if isinstance(rank, bool) or rank <= 0:
+                raise ValueError(f"lora.client_ranks holds {rank!r}; every rank must be a positive integer")
+            if rank > self.r:
+                # The server's adapter holds every client's: it must be at least as wide as the widest.
+                raise ValueError(f"lora.client_ranks holds {rank}, above lora.r={self.r} (the server's rank); "
+                                 f"set lora.r={max(ranks)}")
+        return self
+
+    def rank_of(self, client: int) -> int:
+        """The LoRA rank client ``client`` trains at (``client_ranks`` cycled; lora.r when unset)."""
+        return self.r if self.client_ranks is None else self.client_ranks[client % len(self.client_ranks)]
 
 
 def lora_targets(model: nn.Module, targets: list[str] | None) -> list[str]:

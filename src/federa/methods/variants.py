@@ -29,6 +29,15 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     # FedEx-LoRA (Singhal et al., 2024): average A and B, fold avg(B·A) − avg(B)·avg(A) into the frozen weights.
     Variant("fedex", "Singhal et al., Exact Aggregation for Federated and Efficient Fine-Tuning of Foundation Models, "
             "2024", strategy="fedex"),
+    # Heterogeneous client ranks (lora.client_ranks; strategies/hetrank.py): FLoRA stacks the clients'
+    # factors and folds the exact Σ p_k·B_k·A_k into the frozen weights; FlexLoRA SVDs Σ p_k·B_k·A_k back
+    # to each client's rank; HetLoRA zero-pads, averages with norm weights and truncates.
+    Variant("flora", "Wang et al., FLoRA: Federated Fine-Tuning Large Language Models with Heterogeneous "
+            "Low-Rank Adaptations, NeurIPS 2024", strategy="flora"),
+    Variant("flexlora", "Bai et al., Federated Fine-tuning of Large Language Models under Heterogeneous Tasks "
+            "and Client Resources, NeurIPS 2024", strategy="flexlora"),
+    Variant("hetlora", "Cho et al., Heterogeneous LoRA for Federated Fine-tuning of On-Device Foundation Models, "
+            "EMNLP 2024", strategy="hetlora"),
 ]}
 LORA_BASES = ("lora", "federa")  # the initialisations a variant applies to
 

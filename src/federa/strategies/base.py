@@ -69,6 +69,12 @@ class Strategy(ABC):
             return f"strategy={cls.name} needs its client rule on every client, which engine=flower does not carry yet; use engine=inprocess"
         return None
 
+    def client_state(self, rnd: int, client: int, global_state: State) -> State:
+        """The trainable state ``client`` starts from this round, and the template its reply must
+        match: the global state, unless clients hold states of their own shapes (heterogeneous
+        LoRA ranks: FLoRA, FlexLoRA, HetLoRA send each client its rank's factors)."""
+        return global_state
+
     # -- the client hook (strategies with a ``client_rule``) --------------------------------
 
     def client_payload(self, rnd: int, client: int, global_state: State) -> State:
@@ -177,6 +183,9 @@ class Wrapper(Strategy):
         return self.inner.configure_round(rnd, clients, base)
 
     # The client hook is the core strategy's; wrappers act on the server side only.
+    def client_state(self, rnd: int, client: int, global_state: State) -> State:
+        return self.inner.client_state(rnd, client, global_state)
+
     def client_payload(self, rnd: int, client: int, global_state: State) -> State:
         return self.inner.client_payload(rnd, client, global_state)
 

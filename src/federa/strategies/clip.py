@@ -33,4 +33,5 @@ class ClipDeltas(Wrapper):
         return cls(inner, cfg.robust.clip_delta_norm)
 
     def before(self, rnd: int, global_state: State, updates: Updates) -> Updates:
-        return {c: replace(u, state=clip_update(u.state, global_state, self.max_norm)) for c, u in updates.items()}
+        return {c: replace(u, state=clip_update(u.state, self.client_state(rnd, c, global_state), self.max_norm))
+                for c, u in updates.items()}

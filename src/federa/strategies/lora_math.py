@@ -7,7 +7,7 @@ FFA-LoRA and FLoRA were designed to remove; federa logs it for every LoRA-family
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -27,6 +27,51 @@ def lora_pairs(state: State) -> dict[str, tuple[str, str]]:
     return pairs
 
 
+def lora_rank(key: str, shape: Sequence[int]) -> int | None:
+    """The rank of a LoRA factor of this name and shape (A: rows, B: columns), or None for other tensors."""
+    if A_KEY in key:
+        return shape[0]
+    if B_KEY in key:
+        return shape[1]
+    return None
+
+
+def with_rank(key: str, tensor: torch.Tensor, rank: int) -> torch.Tensor:
+    """A LoRA factor cut to its leading ``rank`` slots, or zero-padded up to ``rank`` slots.
+
+    Heterogeneous-rank schemes (FLoRA, FlexLoRA, HetLoRA) keep a client's rank-r_k adapter as
+    the leading r_k slots of the global one; zero slots contribute nothing to B·A. Other
+    tensors, and factors already at ``rank``, come back as they are (the same object).
+    """
+    have = lora_rank(key, tensor.shape)
+    if have is None or have == rank:
+        return tensor
+    dim = 0 if A_KEY in key else 1
+    if have > rank:
+        return tensor.narrow(dim, 0, rank).clone()
+    shape = list(tensor.shape)
+    shape[dim] = rank
+    out = torch.zeros(shape, dtype=tensor.dtype, device=tensor.device)
+    out.narrow(dim, 0, have).copy_(tensor)
+    return out
+
+
+def fit_ranks(state: State, like: Mapping[str, torch.Size]) -> State:
+    """``state`` with each LoRA factor cut or zero-padded to the rank of the same name in ``like``
+    (a mapping of shapes); everything else untouched."""
+    return {k: with_rank(k, v, r) if k in like and (r := lora_rank(k, like[k])) is not None else v
+            for k, v in state.items()}
+
+
+def widest_ranks(states: Sequence[State]) -> list[State]:
+    """The states with every LoRA factor zero-padded to the largest rank among them (same B·A)."""
+    if len(states) < 2:
+        return list(states)
+    widest = {k: max((s[k].shape for s in states), key=lambda shape: shape.numel())
+              for k in states[0] if lora_rank(k, states[0][k].shape) is not None}
+    return [fit_ranks(s, widest) for s in states]
+
+
 def weighted_mean(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
     total = float(sum(weights))
     out = torch.zeros(tensors[0].shape, dtype=torch.float64)
@@ -43,6 +88,7 @@ def aggregation_error(states: Sequence[State], weights: Sequence[float]) -> floa
     """
     if not states:
         return None
+    states = widest_ranks(states)  # clients of different ranks (FLoRA, FlexLoRA, HetLoRA): zero-padded
     pairs = lora_pairs(states[0])
     if not pairs:
         return None

@@ -21,6 +21,9 @@ _REGISTRY: dict[str, str | type[Strategy]] = {
     "trimmed_mean": "federa.strategies.trimmed_mean:TrimmedMean",
     "rolora": "federa.strategies.rolora:RoLoRA",
     "fedex": "federa.strategies.fedex:FedExLoRA",
+    "flora": "federa.strategies.flora:FLoRA",
+    "flexlora": "federa.strategies.flexlora:FlexLoRA",
+    "hetlora": "federa.strategies.hetlora:HetLoRA",
 }
 
 

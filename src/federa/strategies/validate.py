@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -67,11 +68,13 @@ def check_update(update: Update, global_state: State, max_update_norm: float | N
 
 
 def split_valid(updates: Updates, global_state: State, max_update_norm: float | None = None,
-                expected_extra: State | None = None) -> tuple[dict[int, Update], dict[int, str]]:
-    """(accepted updates, rejected client id → reason)."""
+                expected_extra: State | None = None, start: Callable[[int], State] | None = None,
+                ) -> tuple[dict[int, Update], dict[int, str]]:
+    """(accepted updates, rejected client id → reason). ``start``: client id → the state that client
+    started from, when it is not ``global_state`` (heterogeneous LoRA ranks)."""
     accepted, rejected = {}, {}
     for cid, u in updates.items():
-        reason = check_update(u, global_state, max_update_norm, expected_extra)
+        reason = check_update(u, global_state if start is None else start(cid), max_update_norm, expected_extra)
         if reason is None:
             accepted[cid] = u
         else:
@@ -103,8 +106,11 @@ class Validate(Wrapper):
         return cls(inner, cfg.robust.max_update_norm)
 
     def before(self, rnd: int, global_state: State, updates: Updates) -> Updates:
+        # Each reply is checked against the state its client started from (the global state,
+        # or its own rank's factors under heterogeneous LoRA ranks).
         accepted, self.rejected = split_valid(updates, global_state, self.max_update_norm,
-                                              self.expected_extra(global_state))
+                                              self.expected_extra(global_state),
+                                              start=lambda cid: self.client_state(rnd, cid, global_state))
         return accepted
 
     def finish_sum(self, rnd: int, global_state: State, aggregate: State) -> State:

@@ -59,7 +59,7 @@ class _Round:
         for cid, nid in targets.items():
             content = RecordDict({
                 wire.SETTINGS: wire.settings_record(server.name, cid, self.cfg_yaml, plan[cid], self.labels),
-                wire.STATE: wire.state_record(server.state),
+                wire.STATE: wire.state_record(server.client_state(rnd, cid)),  # its rank's factors, if its own
             })
             if nid not in self.has_setup:
                 content.array_records[wire.SETUP] = wire.state_record(server.setup)

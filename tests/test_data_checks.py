@@ -92,3 +92,20 @@ def test_an_exploding_lr_is_flagged_in_the_report_and_the_exit_code(tmp_path, ti
     assert rc == 3 and d["round"] == 1 and d["loss"] > 100 * d["initial_loss"]
     assert err[-1].startswith("error: training diverged (fft at round 1: test loss over 100x its start)")
     assert "diverged at round 1" in (out / "report.md").read_text()
+
+
+def test_a_checkpoint_with_another_head_gets_a_fresh_one_and_a_warning(tmp_path, tiny_model_dir, tiny_cfg):
+    """Before: transformers' RuntimeError (ignore_mismatched_sizes) as a traceback."""
+    import shutil
+
+    from transformers import BertForSequenceClassification
+
+    three = tmp_path / "three"
+    BertForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=3).save_pretrained(three)
+    for f in tiny_model_dir.iterdir():
+        if f.name.startswith(("tokenizer", "vocab", "special_tokens")):
+            shutil.copy(f, three)
+    job = prepare_job(tiny_cfg(f"model.path={three}"))
+    assert job.warnings == [f"the model at {three} carries a 3-label head (BertForSequenceClassification); federa "
+                            "replaces it with a fresh 5-label head for this data"]
+    assert job.base_model().classifier.weight.shape == (5, 32)

@@ -58,3 +58,20 @@ def unseen_classes_warning(train_labels: Sequence[int], test_labels: Sequence[in
     shown = ", ".join(str(names[i]) if 0 <= i < len(names) else str(i) for i in missing)
     return (f"the test split has class(es) {shown} ({n} of {len(test_labels)} test examples) that no training "
             "example has: the model cannot learn them, so test accuracy on them is meaningless")
+
+
+def foreign_head_warning(model_path: Path, num_labels: int) -> str | None:
+    """A warning when the checkpoint already has a classification head for another number of labels."""
+    import json
+
+    try:
+        cfg = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    heads = [a for a in cfg.get("architectures") or [] if a.endswith(("ForSequenceClassification",
+                                                                     "ForTokenClassification"))]
+    theirs = len(cfg.get("id2label") or {})
+    if not heads or theirs in (0, num_labels):
+        return None
+    return (f"the model at {model_path} carries a {theirs}-label head ({heads[0]}); federa replaces it with a "
+            f"fresh {num_labels}-label head for this data")

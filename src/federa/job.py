@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from federa.types import TrainSettings
 from federa.config import Config
 from federa.data import TextData, load_data
-from federa.data_checks import unknown_token_share, unknown_token_warning, unseen_classes_warning
+from federa.data_checks import foreign_head_warning, unknown_token_share, unknown_token_warning, unseen_classes_warning
 from federa.errors import DataError, ModelError
 from federa.methods import get_method
 from federa.methods.variants import VARIANTS, split_method
@@ -146,6 +146,8 @@ def prepare_job(cfg: Config) -> Job:
 def _warnings(data: TextData, train: Dataset, tokenizer: PreTrainedTokenizerBase, model_path: Path) -> list[str]:
     share = unknown_token_share(train, tokenizer.unk_token_id, tokenizer.all_special_ids)
     found = [unknown_token_warning(share, model_path)]
+    if data.task.name != "regression":
+        found.append(foreign_head_warning(model_path, len(data.label_names)))
     if data.task.name in ("classification", "pair_classification"):
         found.append(unseen_classes_warning(data.train["label"], data.test["label"], data.label_names))
     return [w for w in found if w is not None]

@@ -67,7 +67,10 @@ class Task(ABC):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             try:
-                return self.auto_model_class().from_pretrained(str(path), **self.head_config(label_names))
+                # A checkpoint fine-tuned elsewhere may carry a head for another label set: it is
+                # replaced by this task's fresh head (prepare_job says so in one warning line).
+                return self.auto_model_class().from_pretrained(str(path), ignore_mismatched_sizes=True,
+                                                               **self.head_config(label_names))
             except (OSError, ValueError) as err:
                 raise ModelError(f"cannot load model from {path}: {str(err).splitlines()[0]}") from None
 

@@ -281,17 +281,13 @@ def test_forged_replies_through_the_flower_wire(honest, tmp_path, overrides, cou
     assert record["examples_seen"] >= 0 and record["train_loss"] == record["train_loss"]  # not NaN
 
 
-def test_flower_round_drops_a_nan_loss_client_and_a_malformed_reply(honest, tmp_path, monkeypatch):
+def test_flower_round_drops_a_nan_loss_client_and_a_malformed_reply(honest, tmp_path, flower_identity):
     """The driver's reply handling on hand-made Flower messages (no deployment)."""
     from flwr.app import ConfigRecord, Message, RecordDict
-    from flwr.supercore.task_identity import TaskIdentity
 
     from federa.engines.flower import wire
     from federa.engines.flower.driver import _Round
 
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
     _, _, _, updates = honest
     server = _server(honest, tmp_path)
 
@@ -307,9 +303,7 @@ def test_flower_round_drops_a_nan_loss_client_and_a_malformed_reply(honest, tmp_
                     content = RecordDict({wire.STATE: wire.state_record(updates[2].state)})  # no metrics
                 else:
                     content = wire.update_content(updates[cid])
-                reply = Message(content, reply_to=m)
-                reply.metadata.__dict__["_src_node_id"] = m.metadata.dst_node_id
-                out.append(reply)
+                out.append(Message(content, reply_to=m))
             return out
 
     class Nodes:
@@ -321,3 +315,89 @@ def test_flower_round_drops_a_nan_loss_client_and_a_malformed_reply(honest, tmp_
     record = server.complete_round(1, got, started=0.0)
     assert [r["client"] for r in record["rejected"]] == [2]  # no count, no train_loss
     assert _dist(server.state, _fedavg(updates, [0, 3, 4])) <= 1e-6
+
+
+class _FakeGrid:
+    """Flower's Grid for the driver, answering from this process (no deployment): node 100+c holds
+    client c; client 2's node has its own data file; ``train(cid, msg)`` makes each train reply."""
+
+    def __init__(self, train, own_data=(2,)):
+        self.train, self.own_data = train, set(own_data)
+
+    def get_node_ids(self):
+        return [100 + c for c in range(5)]
+
+    def send_and_receive(self, msgs, timeout):
+        from flwr.app import ConfigRecord, Message, RecordDict
+
+        from federa.engines.flower import wire
+
+        out = []
+        for m in msgs:
+            cid = m.metadata.dst_node_id - 100
+            if m.metadata.message_type == wire.DISCOVER:
+                content = RecordDict({"node": ConfigRecord({
+                    "partition_id": cid, "num_partitions": 5,
+                    "data_path": "/node/own.csv" if cid in self.own_data else ""})})
+            else:
+                content = self.train(cid, m)
+            out.append(Message(content, reply_to=m))
+        return out
+
+
+@pytest.fixture
+def flower_identity(monkeypatch):
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, attr, 1)
+
+
+def _nan_reply(cid: int):
+    from flwr.app import ConfigRecord, RecordDict
+
+    from federa.engines.flower import wire
+
+    return RecordDict({wire.ERROR: ConfigRecord({"kind": "NonFiniteLossError",
+                                                 "message": f"client {cid}: loss became nan at step 1"})})
+
+
+def test_flower_driver_caps_an_own_data_node_and_drops_a_nan_client(honest, tmp_path, flower_identity):
+    from federa.engines.flower import wire
+    from federa.engines.flower.driver import drive_method
+
+    cfg, job, g, updates = honest
+    job1 = replace(job, cfg=build_config(cfg.model_dump(mode="json"), ["rounds=1"]))
+
+    def train(cid, msg):
+        if cid == 1:
+            return _nan_reply(cid)
+        forged = replace(updates[cid], num_examples=10**9) if cid == 2 else updates[cid]
+        return wire.update_content(forged)
+
+    logs: list[str] = []
+    result = drive_method(_FakeGrid(train), job1, "lora", RunDir(tmp_path), log=logs.append)
+    assert result["status"] == "done"
+    assert any("round 1: client 1: client 1: loss became nan" in line for line in logs)
+    line = [r for r in RunDir(tmp_path).read_metrics() if r["round"] == 1][-1]
+    assert line["clients"] == [0, 2, 3, 4] and line["rejected"] == []
+    cap = cfg.local_steps * cfg.batch_size  # client 2 has no registered shard: its node brought its data
+    assert line["weight_capped"] == [{"client": 2, "counted": cap}]
+    from federa.checkpoint import load_checkpoint
+
+    state = load_checkpoint(RunDir(tmp_path).checkpoint("lora"))[0]["state"]
+    expected = weighted_average([updates[c].state for c in (0, 2, 3, 4)],
+                                [updates[0].num_examples, cap, updates[3].num_examples, updates[4].num_examples])
+    assert _dist(state, expected) <= 1e-6
+
+
+def test_flower_driver_stops_the_method_when_too_many_clients_diverge(honest, tmp_path, flower_identity):
+    from federa.engines.flower import wire
+    from federa.engines.flower.driver import drive_method
+
+    _, job, _, updates = honest
+    train = lambda cid, msg: _nan_reply(cid) if cid < 3 else wire.update_content(updates[cid])  # noqa: E731
+    result = drive_method(_FakeGrid(train), job, "lora", RunDir(tmp_path), log=lambda *_: None)
+    assert result["status"] == "failed"  # not "stopped": resuming would diverge again
+    assert "only 2 of 5 sampled clients trained, fewer than flower.min_replies=3" in result["reason"]
+    assert "clients [0, 1, 2] failed" in result["reason"] and "\n" not in result["reason"]

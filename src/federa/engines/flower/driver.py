@@ -11,7 +11,9 @@ Failures: a round aggregates the replies that arrived within ``flower.round_time
 there are at least ``flower.min_replies`` of them (default: half the sampled clients, rounded
 up); otherwise the method stops with one line saying so (``<method>/flower_stopped.json``, no
 ``result.json``), and everything already written (metrics, checkpoints) stays, so
-``federa run --resume`` continues it from the last finished round.
+``federa run --resume`` continues it from the last finished round. A client that fails (a
+NaN/inf loss, an exception in its ClientApp, a malformed reply) counts as no reply; when the
+round is short only because losses diverged, the method fails instead (resuming cannot help).
 """
 
 from __future__ import annotations

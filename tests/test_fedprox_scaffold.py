@@ -196,9 +196,10 @@ def test_scaffold_server_update_on_hand_made_tensors():
 def test_scaffold_reply_without_or_with_bad_control_variates_is_rejected():
     x = {"w": torch.tensor([1.0, 2.0])}
     stack = Validate(Scaffold(2, 0, num_clients=2))
-    good = Update({"w": torch.tensor([1.5, 2.5])}, 4, extra={"w": torch.tensor([0.1, 0.2])})
-    missing = Update({"w": torch.tensor([1.5, 2.5])}, 4)
-    nan = Update({"w": torch.tensor([1.5, 2.5])}, 4, extra={"w": torch.tensor([float("nan"), 0.0])})
+    m = {"train_loss": 0.5}  # validation also wants a reply's train loss
+    good = Update({"w": torch.tensor([1.5, 2.5])}, 4, m, extra={"w": torch.tensor([0.1, 0.2])})
+    missing = Update({"w": torch.tensor([1.5, 2.5])}, 4, m)
+    nan = Update({"w": torch.tensor([1.5, 2.5])}, 4, m, extra={"w": torch.tensor([float("nan"), 0.0])})
     stack.aggregate_round(1, x, {0: good, 1: missing, 2: nan})
     assert set(stack.rejected) == {1, 2}
     assert "extra" in stack.rejected[1] and "NaN" in stack.rejected[2]

@@ -285,3 +285,61 @@ def test_cli_reports_bad_data_in_one_line(content, tmp_path, tiny_model_dir, cap
     assert rc == 2 and "Traceback" not in err
     errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and "data" in errors[0], err
+
+
+# -- client replies ------------------------------------------------------------------------------
+# One random reply among four honest ones, on hand-made tensors, through the default stack: it is
+# either rejected (the result is the honest clients' FedAvg) or accepted with a weight no larger
+# than its registered shard; the new global state is always finite and within max_abs_value.
+
+_G = {"w": __import__("torch").zeros(4), "b": __import__("torch").zeros(())}
+_SHARDS = {0: 10, 1: 20, 2: 30, 3: 40, 4: 50}
+_counts = st.one_of(st.integers(-5, 10**30), st.integers(2**60, 2**70).map(lambda n: n**8),
+                    st.floats(allow_nan=True), st.booleans(), st.none(), st.text(max_size=5))
+_metric_values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**3, 10**20),
+                           st.booleans(), st.none(), st.text(max_size=5))
+_metrics = st.dictionaries(st.sampled_from(["train_loss", "samples", "steps", "train_seconds", "other"]),
+                           _metric_values, max_size=5)
+_small = st.floats(-0.125, 0.125, width=32)
+_any = st.floats(allow_nan=True, allow_infinity=True, width=32)
+
+
+@settings(FUZZ, max_examples=120)
+@given(hostile=st.sets(st.sampled_from(["count", "metrics", "values", "shape"]), max_size=2),
+       count=st.integers(1, 100), bad_count=_counts,
+       loss=st.floats(0, 10), bad_metrics=_metrics,
+       w=st.lists(_small, min_size=4, max_size=4), bad_w=st.lists(_any, min_size=4, max_size=4),
+       scale=st.sampled_from([1.0, 1e3, 1e30]))
+def test_random_replies_are_rejected_or_bounded(hostile, count, bad_count, loss, bad_metrics, w, bad_w, scale):
+    import torch
+
+    from federa.strategies.fedavg import weighted_average
+    from federa.strategies.stack import build_stack
+    from federa.types import Update
+
+    CASES["reply"] += 1
+    honest = {c: Update({"w": torch.full((4,), 0.01 * c), "b": torch.tensor(0.02 * c)}, _SHARDS[c],
+                        {"train_loss": 1.0, "samples": 8}) for c in (1, 2, 3, 4)}
+    count = bad_count if "count" in hostile else count
+    metrics = bad_metrics if "metrics" in hostile else {"train_loss": loss, "samples": 8}
+    w_t = torch.tensor(bad_w) * scale if "values" in hostile else torch.tensor(w)
+    state = {"w": torch.zeros(3) if "shape" in hostile else w_t, "b": torch.tensor(0.01)}
+    stack = build_stack(build_config({}))
+    stack.register_shards(_SHARDS)
+    with no_hang():
+        got = stack.aggregate_round(1, _G, {0: Update(state, count, metrics), **honest})
+    assert all(bool(torch.isfinite(t).all()) and float(t.abs().max()) <= 1e6 for t in got.values())
+    rejected = [r["client"] for r in stack.round_metrics(1)["rejected"]]
+    honest_avg = weighted_average([u.state for u in honest.values()], [u.num_examples for u in honest.values()])
+    if rejected:
+        assert rejected == [0]
+        assert all(float((got[k] - honest_avg[k]).abs().max()) <= 1e-6 for k in got)
+        OUTCOMES["reply rejected"] += 1
+    else:  # accepted: a plausible reply, counted with at most its registered shard's weight
+        assert isinstance(count, int) and count > 0 and "train_loss" in metrics
+        assert hostile <= {"count", "metrics", "values"}
+        share = min(count, _SHARDS[0]) / (min(count, _SHARDS[0]) + 140)
+        for k in got:
+            mixed = (1 - share) * honest_avg[k].double() + share * state[k].double()
+            assert float((got[k].double() - mixed).abs().max()) <= 1e-6
+        OUTCOMES["reply accepted"] += 1

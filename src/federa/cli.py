@@ -36,7 +36,7 @@ def _quiet_libraries() -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from federa.config import load_config
     from federa.experiment import run_experiment
-    from federa.runlog import default_run_dir, open_run_dir
+    from federa.runlog import default_run_dir, discard_unstarted, open_run_dir
 
     if args.resume:
         if args.config or args.set:
@@ -46,12 +46,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if cfg is None:
             raise FederaError(f"--resume {out}: no config.yaml there; pass the folder of an earlier run")
     else:
+        if args.allow_changed:
+            raise FederaError("--allow-changed is for --resume: a new run has nothing to change")
         cfg = load_config(args.config, args.set)
         out = Path(args.out) if args.out else default_run_dir(cfg)
     _quiet_libraries()
-    run_dir = open_run_dir(cfg, out, resume=bool(args.resume))
+    created = not out.exists()
+    run_dir = open_run_dir(cfg, out, resume=bool(args.resume), allow_changed=args.allow_changed)
     print(f"results: {run_dir.root}")
-    summary = run_experiment(cfg, run_dir, progress=not args.no_progress)
+    try:
+        summary = run_experiment(cfg, run_dir, progress=not args.no_progress)
+    except FederaError:
+        # Found after the folder was opened (data, model): leave no half-made run behind.
+        if not args.resume:
+            discard_unstarted(run_dir, created_root=created)
+        raise
     print(run_dir.report.read_text(encoding="utf-8").split("\n## Client partition")[0])
     failed = [m for m, s in summary["methods"].items() if s.get("status") != "done"]
     if failed:
@@ -131,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config key, e.g. --set partition.alpha=0.1 (repeatable)")
     run.add_argument("--out", help="results folder (default: runs/<time>-<name>)")
     run.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
+    run.add_argument("--allow-changed", action="append", default=[], metavar="KEY",
+                     help="with --resume: accept this changed key of config.yaml, e.g. rounds (repeatable)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     run.set_defaults(func=_cmd_run)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,17 +101,69 @@ def out_problem(out: Path) -> str | None:
     return None
 
 
-def open_run_dir(cfg: Config, out: Path, resume: bool) -> RunDir:
-    """Create ``out`` for a fresh run, or check it belongs to ``cfg`` when resuming."""
+def _has_content(root: Path) -> bool:
+    from federa.runlock import LOCK_NAME
+
+    return any(p.name != LOCK_NAME for p in root.iterdir())
+
+
+def open_run_dir(cfg: Config, out: Path, resume: bool, allow_changed: Sequence[str] = (),
+                 role: str = "federa run", log=print) -> RunDir:
+    """Create ``out`` for a fresh run, or check it belongs to ``cfg`` when resuming.
+
+    Either way this process then holds the folder's writer lock (:mod:`federa.runlock`) until
+    it exits or calls ``runlock.release(out)``: a second writer is refused in one line. A
+    resume refuses a config that differs from the one the run started with
+    (:mod:`federa.fingerprint`), except in the keys of ``allow_changed``.
+    """
+    from federa import fingerprint, runlock
+
     if (why := out_problem(out)) is not None:
         raise ConfigError(why)
     run_dir = RunDir(out)
     if resume:
         if not run_dir.config.is_file():
             raise ConfigError(f"--resume {out}: no config.yaml there; pass the folder of an earlier run")
+        runlock.acquire(out, role)
+        try:
+            fingerprint.check_resume(run_dir, cfg, allow_changed, log=log)
+        except BaseException:
+            runlock.release(out)
+            raise
         return run_dir
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and _has_content(out):
         raise ConfigError(f"output folder {out} is not empty; pass a new --out, or --resume {out} to continue it")
     out.mkdir(parents=True, exist_ok=True)
+    runlock.acquire(out, role)
+    if _has_content(out):  # another writer created it between our check and our lock
+        runlock.release(out)
+        raise ConfigError(f"output folder {out} is not empty; pass a new --out, or --resume {out} to continue it")
     run_dir.config.write_text(cfg.to_yaml(), encoding="utf-8")
+    fingerprint.save(run_dir, cfg)
     return run_dir
+
+
+def discard_unstarted(run_dir: RunDir, created_root: bool) -> bool:
+    """After an error in a fresh run: remove what it wrote if no round was saved yet; True if removed.
+
+    An error found after the folder was opened (too many clients for the data, a rank too
+    large for the model, a bad data file) would otherwise leave config.yaml, partition.json and
+    metrics behind, so the fixed command is refused as "not empty" and ``--resume`` reuses the
+    bad config. A folder holding a checkpoint or a result keeps everything: that is finished
+    work, resumable.
+    """
+    import shutil
+
+    from federa import runlock
+
+    root = run_dir.root
+    if not root.is_dir() or any(root.glob("*/checkpoint.pt*")) or any(root.glob("*/result.json")):
+        return False
+    for p in root.iterdir():
+        if p.name != runlock.LOCK_NAME:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if created_root:
+        runlock.release(root)
+        if not runlock.is_held(root):
+            shutil.rmtree(root, ignore_errors=True)
+    return True

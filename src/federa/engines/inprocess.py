@@ -13,7 +13,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from federa.client import local_update
-from federa.engines.server import ServerRun
+from federa.engines.server import ServerRun, check_replies, min_replies
 from federa.errors import NonFiniteLossError
 from federa.job import Job
 from federa.runlog import RunDir
@@ -28,14 +28,20 @@ def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = Tru
     try:
         for rnd in server.remaining_rounds():
             started = time.perf_counter()
-            updates = {}
-            for cid, settings in server.configure(rnd).items():
+            updates, failed = {}, {}
+            plan = server.configure(rnd)
+            for cid, settings in plan.items():
                 # A simulated client's memory (SCAFFOLD's cᵢ) is kept for it by the strategy,
                 # which checkpoints it; on Flower each node keeps its own.
                 rule = server.local_rule(rnd, cid, settings, server.strategy.client_memory(cid))
-                updates[cid] = local_update(server.model, server.client_state(rnd, cid), job.shard(cid), job.collate,
-                                            settings, job.device, client_id=cid, rule=rule)
+                try:
+                    updates[cid] = local_update(server.model, server.client_state(rnd, cid), job.shard(cid), job.collate, settings,
+                                                job.device, client_id=cid, rule=rule)
+                except NonFiniteLossError as err:  # dropped from this round, like a missing reply
+                    failed[cid] = str(err)
+                    continue
                 server.strategy.keep_client_memory(cid, updates[cid].memory)
+            check_replies(rnd, len(plan), updates, failed, min_replies(job.cfg), log=log, method=method_name)
             server.complete_round(rnd, updates, started)
             bar.update(1)
             bar.set_postfix(server.progress_postfix())

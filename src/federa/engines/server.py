@@ -9,6 +9,7 @@ settings and updates between it and the clients.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 from safetensors.torch import save_file
 
 from federa.checkpoint import load_checkpoint, save_checkpoint
+from federa.errors import NonFiniteLossError
 from federa.export import self_contained_adapter
 from federa.job import Job
 from federa.methods.base import (
@@ -26,6 +28,7 @@ from federa.runlog import RunDir
 from federa.methods.variants import VARIANTS, split_method
 from federa.strategies.lora_math import aggregation_error
 from federa.strategies.stack import build_stack
+from federa.strategies.validate import check_count, check_metrics, step_examples, weight_cap
 from federa.types import LocalRule, State, TrainSettings, Update
 
 _COUNTERS = ("train_wall_s", "client_compute_s", "wall_s", "bytes_up", "bytes_down", "examples_seen")
@@ -51,6 +54,31 @@ class Totals:
         return cls(**{k: d[k] for k in _COUNTERS}, contacted=set(d["contacted"]))
 
 
+def min_replies(cfg) -> int:
+    """Valid replies a round needs: ``flower.min_replies``, or half the sampled clients rounded up.
+
+    Clients that fail (a NaN loss, an exception, no reply) are dropped from their round; the
+    method stops only when fewer than this many remain.
+    """
+    return cfg.flower.min_replies or math.ceil(cfg.clients_per_round / 2)
+
+
+def check_replies(rnd: int, sampled: int, updates: Mapping[int, Update], failed: Mapping[int, str], need: int,
+                  log=print, method: str = "") -> None:
+    """Log the clients that failed this round; raise when fewer than ``need`` replies remain.
+
+    A NaN/inf loss stops the method (:class:`NonFiniteLossError`) only when too few clients
+    trained without one; the line names them and quotes the first client's message.
+    """
+    for cid, why in sorted(failed.items()):
+        log(f"[{method}] round {rnd}: dropped client {cid}: {why}")
+    if len(updates) < need:
+        first = failed[min(failed)] if failed else "no reply"
+        raise NonFiniteLossError(
+            f"round {rnd}: only {len(updates)} of {sampled} sampled clients trained, fewer than flower.min_replies={need} "
+            f"(clients {sorted(failed)} failed; first: {first})")
+
+
 class ServerRun:
     """Global state of one method: built fresh, or resumed from its last checkpoint."""
 
@@ -63,6 +91,9 @@ class ServerRun:
         variant = split_method(method_name)[1]
         self.strategy = build_stack(cfg, VARIANTS[variant].strategy if variant else None)
         self.settings = job.train_settings(method_name)
+        # The partition the server computed: a reply weighs at most its client's shard.
+        self.shard_sizes: dict[int, int] = {}
+        self.register_shards({c: len(p) for c, p in enumerate(job.parts)})
         self.state = trainable_state(self.model)
         self.trainable, self.total = count_parameters(self.model)
         self.totals = Totals()
@@ -105,6 +136,16 @@ class ServerRun:
             "last_metrics": self.last_metrics,
         })
 
+    def register_shards(self, sizes: Mapping[int, int]) -> None:
+        """Client id → registered shard size (clients with their own data file have none)."""
+        self.shard_sizes = dict(sizes)
+        self.strategy.register_shards(self.shard_sizes)
+
+    def weight(self, client: int, update: Update) -> int:
+        """The weight ``update`` counts with: its claim, capped as validation caps it."""
+        cap = weight_cap(client, self.shard_sizes, step_examples(self.settings))
+        return update.num_examples if cap is None else min(update.num_examples, cap)
+
     def remaining_rounds(self) -> Iterator[int]:
         return iter(range(self.round + 1, self.job.cfg.rounds + 1))
 
@@ -144,10 +185,19 @@ class ServerRun:
         else:
             new_state = self.strategy.finish_sum(rnd, self.state, aggregate)
         strategy_metrics = self.strategy.round_metrics(rnd)  # rejected clients, ε under DP, ...
+        if aggregate is not None:
+            # The sum hides each update, but counts and metrics still arrive one by one: a forged
+            # one stays out of the counters and the train loss.
+            forged = [{"client": c, "reason": why} for c, u in updates.items()
+                      if (why := check_count(u.num_examples) or check_metrics(u.metrics)) is not None]
+            strategy_metrics["rejected"] = [*strategy_metrics.get("rejected", []), *forged]
         rejected = {r["client"] for r in strategy_metrics.get("rejected", [])}
         for r in strategy_metrics.get("rejected", []):
             self.log(f"[{self.name}] round {rnd}: rejected client {r['client']}: {r['reason']}")
         accepted = {c: u for c, u in updates.items() if c not in rejected}
+        weights = {c: self.weight(c, u) for c, u in accepted.items()}
+        # Metrics of a rejected reply may be forged (negative counts, NaN): only valid ones are counted.
+        counted = {c: u for c, u in updates.items() if check_metrics(u.metrics) is None}
         if not accepted and "epsilon" not in strategy_metrics:
             self.log(f"[{self.name}] round {rnd}: no valid update; the global model is kept")
         load_trainable_state(self.model, new_state)
@@ -160,14 +210,14 @@ class ServerRun:
             + payload_down,
             "bytes_up": sum(state_bytes(u.state) + state_bytes(u.extra) for u in updates.values())
             if aggregate is None else state_bytes(aggregate) * len(updates),  # masked vectors: one state's worth each
-            "examples_seen": int(sum(u.metrics.get("samples", 0) for u in updates.values())),
-            "client_compute_s": sum(u.metrics.get("train_seconds", 0.0) for u in updates.values()),
-            "train_loss": sum(u.metrics["train_loss"] * u.num_examples for u in accepted.values())
-            / sum(u.num_examples for u in accepted.values()) if accepted else None,
+            "examples_seen": int(sum(u.metrics.get("samples", 0) for u in counted.values())),
+            "client_compute_s": sum(u.metrics.get("train_seconds", 0.0) for u in counted.values()),
+            "train_loss": sum(u.metrics["train_loss"] * weights[c] for c, u in accepted.items())
+            / sum(weights.values()) if accepted else None,
             "rejected": [],
             # What averaging LoRA's factors separately loses this round (None: no LoRA pair, or SecAgg+).
             "lora_agg_error": aggregation_error([u.state for u in accepted.values()],
-                                                [u.num_examples for u in accepted.values()]) if aggregate is None
+                                                list(weights.values())) if aggregate is None
             else None,
             **strategy_metrics,
             "round_s": t_eval - started,

@@ -94,6 +94,10 @@ class Strategy(ABC):
     def keep_client_memory(self, client: int, memory: State) -> None:
         """Store ``client``'s memory after its round (in-process simulation only)."""
 
+    def register_shards(self, sizes: Mapping[int, int]) -> None:
+        """The examples each client holds, as the server's partition says (client id → count);
+        validation caps a reply's weight by it. A client missing here has no registered shard."""
+
     def base_fold(self) -> State:
         """Cumulative tensors added to frozen weights of every party, by parameter name
         (FedEx-LoRA's folded residual); empty for strategies that never touch frozen weights."""
@@ -197,6 +201,9 @@ class Wrapper(Strategy):
 
     def keep_client_memory(self, client: int, memory: State) -> None:
         self.inner.keep_client_memory(client, memory)
+
+    def register_shards(self, sizes: Mapping[int, int]) -> None:
+        self.inner.register_shards(sizes)
 
     def base_fold(self) -> State:
         return self.inner.base_fold()

@@ -11,12 +11,13 @@ Failures: a round aggregates the replies that arrived within ``flower.round_time
 there are at least ``flower.min_replies`` of them (default: half the sampled clients, rounded
 up); otherwise the method stops with one line saying so (``<method>/flower_stopped.json``, no
 ``result.json``), and everything already written (metrics, checkpoints) stays, so
-``federa run --resume`` continues it from the last finished round.
+``federa run --resume`` continues it from the last finished round. A client that fails (a
+NaN/inf loss, an exception in its ClientApp, a malformed reply) counts as no reply; when the
+round is short only because losses diverged, the method fails instead (resuming cannot help).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -25,18 +26,12 @@ from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from federa.types import Update
-from federa.config import Config
-from federa.engines.server import ServerRun
+from federa.engines.server import ServerRun, min_replies  # noqa: F401 (min_replies: part of this module's API)
 from federa.errors import FederaError, NonFiniteLossError
 from federa.engines.flower import FlowerError, wire
 from federa.engines.flower.nodes import NodeMap
 from federa.job import Job
 from federa.runlog import RunDir
-
-
-def min_replies(cfg: Config) -> int:
-    """Replies a round needs: ``flower.min_replies``, or half the sampled clients rounded up."""
-    return cfg.flower.min_replies or math.ceil(cfg.clients_per_round / 2)
 
 
 class _Round:
@@ -49,6 +44,7 @@ class _Round:
         self.timeout = job.cfg.flower.round_timeout_s
         self.has_setup: set[int] = set()  # nodes that already hold this method's setup
         self.problems: list[str] = []
+        self.nonfinite: list[int] = []  # clients whose loss became NaN/inf this round
 
     def _targets(self, plan: dict) -> dict[int, int]:
         return {cid: self.nodes.node_of[cid] for cid in plan if cid in self.nodes.node_of}
@@ -75,12 +71,16 @@ class _Round:
                 self.problems.append(f"client {cid}: {reply.error.reason}")
                 continue
             if (err := wire.content_error(reply.content)) is not None:
+                # A client that failed is dropped from this round like a missing reply.
                 if err[0] == NonFiniteLossError.__name__:
-                    raise NonFiniteLossError(err[1])
+                    self.nonfinite.append(cid)
                 self.problems.append(f"client {cid}: {err[1]}")
                 continue
             self.has_setup.add(nid)
-            updates[cid] = wire.content_update(reply.content)
+            try:
+                updates[cid] = wire.content_update(reply.content)
+            except (KeyError, TypeError, ValueError) as err:  # a reply missing its records
+                self.problems.append(f"client {cid}: malformed reply ({type(err).__name__}: {err})")
         # Replies arrive in any order; FedAvg sums in client order, like the in-process engine.
         return {c: updates[c] for c in sorted(updates)}
 
@@ -99,7 +99,7 @@ class _Round:
                               max_weight=max_weight, timeout=self.timeout)
         client_of = {nid: cid for cid, nid in targets.items()}
         updates = {client_of[nid]: Update(state={}, num_examples=res.num_examples,
-                                          metrics={k: float(v) for k, v in res.metrics.items()})
+                                          metrics=dict(res.metrics))  # as sent: validation judges them
                    for nid, res in result.replies}
         self.has_setup |= {nid for nid, _ in result.replies}
         if result.average is None:
@@ -118,18 +118,27 @@ def drive_method(grid: Grid, job: Job, method: str, run_dir: RunDir, context: Co
     stop_file(run_dir, method).unlink(missing_ok=True)
     nodes = NodeMap(grid, cfg.num_clients, cfg.flower.round_timeout_s, log=log)
     rounds = _Round(grid, server, nodes, context)
+    shards = dict(server.shard_sizes)
     try:
         nodes.wait(need)
         for rnd in server.remaining_rounds():
             started = time.perf_counter()
             plan = server.configure(rnd)
             nodes.refresh()
-            rounds.problems = []
+            # A node with its own data file has no shard in the server's partition: its weight
+            # is capped by local_steps × batch_size only (docs/reliability.md, threat model).
+            server.register_shards({c: n for c, n in shards.items() if c not in nodes.own_data})
+            rounds.problems, rounds.nonfinite = [], []
             if cfg.secure_aggregation:
                 updates, aggregate = rounds.secure(rnd, plan, need)
             else:
                 updates, aggregate = rounds.plain(rnd, plan), None
             silent = [c for c in plan if c not in updates]
+            if len(updates) < need and rounds.nonfinite and len(updates) + len(rounds.nonfinite) >= need:
+                # Short because losses diverged, not because nodes are away: resuming cannot help.
+                raise NonFiniteLossError(
+                    f"round {rnd}: only {len(updates)} of {len(plan)} sampled clients trained, fewer than "
+                    f"flower.min_replies={need} (clients {sorted(rounds.nonfinite)} failed; first: {rounds.problems[0]})")
             if len(updates) < need or (cfg.secure_aggregation and aggregate is None):
                 raise FlowerError(
                     f"round {rnd}: {len(updates)} of {len(plan)} sampled clients replied within "

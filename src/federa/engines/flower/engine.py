@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from federa import runlock
 from federa.config import load_config
 from federa.engines.flower import FlowerError, launch
 from federa.engines.flower.driver import stop_file
@@ -31,10 +32,13 @@ def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = Tru
         if cfg.flower.mode == "deployment" and value and not Path(value).is_absolute():
             raise ConfigError(f"engine=flower: {key}={value} is relative; give an absolute path "
                               "(the SuperLink and SuperNodes resolve paths in their own folders)")
-    if cfg.flower.mode == "simulation":
-        launch.simulate(run_dir, method_name, num_supernodes=cfg.num_clients)
-    else:
-        launch.submit_and_wait(cfg.flower, run_dir, method_name, progress=progress, rounds=cfg.rounds, log=log)
+    # The ServerApp writes the folder while it runs, so it holds the writer lock meanwhile;
+    # this process takes it back after (runlock: one writer at a time).
+    with runlock.lent(run_dir.root):
+        if cfg.flower.mode == "simulation":
+            launch.simulate(run_dir, method_name, num_supernodes=cfg.num_clients)
+        else:
+            launch.submit_and_wait(cfg.flower, run_dir, method_name, progress=progress, rounds=cfg.rounds, log=log)
     result_path = run_dir.result(method_name)
     if stop_file(run_dir, method_name).is_file():
         reason = json.loads(stop_file(run_dir, method_name).read_text())["reason"]

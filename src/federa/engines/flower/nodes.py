@@ -21,6 +21,7 @@ class NodeMap:
         self.grid, self.num_clients, self.timeout, self.log = grid, num_clients, timeout, log
         self.node_of: dict[int, int] = {}  # client id -> node id
         self._asked: set[int] = set()
+        self.own_data: set[int] = set()  # clients whose node trains on its own data file
 
     def missing(self) -> list[int]:
         return [c for c in range(self.num_clients) if c not in self.node_of]
@@ -56,6 +57,8 @@ class NodeMap:
                     "give every node its own partition-id"
                 )
             self.node_of[pid] = nid
+            if rec["data_path"]:
+                self.own_data.add(pid)
             self._asked.add(nid)
 
     def wait(self, at_least: int) -> None:

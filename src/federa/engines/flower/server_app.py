@@ -28,23 +28,35 @@ def _log(msg: str) -> None:
 
 
 def serve(grid: Grid, context: Context, out: str, config: str = "", overrides: str = "", method: str = "") -> None:
-    import json
-    from functools import partial
-
+    from federa import runlock
     from federa.config import load_config
-    from federa.engines.flower.driver import drive_method
-    from federa.job import prepare_job
     from federa.runlog import default_run_dir, open_run_dir
-    from federa.runner import pin_partition, run_info, run_pending, write_report
 
     root = Path(out) if out else None
+    # The ServerApp writes the folder for as long as it runs, even after the `federa run` that
+    # submitted it died: it holds the writer lock, so a resume meanwhile is refused.
     if root is not None and (root / "config.yaml").is_file():
         cfg = load_config(root / "config.yaml")
-        run_dir = open_run_dir(cfg, root, resume=True)
+        run_dir = open_run_dir(cfg, root, resume=True, role="federa ServerApp", log=_log)
     else:
         sets = [s.strip() for s in overrides.split(";") if s.strip()]
         cfg = load_config(config or None, [*sets, "engine=flower"])
-        run_dir = open_run_dir(cfg, root or default_run_dir(cfg), resume=False)
+        run_dir = open_run_dir(cfg, root or default_run_dir(cfg), resume=False, role="federa ServerApp", log=_log)
+    try:
+        _serve(grid, context, cfg, run_dir, method)
+    finally:
+        runlock.release(run_dir.root)
+
+
+def _serve(grid: Grid, context: Context, cfg, run_dir, method: str) -> None:
+    """Every method still to run in ``run_dir`` (or only ``method``), then the report."""
+    import json
+    from functools import partial
+
+    from federa.engines.flower.driver import drive_method
+    from federa.job import prepare_job
+    from federa.runner import pin_partition, run_info, run_pending, write_report
+
     if method and method not in cfg.methods:
         raise ConfigError(f"run config method={method} is not in the run's methods {cfg.methods}")
     _log(f"results: {run_dir.root}")

@@ -51,10 +51,15 @@ def update_content(update: Update) -> RecordDict:
 
 
 def content_update(content: RecordDict) -> Update:
-    metrics = dict(content.metric_records[METRICS])
-    num_examples = int(metrics.pop("num_examples"))
+    """The reply as an Update, values exactly as sent: the server's validation judges them.
+
+    Nothing is converted here, since a conversion would hide a forgery (int(3.7) is a valid
+    count of 3, float(10**400) raises); a missing count arrives as None and is rejected.
+    """
+    metrics = dict(content.metric_records[METRICS]) if METRICS in content.metric_records else {}
+    num_examples = metrics.pop("num_examples", None)
     state = record_state(content.array_records[STATE]) if STATE in content.array_records else {}
-    return Update(state=state, num_examples=num_examples, metrics={k: float(v) for k, v in metrics.items()})
+    return Update(state=state, num_examples=num_examples, metrics=metrics)  # type: ignore[arg-type]
 
 
 def content_error(content: RecordDict) -> tuple[str, str] | None:

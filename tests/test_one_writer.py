@@ -1,0 +1,196 @@
+"""One results folder, one writer: the OS lock, the config fingerprint on resume, nothing left by an early error."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from federa import runlock
+from federa.cli import main
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+# A process that takes the writer lock on a folder (as a second `federa run` or a ServerApp would)
+# and keeps it until killed; it prints "held" once it has it.
+_HOLDER = """
+import sys, time
+from federa import runlock
+runlock.acquire(sys.argv[1], role="federa ServerApp")
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def _hold(folder: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": SRC})
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def _args(tiny_model_dir, small_csv, out: Path, *sets: str) -> list[str]:
+    args = ["run", "--no-progress", "--out", str(out)]
+    for s in (f"model.path={tiny_model_dir}", f"data.path={small_csv}", "methods=lora", "rounds=1", "num_clients=4",
+              "clients_per_round=2", "local_steps=1", "max_length=16", "lora.r=2", "model.num_threads=1", *sets):
+        args += ["--set", s]
+    return args
+
+
+@pytest.fixture(scope="module")
+def _finished_once(tiny_model_dir, small_csv, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert main(_args(tiny_model_dir, small_csv, out)) == 0
+    runlock.release(out)  # as after `federa run` exits
+    return out
+
+
+@pytest.fixture
+def finished(_finished_once, tmp_path, capsys) -> Path:
+    """A copy of a finished one-round LoRA run, not locked by anyone."""
+    capsys.readouterr()
+    return Path(shutil.copytree(_finished_once, tmp_path / "run"))
+
+
+def _err_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+# -- the lock --------------------------------------------------------------------------------------
+
+
+def test_second_writer_is_refused_naming_the_holder(finished, capsys):
+    proc = _hold(finished)
+    try:
+        before = (finished / "metrics.jsonl").read_text()
+        assert main(["run", "--resume", str(finished), "--no-progress"]) == 2
+        err = _err_lines(capsys)
+        assert len(err) == 1 and err[0].startswith("error: ")
+        assert f"pid {proc.pid} on host {socket.gethostname()}" in err[0] and "federa ServerApp" in err[0]
+        assert (finished / "metrics.jsonl").read_text() == before  # nothing written twice
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_kill_9_never_leaves_a_stale_lock(tmp_path):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    proc = _hold(folder)
+    with pytest.raises(runlock.RunBusyError, match=f"pid {proc.pid}"):
+        runlock.acquire(folder)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    runlock.acquire(folder)  # the kernel dropped the dead holder's lock
+    runlock.release(folder)
+
+
+def test_lock_is_reentrant_in_one_process_and_lent_to_another(tmp_path):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    runlock.acquire(folder)
+    runlock.acquire(folder)  # the in-process simulation's ServerApp inside `federa run`
+    runlock.release(folder)
+    assert runlock.is_held(folder)
+    with runlock.lent(folder):  # a deployment ServerApp writes meanwhile
+        proc = _hold(folder)
+        proc.kill()
+        proc.wait()
+    assert runlock.is_held(folder)
+    # Someone else kept it: taking it back fails, naming them.
+    with pytest.raises(runlock.RunBusyError, match="federa ServerApp"):
+        with runlock.lent(folder):
+            proc = _hold(folder)
+    proc.kill()
+    proc.wait()
+    assert not runlock.is_held(folder)
+
+
+# -- the config fingerprint --------------------------------------------------------------------------
+
+
+def _edit(run: Path, **changes) -> None:
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    for dotted, value in changes.items():
+        node = cfg
+        *path, last = dotted.split("__")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"lora__r": 4}, ["lora.r: 2 -> 4"]),
+    ({"lora__target_modules": ["query"]}, ["lora.target_modules"]),
+    ({"lr__lora": 0.5, "clients_per_round": 3}, ["clients_per_round: 2 -> 3", "lr.lora:"]),
+])
+def test_resume_with_a_changed_config_is_refused_naming_the_keys(finished, capsys, changes, named):
+    _edit(finished, **changes)
+    before = sorted(p.name for p in finished.rglob("*"))
+    assert main(["run", "--resume", str(finished), "--no-progress"]) == 2
+    err = _err_lines(capsys)
+    assert len(err) == 1 and "differs from the config the run started with" in err[0], err
+    for n in named:
+        assert n in err[0]
+    assert "--allow-changed" in err[0]
+    assert sorted(p.name for p in finished.rglob("*")) == before
+    runlock.release(finished)  # (refused before taking it for good; harmless otherwise)
+
+
+def test_allow_changed_rounds_continues_the_run(finished, capsys):
+    _edit(finished, rounds=2)
+    assert main(["run", "--resume", str(finished), "--no-progress"]) == 2
+    assert "rounds: 1 -> 2" in capsys.readouterr().err
+    assert main(["run", "--resume", str(finished), "--no-progress", "--allow-changed", "nope"]) == 2
+    assert "--allow-changed nope: no such config key" in capsys.readouterr().err
+    # rounds=2 on a finished method: it stays finished (result.json), nothing is retrained.
+    assert main(["run", "--resume", str(finished), "--no-progress", "--allow-changed", "rounds"]) == 0
+    assert "resuming with changed config (allowed): rounds: 1 -> 2" in capsys.readouterr().out
+    runlock.release(finished)
+    # The fingerprint now holds the new rounds: the next resume needs no flag.
+    assert main(["run", "--resume", str(finished), "--no-progress"]) == 0
+    runlock.release(finished)
+
+
+# -- nothing left behind by an error found after validation -----------------------------------------
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["num_clients=150", "partition.alpha=0.01"], "raise partition.alpha or lower num_clients"),
+    (["lora.r=64"], "set lora.r<=32"),
+])
+@pytest.mark.parametrize("existed", [False, True])
+def test_early_error_leaves_nothing_and_the_fixed_command_runs(tiny_model_dir, small_csv, tmp_path, capsys,
+                                                               sets, message, existed):
+    out = tmp_path / "out"
+    if existed:
+        out.mkdir()  # an empty folder the user made
+    assert main(_args(tiny_model_dir, small_csv, out, *sets)) == 2
+    err = _err_lines(capsys)
+    assert len(err) == 1 and message in err[0]
+    if existed:
+        assert [p.name for p in out.iterdir() if p.name != runlock.LOCK_NAME] == []
+    else:
+        assert not out.exists()
+    if existed and "lora.r=64" in sets:  # once: the fixed command is not refused as "not empty"
+        assert main(_args(tiny_model_dir, small_csv, out)) == 0
+        runlock.release(out)
+
+
+def test_an_earlier_runs_finished_work_is_never_removed(finished, tiny_model_dir, small_csv, capsys):
+    files = sorted(p.relative_to(finished) for p in finished.rglob("*"))
+    assert main(_args(tiny_model_dir, small_csv, finished, "lora.r=64")) == 2
+    assert "is not empty" in capsys.readouterr().err
+    _edit(finished, data__path="/nonexistent.csv")
+    assert main(["run", "--resume", str(finished), "--no-progress", "--allow-changed", "data.path"]) == 2
+    runlock.release(finished)
+    assert sorted(p.relative_to(finished) for p in finished.rglob("*")) == files

@@ -36,7 +36,8 @@ def _hand_made(seed: int = 0) -> tuple[dict, dict[int, Update]]:
     glob = {A: torch.randn(R, IN, generator=g), B: torch.randn(OUT, R, generator=g),
             HEAD: torch.randn(3, 4, generator=g)}
     updates = {c: Update(state={A: torch.randn(r, IN, generator=g), B: torch.randn(OUT, r, generator=g),
-                                HEAD: torch.randn(3, 4, generator=g)}, num_examples=n)
+                                HEAD: torch.randn(3, 4, generator=g)}, num_examples=n,
+                          metrics={"train_loss": 0.5})
                for c, (r, n) in enumerate(zip(RANKS, [10, 30, 60]))}
     return glob, updates
 

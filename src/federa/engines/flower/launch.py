@@ -82,13 +82,16 @@ def superlink_command(port: int, host: str = "127.0.0.1", insecure: bool = True,
 
 def supernode_command(superlink: str, partition_id: int, num_partitions: int, port: int,
                       insecure: bool = True, root_certificates: str | None = None,
-                      data_path: str | None = None, model_path: str | None = None) -> list[str]:
+                      data_path: str | None = None, model_path: str | None = None,
+                      memory_dir: str | None = None) -> list[str]:
     """``flower-supernode`` holding one federa client; ``port`` is its own local runtime port."""
     node_config = f"partition-id={partition_id} num-partitions={num_partitions}"
     if data_path:
         node_config += f' data-path="{Path(data_path).resolve()}"'
     if model_path:
         node_config += f' model-path="{Path(model_path).resolve()}"'
+    if memory_dir:  # "off", or the folder that keeps client memory (engines/flower/node_memory.py)
+        node_config += ' memory-dir="off"' if memory_dir == "off" else f' memory-dir="{Path(memory_dir).resolve()}"'
     cmd = [_bin("flower-supernode"), "--superlink", superlink, "--port", str(port), "--node-config", node_config]
     if insecure:
         cmd.append("--insecure")
@@ -243,6 +246,8 @@ def add_node_arguments(p) -> None:
     p.add_argument("--root-certificates", help="CA certificate (PEM) to verify a TLS SuperLink")
     p.add_argument("--data-path", help="this node's own data file: its whole shard (real deployments)")
     p.add_argument("--model-path", help="this node's copy of the model folder, if not the run's model.path")
+    p.add_argument("--memory-dir", help="where this node keeps its client's memory between rounds and across "
+                   "resumes (e.g. SCAFFOLD's control variate); default $FLWR_HOME/federa-memory; off: not on disk")
 
 
 def _exec(cmd: list[str]) -> int:
@@ -271,4 +276,4 @@ def node_main(args) -> int:
     if not 0 <= args.partition_id < args.num_partitions:
         raise FlowerError(f"--partition-id {args.partition_id} must lie in 0..{args.num_partitions - 1}")
     return _exec(supernode_command(args.superlink, args.partition_id, args.num_partitions, args.port, args.insecure,
-                                   args.root_certificates, args.data_path, args.model_path))
+                                   args.root_certificates, args.data_path, args.model_path, args.memory_dir))

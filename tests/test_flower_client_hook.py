@@ -17,7 +17,7 @@ from flwr.app import Context, RecordDict
 from federa.checkpoint import load_checkpoint
 from federa.engines.flower import client_app, wire
 from federa.engines.flower.driver import drive_method
-from federa.engines.flower.node_memory import NodeMemory
+from federa.engines.flower.node_memory import NodeMemory, memory_dir
 from federa.engines.inprocess import run_method
 from federa.job import prepare_job
 from federa.runlog import RunDir
@@ -38,9 +38,12 @@ def _task_identity(monkeypatch):
 
 class InProcessGrid:
     """Flower's Grid, with node ``100+i`` holding client ``i`` and keeping its Context between messages
-    (a new grid = a new Flower run: fresh Context.state, as after ``federa run --resume``)."""
+    (a new grid = a new Flower run: fresh Context.state, as after ``federa run --resume``).
+    Models are cached across messages as in simulation (a Ray actor serves many nodes); ``fresh``:
+    every message builds its model anew, as a deployment SuperNode's new process per message does."""
 
-    def __init__(self, n: int, **node_config: str) -> None:
+    def __init__(self, n: int, fresh: bool = False, **node_config: str) -> None:
+        self.fresh = fresh
         self.contexts = {100 + i: Context(run_id=1, node_id=100 + i, state=RecordDict(), run_config={},
                                           node_config={"partition-id": i, "num-partitions": n, **node_config})
                          for i in range(n)}
@@ -51,7 +54,12 @@ class InProcessGrid:
 
     def send_and_receive(self, msgs, timeout=None):
         self.sent += msgs
-        return [client_app.app(m, self.contexts[m.metadata.dst_node_id]) for m in msgs]
+        replies = []
+        for m in msgs:
+            if self.fresh:
+                client_app._MODELS.clear()
+            replies.append(client_app.app(m, self.contexts[m.metadata.dst_node_id]))
+        return replies
 
 
 def _flower(cfg, method: str, out: Path, grid: InProcessGrid) -> dict:
@@ -83,7 +91,7 @@ def test_client_hook_on_flower_equals_inprocess(tiny_cfg, tmp_path, method, stra
     """3 rounds, 2 of 4 clients a round (so clients skip rounds and come back to their memory)."""
     over = (f"methods={method}", f"strategy={strategy}", "rounds=3", "lr.lora=0.01", "lr.federa=0.01")
     cfg = tiny_cfg(*over, "engine=flower")  # accepted: no refusal left for these
-    grid = InProcessGrid(4, **{"memory-dir": str(tmp_path / "mem")})
+    grid = InProcessGrid(4, fresh=method == "lora+fedex", **{"memory-dir": str(tmp_path / "mem")})
     assert _flower(cfg, method, tmp_path / "flower", grid)["status"] == "done"
     assert _inprocess(tiny_cfg(*over), method, tmp_path / "inprocess")["status"] == "done"
     _assert_same_run(tmp_path / "flower", tmp_path / "inprocess", method)
@@ -102,10 +110,11 @@ def test_client_hook_on_flower_equals_inprocess(tiny_cfg, tmp_path, method, stra
 
 def test_scaffold_node_memory_survives_a_resume_exactly(tiny_cfg, tmp_path):
     """Stop after round 1, resume in a new Flower run (fresh Context.state): cᵢ comes from the node's
-    memory-dir, and the result equals the uninterrupted run bit for bit."""
-    over = ("methods=lora", "strategy=scaffold", "lr.lora=0.01", "engine=flower")
+    memory-dir, and the result equals the uninterrupted run (in-process, which equals Flower's) bit for bit."""
+    over = ("methods=lora", "strategy=scaffold", "lr.lora=0.01")
+    assert _inprocess(tiny_cfg(*over, "rounds=3"), "lora", tmp_path / "whole")["status"] == "done"
+    over = (*over, "engine=flower")
     mem = {"memory-dir": str(tmp_path / "mem")}
-    assert _flower(tiny_cfg(*over, "rounds=3"), "lora", tmp_path / "whole", InProcessGrid(4, **mem))["status"] == "done"
     split = tmp_path / "split"
     _flower(tiny_cfg(*over, "rounds=1"), "lora", split, InProcessGrid(4, **mem))
     # An attempt at round 2 that the server never completed leaves round-2 entries on the nodes ...
@@ -121,19 +130,26 @@ def test_scaffold_node_memory_survives_a_resume_exactly(tiny_cfg, tmp_path):
 
 def test_without_node_memory_a_client_restarts_from_zero_and_the_run_is_well_defined(tiny_cfg, tmp_path):
     """memory-dir=off: a resume loses every cᵢ (Context.state lasts one Flower run); each client then
-    starts again from cᵢ = 0, as SCAFFOLD does for a client never sampled. The run finishes with
-    finite numbers, and differs from the exact resume only through that."""
-    over = ("methods=lora", "strategy=scaffold", "lr.lora=0.01", "engine=flower")
-    _flower(tiny_cfg(*over, "rounds=1"), "lora", tmp_path / "run", InProcessGrid(4, **{"memory-dir": "off"}))
-    grid = InProcessGrid(4, **{"memory-dir": "off"})
-    assert _flower(tiny_cfg(*over, "rounds=3"), "lora", tmp_path / "run", grid)["status"] == "done"
-    assert not (tmp_path / "mem").exists()
-    rows = _rows(tmp_path / "run", "lora")
-    assert [r["round"] for r in rows] == [0, 1, 2, 3]
-    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in rows[1:])
-    # Within the resumed Flower run, node memory works again: a node sampled twice holds its cᵢ.
-    held = [ctx for ctx in grid.contexts.values() if any(k.startswith("federa.memory") for k in ctx.state.array_records)]
-    assert held
+    starts again from cᵢ = 0, as SCAFFOLD does for a client never sampled: the run equals, bit for
+    bit, an in-process resume whose checkpoint lost every cᵢ (c, on the server, is kept)."""
+    from federa.checkpoint import save_checkpoint
+
+    over = ("methods=lora", "strategy=scaffold", "lr.lora=0.01")
+    off = {"memory-dir": "off"}
+    _flower(tiny_cfg(*over, "engine=flower", "rounds=1"), "lora", tmp_path / "flower", InProcessGrid(4, **off))
+    grid = InProcessGrid(4, **off)
+    assert _flower(tiny_cfg(*over, "engine=flower", "rounds=3"), "lora", tmp_path / "flower", grid)["status"] == "done"
+    assert memory_dir(off) is None  # nothing on disk
+    # The same loss, in-process: drop the simulated clients' cᵢ from the round-1 checkpoint.
+    rd = RunDir(tmp_path / "inprocess")
+    _inprocess(tiny_cfg(*over, "rounds=1"), "lora", rd.root)
+    payload = load_checkpoint(rd.checkpoint("lora"))[0]
+    assert payload["strategy"]["inner"].pop("c_clients")  # Validate(Scaffold): there were some
+    save_checkpoint(rd.checkpoint("lora"), payload)
+    assert _inprocess(tiny_cfg(*over, "rounds=3"), "lora", rd.root)["status"] == "done"
+    _assert_same_run(tmp_path / "flower", rd.root, "lora")
+    # Within the resumed Flower run node memory works again: the nodes hold their cᵢ.
+    assert any(k.startswith("federa.memory") for ctx in grid.contexts.values() for k in ctx.state.array_records)
 
 
 def test_node_memory_uses_the_newest_completed_round_and_drops_the_rest(tmp_path):
@@ -187,3 +203,13 @@ def test_base_fold_is_the_unfolded_weight_plus_the_fold_however_it_got_there(tin
     assert torch.equal(got, w0 + folds[-1][name])
     apply_base_fold(server_model, {}, applied)  # no fold any more: back to the unfolded weight
     assert torch.equal(dict(server_model.named_parameters())[name], w0)
+
+
+def test_fedex_resume_is_exact_in_process_too(tiny_cfg, tmp_path):
+    """Frozen weights are unfolded + fold on every party, so a resumed FedEx-LoRA run (a fresh model,
+    folded once) equals the uninterrupted one (folded round after round) bit for bit."""
+    over = ("methods=lora+fedex", "lr.lora=0.05")
+    assert _inprocess(tiny_cfg(*over, "rounds=3"), "lora+fedex", tmp_path / "whole")["status"] == "done"
+    _inprocess(tiny_cfg(*over, "rounds=2"), "lora+fedex", tmp_path / "split")
+    assert _inprocess(tiny_cfg(*over, "rounds=3"), "lora+fedex", tmp_path / "split")["status"] == "done"
+    _assert_same_run(tmp_path / "split", tmp_path / "whole", "lora+fedex")

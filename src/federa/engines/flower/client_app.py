@@ -50,6 +50,9 @@ class NodeCache:
             self._items.popitem(last=False)
         return value
 
+    def clear(self) -> None:
+        self._items.clear()
+
 
 # One cache per process (see NodeCache); never consulted for correctness, only for speed.
 _JOBS = NodeCache()

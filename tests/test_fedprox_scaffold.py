@@ -213,9 +213,9 @@ def test_scaffold_refuses_wrappers_that_cover_only_the_model_update(tiny_cfg):
     tiny_cfg("strategy=fedprox", "dp.enabled=true", "dp.noise_multiplier=1")  # FedProx sends nothing extra
 
 
-def test_scaffold_refuses_the_flower_engine_in_one_line(tiny_cfg):
-    with pytest.raises(ConfigError, match=r"^config: strategy=scaffold needs its client rule .* use engine=inprocess$"):
-        tiny_cfg("strategy=scaffold", "engine=flower")
+def test_scaffold_runs_on_the_flower_engine(tiny_cfg):
+    # Its client hook travels on Flower (tests/test_flower_client_hook.py); only SecAgg+ refuses it.
+    assert tiny_cfg("strategy=scaffold", "engine=flower").strategy == "scaffold"
     assert tiny_cfg("strategy=fedprox", "engine=flower").strategy == "fedprox"  # mu travels in the settings
 
 

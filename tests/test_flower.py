@@ -126,6 +126,21 @@ def test_flower_two_rounds_of_federa_and_lora_equal_inprocess(tmp_path, tiny_mod
     _same_files(tmp_path)
 
 
+@pytest.mark.slow
+def test_flower_client_hook_strategies_equal_inprocess(tmp_path, tiny_model_dir, small_csv):
+    """SCAFFOLD (c down, Δcᵢ up, cᵢ on the node), FedEx-LoRA (fold down) and RoLoRA on 3 real SuperNodes."""
+    base = _base(tiny_model_dir, small_csv, "methods=lora,lora+fedex,lora+rolora", "strategy=scaffold",
+                 "rounds=2", "num_clients=3", "clients_per_round=2", "lr.lora=0.01")
+    flower, _, seconds = _flower_vs_inprocess(tmp_path, base, nodes=3)
+    print(f"flower: 3 methods x 2 rounds on 3 SuperNodes: {seconds:.1f}s")
+    for m in ("lora", "lora+fedex", "lora+rolora"):
+        assert flower["methods"][m]["status"] == "done"
+        _assert_same(tmp_path, m, ("checkpoint.pt.prev", "checkpoint.pt"))
+    # Each node kept its client's cᵢ in its own memory-dir (FLWR_HOME of the test federation).
+    assert list((tmp_path / "federation" / "flwr-home" / "federa-memory").rglob("*.safetensors"))
+    _same_files(tmp_path)
+
+
 def _kill_after_round_one(fed: LocalFederation, node: str, out: Path, timeout: float = 300) -> threading.Thread:
     """Kill ``node`` a few seconds into round 2 of lora (its messages are out: it dies with work in hand)."""
 

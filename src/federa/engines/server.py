@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,7 +98,9 @@ class ServerRun:
         self.state = trainable_state(self.model)
         self.trainable, self.total = count_parameters(self.model)
         self.totals = Totals()
-        self._folded: State = {}  # what of the strategy's base fold this model already holds (FedEx-LoRA)
+        self._folded: State = {}  # the unfolded frozen weights under the strategy's base fold (FedEx-LoRA)
+        # Names this run (and its resumes) to the Flower nodes that keep a client's memory on disk.
+        self.run_token = uuid.uuid4().hex
         self.round = 0
         self.last_metrics: dict[str, float] = {}
         run_dir.method_dir(method_name).mkdir(parents=True, exist_ok=True)
@@ -116,6 +119,7 @@ class ServerRun:
         if warning:
             self.log(f"[{self.name}] {warning}")
         self.round = payload["round"]
+        self.run_token = payload.get("run_token", self.run_token)
         self.state = payload["state"]
         load_trainable_state(self.model, self.state)
         self.strategy.load_state_dict(payload["strategy"])
@@ -133,7 +137,7 @@ class ServerRun:
         save_checkpoint(self.run_dir.checkpoint(self.name), {
             "method": self.name, "round": self.round, "state": self.state,
             "strategy": self.strategy.state_dict(), "totals": self.totals.as_dict(),
-            "last_metrics": self.last_metrics,
+            "last_metrics": self.last_metrics, "run_token": self.run_token,
         })
 
     def register_shards(self, sizes: Mapping[int, int]) -> None:
@@ -162,6 +166,11 @@ class ServerRun:
         """The trainable state ``client`` starts from (the global one, or its rank's factors)."""
         return self.strategy.client_state(rnd, client, self.state)
 
+    def down_bytes(self, rnd: int, client: int) -> int:
+        """Bytes sent to ``client`` beside the state: its payload and the base fold (FedEx-LoRA's
+        folded residual, which every client needs in full to hold the server's frozen weights)."""
+        return state_bytes(self.payload(rnd, client)) + state_bytes(self.strategy.base_fold())
+
     def local_rule(self, rnd: int, client: int, settings: TrainSettings, memory: State) -> LocalRule | None:
         """The strategy's client rule for ``client`` this round, or None when it has none."""
         rule = self.strategy.client_rule
@@ -176,7 +185,7 @@ class ServerRun:
         """
         cfg = self.job.cfg
         # What was sent beside the state, read before aggregation moves the strategy's state on.
-        payload_down = sum(state_bytes(self.payload(rnd, c)) for c in updates)
+        payload_down = sum(self.down_bytes(rnd, c) for c in updates)
         # Each client's own state: smaller than the global one for a lower LoRA rank (FlexLoRA, ...).
         states_down = sum(state_bytes(self.client_state(rnd, c)) for c in updates)
         t_agg = time.perf_counter()

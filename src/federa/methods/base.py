@@ -62,20 +62,33 @@ def load_trainable_state(model: nn.Module, state: State) -> None:
             p.copy_(state[name])
 
 
-def apply_base_fold(model: nn.Module, fold: State, applied: State) -> State:
-    """Add ``fold − applied`` to the model's frozen weights by name (transposed for GPT-2's Conv1D,
-    which stores (in, out)); returns the fold now applied. A strategy's ``base_fold`` (FedEx-LoRA)
-    is the only source of such changes to frozen weights."""
+def apply_base_fold(model: nn.Module, fold: State, originals: State) -> State:
+    """Set every frozen weight named in ``fold`` to its unfolded value + the fold (transposed for
+    GPT-2's Conv1D, which stores (in, out)); a weight folded earlier but absent from ``fold`` goes
+    back to its unfolded value. ``originals``: the unfolded weights this returned last time ({}
+    on a model never folded). A strategy's ``base_fold`` (FedEx-LoRA) is the only source of such
+    changes to frozen weights.
+
+    Always original + fold, never += the change: every party (the server, a resumed server, a
+    Flower node that missed rounds, someone loading the exported fold) then holds bit-identical
+    frozen weights, which incremental float32 additions would not give.
+    """
     from transformers.pytorch_utils import Conv1D
 
     params = dict(model.named_parameters())
+    originals = dict(originals)
     with torch.no_grad():
-        for name, total in fold.items():
-            delta = total - applied[name] if name in applied else total
-            owner = model.get_submodule(name.removesuffix(".weight"))
+        for name in [*fold, *(n for n in originals if n not in fold)]:
             p = params[name]
-            p.add_((delta.T if isinstance(owner, Conv1D) else delta).to(p.device, p.dtype))
-    return {k: v.clone() for k, v in fold.items()}
+            if name not in originals:
+                originals[name] = p.detach().clone()
+            if name not in fold:
+                p.copy_(originals[name])
+                continue
+            owner = model.get_submodule(name.removesuffix(".weight"))
+            total = fold[name]
+            p.copy_(originals[name] + (total.T if isinstance(owner, Conv1D) else total).to(p.device, p.dtype))
+    return {k: v for k, v in originals.items() if k in fold}
 
 
 def state_bytes(state: State) -> int:

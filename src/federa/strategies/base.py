@@ -62,11 +62,10 @@ class Strategy(ABC):
 
     @classmethod
     def check(cls, cfg: Config) -> str | None:
-        """Why this strategy cannot run under ``cfg`` (e.g. an engine it does not support), or None."""
-        if cls.client_rule is not None and cfg.engine == "flower":
-            # The Flower wire carries settings and states only: a client rule's payload, extra
-            # tensors and per-node memory would be silently dropped, so refuse instead.
-            return f"strategy={cls.name} needs its client rule on every client, which engine=flower does not carry yet; use engine=inprocess"
+        """Why this strategy cannot run under ``cfg`` (e.g. an engine it does not support), or None.
+
+        The client hook (payload, extra, memory, base fold) runs on every engine: in-process the
+        strategy keeps each simulated client's memory, on Flower each node keeps its own."""
         return None
 
     def client_state(self, rnd: int, client: int, global_state: State) -> State:
@@ -88,7 +87,8 @@ class Strategy(ABC):
 
     def client_memory(self, client: int) -> State:
         """What ``client`` kept from its last round, when the engine simulates clients in this
-        process and the strategy keeps their memory for them (and checkpoints it)."""
+        process and the strategy keeps their memory for them (and checkpoints it). On Flower the
+        node keeps it (``federa.engines.flower.node_memory``) and this is never asked."""
         return {}
 
     def keep_client_memory(self, client: int, memory: State) -> None:
@@ -100,7 +100,9 @@ class Strategy(ABC):
 
     def base_fold(self) -> State:
         """Cumulative tensors added to frozen weights of every party, by parameter name
-        (FedEx-LoRA's folded residual); empty for strategies that never touch frozen weights."""
+        (FedEx-LoRA's folded residual); empty for strategies that never touch frozen weights.
+        Engines send it to every sampled client (counted in ``bytes_down``) and set each frozen
+        weight to its unfolded value + the fold."""
         return {}
 
     def sample_clients(self, rnd: int, clients: Sequence[int]) -> list[int]:

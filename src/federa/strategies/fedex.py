@@ -5,8 +5,8 @@ the factor averages as the new adapter and folds the difference into every party
 weight: W ← W + s·(avg(B·A) − avg(B)·avg(A)) per adapted matrix (s = lora.alpha / lora.r), so
 the global model equals the average of the clients' models exactly. The cumulative fold is
 checkpointed, applied by the server to its model, and sent to each sampled client beside the
-state (a full out×in matrix per adapted module, counted in ``bytes_down``): exactness costs
-FFT-sized traffic on the adapted matrices. Averages are FedAvg's (by example count).
+state (the engine ships ``base_fold`` generically; a full out×in matrix per adapted module,
+counted in ``bytes_down``): exactness costs FFT-sized traffic on the adapted matrices. Averages are FedAvg's (by example count).
 """
 
 from __future__ import annotations
@@ -36,13 +36,6 @@ class FedExLoRA(Strategy):
     def from_config(cls, cfg: Config) -> FedExLoRA:
         return cls(cfg.clients_per_round, cfg.seed, scaling=cfg.lora.alpha / cfg.lora.r)
 
-    @classmethod
-    def check(cls, cfg: Config) -> str | None:
-        if cfg.engine != "inprocess":
-            return "strategy=fedex folds a residual into every client's frozen weights, which engine=flower " \
-                   "does not carry yet; use engine=inprocess"
-        return super().check(cfg)
-
     def aggregate(self, rnd: int, global_state: State, updates: Updates) -> State:
         states = [u.state for u in updates.values()]
         weights = [u.num_examples for u in updates.values()]
@@ -57,9 +50,6 @@ class FedExLoRA(Strategy):
 
     def base_fold(self) -> State:
         return {k: v.float() for k, v in self.fold.items()}
-
-    def client_payload(self, rnd: int, client: int, global_state: State) -> State:
-        return self.base_fold()  # a client must hold the same frozen weights as the server
 
     def state_dict(self) -> dict[str, Any]:
         return {"fold": self.fold}

@@ -55,8 +55,10 @@ class FLoRA(HeterogeneousRanks):
     @classmethod
     def check(cls, cfg: Config) -> str | None:
         if cfg.engine != "inprocess":
-            return "strategy=flora folds each round's stacked update into every client's frozen weights, which " \
-                   "engine=flower does not carry yet; use engine=inprocess"
+            # The fold crosses Flower (as FedEx-LoRA's does), but FLoRA's per-round adapter restart
+            # has not been checked there against the in-process engine: refuse rather than guess.
+            return "strategy=flora (its per-round adapter restart) is not verified on engine=flower yet; " \
+                   "use engine=inprocess"
         return super().check(cfg)
 
     def aggregate(self, rnd: int, global_state: State, updates: Updates) -> State:
@@ -78,9 +80,6 @@ class FLoRA(HeterogeneousRanks):
 
     def base_fold(self) -> State:
         return {k: v.float() for k, v in self.fold.items()}
-
-    def client_payload(self, rnd: int, client: int, global_state: State) -> State:
-        return self.base_fold()  # a client must hold the same frozen weights as the server
 
     def state_dict(self) -> dict[str, Any]:
         return {"fold": self.fold}

@@ -8,7 +8,9 @@ node-local file. Its model is the pretrained base plus the method applied with t
 broadcast setup (for FeDeRA the SVD factors: a node never computes its own SVD).
 
 Node config keys (``flower-supernode --node-config '...'``):
-``partition-id``, ``num-partitions`` (required), ``data-path``, ``model-path`` (optional).
+``partition-id``, ``num-partitions`` (required), ``data-path``, ``model-path``, ``memory-dir``
+(optional; where a strategy's per-client memory, e.g. SCAFFOLD's cᵢ, is kept: see
+:mod:`.node_memory`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class NodeCache:
         while len(self._items) > self._size:
             self._items.popitem(last=False)
         return value
+
+    def clear(self) -> None:
+        self._items.clear()
 
 
 # One cache per process (see NodeCache); never consulted for correctness, only for speed.
@@ -119,23 +124,62 @@ def node_setup(content: RecordDict, context: Context, method: str) -> dict:
     return wire.record_state(context.state.array_records[key])
 
 
-def node_model(job_key: tuple, job, method: str, setup: dict):
+class NodeModel:
+    """A node's model and the unfolded frozen weights under the base fold it holds (FedEx-LoRA)."""
+
+    def __init__(self, model) -> None:
+        self.model, self.originals = model, {}
+
+    def with_fold(self, fold: dict):
+        """The model with exactly ``fold`` on its frozen weights (this node's earlier fold replaced)."""
+        from federa.methods.base import apply_base_fold
+
+        if fold or self.originals:
+            self.originals = apply_base_fold(self.model, fold, self.originals)
+        return self.model
+
+
+def node_model(job_key: tuple, job, method: str, setup: dict) -> NodeModel:
     digest = hashlib.sha256(b"".join(setup[k].numpy().tobytes() for k in sorted(setup))).hexdigest()
-    return _MODELS.get((job_key, method, digest), lambda: job.client_model(method, setup))
+    return _MODELS.get((job_key, method, digest), lambda: NodeModel(job.client_model(method, setup)))
+
+
+def client_rule(cfg, method: str):
+    """The run's client rule for ``method`` (None: plain local training), from the config the
+    server sent: the same stack the server builds, so any strategy's rule runs here unchanged."""
+    from federa.methods.variants import VARIANTS, split_method
+    from federa.strategies.stack import build_stack
+
+    variant = split_method(method)[1]
+    return build_stack(cfg, VARIANTS[variant].strategy if variant else None).client_rule
 
 
 def train_content(content: RecordDict, context: Context) -> RecordDict:
-    """One local update, from a plain federa train message."""
+    """One local update, from a plain federa train message.
+
+    The strategy's client hook runs as in-process: its rule is built from the global state, the
+    ``payload`` the server sent and the memory this node kept for the client (node_memory); the
+    reply carries the rule's ``extra`` and the node keeps its new memory. The base ``fold``, if
+    any, is put on the frozen weights first, so the node holds the server's frozen weights.
+    """
     from federa.client import local_update
     from federa.engines.flower import wire
+    from federa.engines.flower.node_memory import NodeMemory
 
     rec = content.config_records[wire.SETTINGS]
     method, cid = str(rec["method"]), int(rec["client_id"])
     setup = node_setup(content, context, method)
     key, job, shard = node_shard(str(rec["config_yaml"]), context.node_config, cid, list(rec["label_names"]))
-    model = node_model(key, job, method, setup)
-    update = local_update(model, wire.record_state(content.array_records[wire.STATE]), shard, job.collate,
-                          wire.record_settings(rec), job.device, client_id=cid)
+    model = node_model(key, job, method, setup).with_fold(wire.optional_state(content, wire.FOLD))
+    state, settings = wire.record_state(content.array_records[wire.STATE]), wire.record_settings(rec)
+    rule_class, memory, rule = client_rule(job.cfg, method), None, None
+    rnd = int(rec.get("round", 0))
+    if rule_class is not None:
+        memory = NodeMemory(context, str(rec.get("run_token", "")), method, cid)
+        rule = rule_class(state, wire.optional_state(content, wire.PAYLOAD), memory.load(rnd), settings)
+    update = local_update(model, state, shard, job.collate, settings, job.device, client_id=cid, rule=rule)
+    if memory is not None:
+        memory.keep(rnd, update.memory)
     return wire.update_content(update)
 
 

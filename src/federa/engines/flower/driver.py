@@ -52,13 +52,21 @@ class _Round:
     def plain(self, rnd: int, plan: dict) -> dict[int, Update]:
         server, targets = self.server, self._targets(plan)
         msgs = []
+        fold = server.strategy.base_fold()
         for cid, nid in targets.items():
             content = RecordDict({
-                wire.SETTINGS: wire.settings_record(server.name, cid, self.cfg_yaml, plan[cid], self.labels),
+                wire.SETTINGS: wire.settings_record(server.name, cid, self.cfg_yaml, plan[cid], self.labels,
+                                                    rnd=rnd, run_token=server.run_token),
                 wire.STATE: wire.state_record(server.client_state(rnd, cid)),  # its rank's factors, if its own
             })
             if nid not in self.has_setup:
                 content.array_records[wire.SETUP] = wire.state_record(server.setup)
+            # The strategy's client hook: what its rule needs (SCAFFOLD's c), and its base fold
+            # (FedEx-LoRA), which the node must hold on its frozen weights. Both are in bytes_down.
+            if payload := server.payload(rnd, cid):
+                content.array_records[wire.PAYLOAD] = wire.state_record(payload)
+            if fold:
+                content.array_records[wire.FOLD] = wire.state_record(fold)
             msgs.append(Message(content, nid, MessageType.TRAIN, group_id=f"{server.name}:{rnd}", ttl=self.timeout))
         client_of = {nid: cid for cid, nid in targets.items()}
         updates: dict[int, Update] = {}
@@ -88,6 +96,10 @@ class _Round:
         from federa.engines.flower.secagg import apply_average, fit_ins, secagg_round
 
         server, targets = self.server, self._targets(plan)
+        if server.strategy.base_fold() or any(server.payload(rnd, c) for c in targets):
+            # The config check refuses such stacks; this guards a plug-in strategy that slips through.
+            raise FlowerError("this strategy sends tensors beside the state, which SecAgg+ rounds do not "
+                              "carry; set secure_aggregation=false")
         clip = server.job.cfg.flower.secagg_clip_range
         ins = {nid: fit_ins(server.state, None if nid in self.has_setup else server.setup, server.name, cid,
                             self.cfg_yaml, plan[cid], self.labels, clip)

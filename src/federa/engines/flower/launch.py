@@ -83,7 +83,8 @@ def superlink_command(port: int, host: str = "127.0.0.1", insecure: bool = True,
 def supernode_command(superlink: str, partition_id: int, num_partitions: int, port: int,
                       insecure: bool = True, root_certificates: str | None = None,
                       data_path: str | None = None, model_path: str | None = None,
-                      max_wait_time: float | None = None, max_retries: int | None = None) -> list[str]:
+                      max_wait_time: float | None = None, max_retries: int | None = None,
+                      memory_dir: str | None = None) -> list[str]:
     """``flower-supernode`` holding one federa client; ``port`` is its own local runtime port.
 
     ``max_wait_time``/``max_retries``: Flower's own limits on reconnecting (None: no limit).
@@ -93,6 +94,8 @@ def supernode_command(superlink: str, partition_id: int, num_partitions: int, po
         node_config += f' data-path="{Path(data_path).resolve()}"'
     if model_path:
         node_config += f' model-path="{Path(model_path).resolve()}"'
+    if memory_dir:  # "off", or the folder that keeps client memory (engines/flower/node_memory.py)
+        node_config += ' memory-dir="off"' if memory_dir == "off" else f' memory-dir="{Path(memory_dir).resolve()}"'
     cmd = [_bin("flower-supernode"), "--superlink", superlink, "--port", str(port), "--node-config", node_config]
     if max_wait_time is not None:
         cmd += ["--max-wait-time", f"{max_wait_time:g}"]
@@ -255,6 +258,8 @@ def add_node_arguments(p) -> None:
                    help="give up when the SuperLink cannot be reached for this long (default 300; 0: never)")
     p.add_argument("--max-retries", type=int, default=None, metavar="N",
                    help="give up after N failed connection attempts in a row (default: no limit within --max-wait-time)")
+    p.add_argument("--memory-dir", help="where this node keeps its client's memory between rounds and across "
+                   "resumes (e.g. SCAFFOLD's control variate); default $FLWR_HOME/federa-memory; off: not on disk")
 
 
 # Flower's exit code for a SuperNode that gave up connecting (flower.ai/docs/framework/ref-exit-codes/305).
@@ -342,7 +347,7 @@ def node_main(args) -> int:
     if args.max_wait_time < 0 or (args.max_retries is not None and args.max_retries < 0):
         raise FlowerError("--max-wait-time and --max-retries must be >= 0 (0 wait: keep trying for ever)")
     cmd = supernode_command(args.superlink, args.partition_id, args.num_partitions, args.port, args.insecure,
-                            args.root_certificates, args.data_path, args.model_path,
+                            args.root_certificates, args.data_path, args.model_path, memory_dir=args.memory_dir,
                             max_wait_time=args.max_wait_time or None, max_retries=args.max_retries)
     rc, unreachable = _exec(cmd)
     if unreachable:

@@ -1,11 +1,14 @@
 """What travels between federa's ServerApp and ClientApp, as Flower records.
 
-One train message carries: ``settings`` (ConfigRecord: method, client id, the federa config as
-YAML, the client's TrainSettings), ``state`` (ArrayRecord: the global trainable tensors) and,
-the first time a node works on a method, ``setup`` (ArrayRecord: e.g. FeDeRA's SVD factors).
-The reply carries ``state`` (ArrayRecord: the client's trainable tensors) and ``metrics``
+One train message carries: ``settings`` (ConfigRecord: method, client id, round, the run's
+token, the federa config as YAML, the client's TrainSettings), ``state`` (ArrayRecord: the
+global trainable tensors), the first time a node works on a method ``setup`` (ArrayRecord: e.g.
+FeDeRA's SVD factors), and, when the strategy has them, ``payload`` (its ``client_payload``,
+e.g. SCAFFOLD's c) and ``fold`` (its ``base_fold``, FedEx-LoRA's residual folded into frozen
+weights). The reply carries ``state`` (ArrayRecord: the client's trainable tensors), ``extra``
+(ArrayRecord, when the client rule sends tensors up: SCAFFOLD's Δcᵢ) and ``metrics``
 (MetricRecord: example count and training metrics), or ``error`` (ConfigRecord) for a problem
-the user must fix. Nothing else crosses the wire.
+the user must fix. Nothing else crosses the wire: a client's memory stays on its node.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from federa.types import State, TrainSettings, Update
 
 SETTINGS, STATE, SETUP, METRICS, ERROR = "settings", "state", "setup", "metrics", "error"
+PAYLOAD, FOLD, EXTRA = "payload", "fold", "extra"
 # Query sent once to every node: "which client (partition) do you hold?"
 DISCOVER = "query.discover"
 
@@ -32,11 +36,13 @@ def record_state(record: ArrayRecord) -> State:
 
 
 def settings_record(method: str, client_id: int, cfg_yaml: str, settings: TrainSettings,
-                    label_names: list[str]) -> ConfigRecord:
+                    label_names: list[str], rnd: int = 0, run_token: str = "") -> ConfigRecord:
+    """``rnd`` and ``run_token`` let the node find the memory its client kept (node_memory)."""
     # ConfigRecord holds no None: unset settings (e.g. local_epochs) are left out.
     values: dict[str, Any] = {k: v for k, v in asdict(settings).items() if v is not None}
-    return ConfigRecord({"method": method, "client_id": client_id, "config_yaml": cfg_yaml,
-                         "label_names": list(label_names), **{f"s.{k}": v for k, v in values.items()}})
+    return ConfigRecord({"method": method, "client_id": client_id, "round": rnd, "run_token": run_token,
+                         "config_yaml": cfg_yaml, "label_names": list(label_names),
+                         **{f"s.{k}": v for k, v in values.items()}})
 
 
 def record_settings(record: ConfigRecord) -> TrainSettings:
@@ -44,10 +50,19 @@ def record_settings(record: ConfigRecord) -> TrainSettings:
     return TrainSettings(**{k[2:]: v for k, v in record.items() if k.startswith("s.") and k[2:] in names})
 
 
+def optional_state(content: RecordDict, key: str) -> State:
+    """The tensors under ``key``, or {} when the message has none (an empty state is not sent)."""
+    return record_state(content.array_records[key]) if key in content.array_records else {}
+
+
 def update_content(update: Update) -> RecordDict:
+    """The reply: state, metrics and the client rule's extra tensors; never ``update.memory``."""
     metrics = {k: float(v) for k, v in update.metrics.items()}
-    return RecordDict({STATE: state_record(update.state),
-                       METRICS: MetricRecord({"num_examples": int(update.num_examples), **metrics})})
+    content = RecordDict({STATE: state_record(update.state),
+                          METRICS: MetricRecord({"num_examples": int(update.num_examples), **metrics})})
+    if update.extra:
+        content.array_records[EXTRA] = state_record(update.extra)
+    return content
 
 
 def content_update(content: RecordDict) -> Update:
@@ -58,8 +73,8 @@ def content_update(content: RecordDict) -> Update:
     """
     metrics = dict(content.metric_records[METRICS]) if METRICS in content.metric_records else {}
     num_examples = metrics.pop("num_examples", None)
-    state = record_state(content.array_records[STATE]) if STATE in content.array_records else {}
-    return Update(state=state, num_examples=num_examples, metrics=metrics)  # type: ignore[arg-type]
+    return Update(state=optional_state(content, STATE), num_examples=num_examples,  # type: ignore[arg-type]
+                  metrics=metrics, extra=optional_state(content, EXTRA))
 
 
 def content_error(content: RecordDict) -> tuple[str, str] | None:

@@ -93,6 +93,18 @@ class Strategy(ABC):
         (FedEx-LoRA's folded residual); empty for strategies that never touch frozen weights."""
         return {}
 
+    # -- personalised parts (FedSA-LoRA's B): trained on each client, never sent ----------
+
+    def start_private(self, initial: State) -> None:
+        """Told once by the server: the tensors a method variant keeps on each client, at the
+        values every client builds them with (empty: nothing is private)."""
+
+    def client_private(self, client: int | None) -> State:
+        """``client``'s private tensors as they stand (its model = the global state + these), or
+        with None those the global model is evaluated and saved with; empty: every client's
+        model is the global model."""
+        return {}
+
     def sample_clients(self, rnd: int, clients: Sequence[int]) -> list[int]:
         """Uniform sample without replacement, a pure function of (seed, round, client ids)."""
         k = min(self.clients_per_round, len(clients))
@@ -191,6 +203,12 @@ class Wrapper(Strategy):
 
     def base_fold(self) -> State:
         return self.inner.base_fold()
+
+    def start_private(self, initial: State) -> None:
+        self.inner.start_private(initial)
+
+    def client_private(self, client: int | None) -> State:
+        return self.inner.client_private(client)
 
     def before(self, rnd: int, global_state: State, updates: Updates) -> Updates:
         return updates

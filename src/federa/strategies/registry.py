@@ -21,6 +21,7 @@ _REGISTRY: dict[str, str | type[Strategy]] = {
     "trimmed_mean": "federa.strategies.trimmed_mean:TrimmedMean",
     "rolora": "federa.strategies.rolora:RoLoRA",
     "fedex": "federa.strategies.fedex:FedExLoRA",
+    "fedsa": "federa.strategies.fedsa:FedSA",
 }
 
 

@@ -134,3 +134,34 @@ def test_a_run_logs_reports_and_plots_per_client_scores(tiny_cfg, tmp_path):
     report = RunDir(rd.root).report.read_text()
     assert "## Per-client scores" in report and "| lora | 4/4 |" in report
     assert (rd.root / "client_scores.png").stat().st_size > 5_000
+
+
+def test_compare_shares_the_held_out_split_and_reports_it(tiny_cfg, tmp_path):
+    """lora beside lora+fedsa: one partition per cell (both held out 0.1), per-client columns and plot."""
+    import csv
+
+    from federa import compare
+    from federa.compare import Plan
+
+    plan = Plan(base=tiny_cfg("rounds=1"), methods=("lora", "lora+fedsa"), alphas=("iid",), seeds=(0,),
+                out=tmp_path / "cmp")
+    outcome = compare.run_compare(plan, progress=False, log=lambda *_: None)
+    cell = json.loads((plan.out / "cells" / "aiid-s0" / "partition.json").read_text())
+    assert cell["client_val_fraction"] == 0.1 and all(c["num_val"] >= 1 for c in cell["clients"])
+    with open(plan.out / "summary.csv", newline="", encoding="utf-8") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    for m in plan.methods:
+        assert 0.0 <= float(rows[m]["client_score_worst"]) <= float(rows[m]["client_score_mean"]) <= 1.0
+    md = (plan.out / "summary.md").read_text()
+    assert "Per-client scores" in md and "| iid | lora+fedsa |" in md
+    assert "client_scores_aiid.png" in {p.name for p in outcome["plots"]}
+    with open(plan.out / "results.csv", newline="", encoding="utf-8") as f:
+        scores = [r["client_score"] for r in csv.DictReader(f)]
+    assert all(len(s.split()) == 4 for s in scores)  # one per client id
+
+
+def test_a_flower_node_with_its_own_file_trains_on_all_of_it():
+    from federa.engines.flower.client_app import _overrides
+
+    cfg = build_config({}, ["partition.client_val_fraction=0.2", *_overrides({"data-path": "x.csv"})])
+    assert client_val_fraction(cfg) == 0.0

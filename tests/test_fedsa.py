@@ -39,10 +39,10 @@ def test_rule_on_hand_made_tensors_matches_the_paper():
     assert torch.allclose(new[A], _t([(30 * 1 + 10 * 5) / 40, (30 * 2 - 10 * 2) / 40]), atol=1e-6)
     assert torch.equal(s.client_private(1)[B], b1[B]) and torch.equal(s.client_private(3)[B], b3[B])
     assert torch.equal(s.client_private(0)[B], s.initial[B])
-    # The global model's B (evaluation only): the example-weighted mean of the trained clients' B.
+    # The global model's B (evaluation only): the mean of the trained clients' B, each counted once.
     glob = s.client_private(None)
-    assert torch.allclose(glob[B], (30 * b1[B] + 10 * b3[B]) / 40, atol=1e-6)
-    assert torch.allclose(glob[H], _t([0.75, 0.25]), atol=1e-6)
+    assert torch.allclose(glob[B], _t([-1.0], [3.5]), atol=1e-6)
+    assert torch.allclose(glob[H], _t([0.5, 0.5]), atol=1e-6)
     # Checkpoint round trip.
     t = FedSA(clients_per_round=2, seed=0)
     t.start_private(s.initial)
@@ -55,12 +55,21 @@ def test_rule_on_hand_made_tensors_matches_the_paper():
     assert extra == {} and memory.keys() == {B, H} and torch.equal(memory[B], _t([4.0], [4.0]))
 
 
-def test_config_refusals():
+def test_config_refusals_and_dp(tiny_cfg, tmp_path):
     with pytest.raises(ConfigError, match="keeps each client's B .* engine=flower .* use engine=inprocess"):
         build_config({}, ["methods=lora+fedsa", "engine=flower"])
     with pytest.raises(ConfigError, match="needs its variant; select methods=lora\\+fedsa"):
         build_config({}, ["methods=lora", "strategy=fedsa"])
     assert build_config({}, ["methods=lora+fedsa,federa+fedsa"]).methods == ["lora+fedsa", "federa+fedsa"]
+    with pytest.raises(ConfigError, match="strategy=scaffold's clients also send tensors"):
+        build_config({}, ["strategy=scaffold", "dp.enabled=true", "dp.noise_multiplier=1"])
+    # FedSA's clients send A alone, inside the state: DP clips and noises exactly what travels.
+    cfg = tiny_cfg("methods=lora+fedsa", "rounds=1", "dp.enabled=true", "dp.noise_multiplier=0.5",
+                   "dp.clip_norm=0.1")
+    rd = RunDir(tmp_path)
+    assert run_method(prepare_job(cfg), "lora+fedsa", rd, progress=False, log=quiet)["status"] == "done"
+    last = rd.read_metrics()[-1]
+    assert last["epsilon"] > 0 and len(last["client_score"]) == cfg.num_clients
 
 
 def test_a_client_trains_from_its_own_b_and_sends_only_a(tiny_cfg):
@@ -124,15 +133,13 @@ def test_end_to_end_bytes_and_personalised_evaluation(tiny_cfg, tmp_path, init):
                 params[k].copy_(v)
         m = job.task.evaluate(model, job.client_val(cid), job.collate, job.label_names, 64, "cpu")
         assert last[cid] == m["accuracy"], cid
-    # The global model (test set, final adapter) carries the example-weighted mean of the clients' B:
+    # The global model (test set, final adapter) carries the mean of the clients' B:
     # a resumed server holds it, as the finished one did when it evaluated and saved.
     from federa.engines.server import ServerRun
 
-    sizes = payload["strategy"]["inner"]["sizes"]
-    total = sum(sizes[c] for c in kept)
     server = dict(ServerRun(job, method, rd, log=quiet).model.named_parameters())
     for k in next(iter(kept.values())):
-        mean = sum(kept[c][k].double() * sizes[c] / total for c in kept).float()
+        mean = (sum(kept[c][k].double() for c in kept) / len(kept)).float()
         assert torch.allclose(server[k].detach(), mean, atol=1e-6), k
     if init == "lora":  # the saved adapter is that global model (FeDeRA's folds its SVD start in)
         from safetensors.torch import load_file

@@ -49,6 +49,9 @@ class Strategy(ABC):
     # local training. The client hook: :meth:`client_payload` down, ``Update.extra`` up,
     # ``Update.memory`` kept by the client between its rounds (see :class:`LocalRule`).
     client_rule: ClassVar[type[LocalRule] | None] = None
+    # Whether that client rule sends tensors of its own beside the state (SCAFFOLD's Δcᵢ): a wrapper
+    # that covers only the state (DP, SecAgg+) cannot stand around it. FedSA's rule sends none.
+    client_sends_extra: ClassVar[bool] = True
 
     def __init__(self, clients_per_round: int, seed: int, **settings: Any) -> None:
         self.clients_per_round = clients_per_round

@@ -14,9 +14,9 @@ FeDeRA: its SVD factor). The Flower engine cannot carry it yet and is refused.
 
 Evaluation: each client's personalised model (global A + its Bᵢ and head) is scored on its own
 held-out split (``partition.client_val_fraction``, 0.1 by default for this variant). The global
-test set needs one model: federa uses global A with the example-weighted mean of the B (and head)
-of every client that has trained so far (the initial values before round 1). That mean is an
-evaluation artefact of the simulation: the protocol itself never sends B anywhere.
+test set needs one model: federa uses global A with the mean of the B (and head) of every client
+that has trained so far, each client counted once (the initial values before round 1). That mean
+is an evaluation artefact of the simulation: the protocol itself never sends B anywhere.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from federa.strategies.base import Updates
 from federa.strategies.fedavg import FedAvg
 from federa.types import LocalRule, State
 
@@ -46,12 +45,12 @@ class FedSAClient(LocalRule):
 class FedSA(FedAvg):
     name = "fedsa"
     client_rule = FedSAClient
+    client_sends_extra = False  # only A goes up, inside the state: DP's clipping and noise cover it
 
     def __init__(self, clients_per_round: int, seed: int) -> None:
         super().__init__(clients_per_round, seed)
         self.initial: State = {}  # B (and head) as every client builds them
         self.kept: dict[int, State] = {}  # each simulated client's own B and head, after its last round
-        self.sizes: dict[int, int] = {}  # its example count, the weight of its B in the global model
 
     @classmethod
     def check(cls, cfg: Config) -> str | None:
@@ -71,28 +70,20 @@ class FedSA(FedAvg):
     def keep_client_memory(self, client: int, memory: State) -> None:
         self.kept[client] = memory
 
-    def aggregate(self, rnd: int, global_state: State, updates: Updates) -> State:
-        self.sizes.update({c: u.num_examples for c, u in updates.items()})
-        return super().aggregate(rnd, global_state, updates)  # A: Σ nᵢ·Aᵢ / Σ nᵢ
+    # aggregate: FedAvg's, A ← Σ nᵢ·Aᵢ / Σ nᵢ over the replies (the only tensors they carry).
 
     def client_private(self, client: int | None) -> State:
         if client is not None:
             return self.kept.get(client, self.initial)
-        trained = [c for c in sorted(self.kept) if c in self.sizes]
-        if not trained:
+        # Unweighted, in client-id order: the example counts would have to come through the replies,
+        # which wrappers may rewrite (DP gives every reply weight 1).
+        if not self.kept:
             return self.initial
-        total = float(sum(self.sizes[c] for c in trained))
-        out: State = {}
-        for k, ref in self.initial.items():
-            acc = torch.zeros(ref.shape, dtype=torch.float64)
-            for c in trained:
-                acc += self.kept[c][k].to(torch.float64) * (self.sizes[c] / total)
-            out[k] = acc.to(ref.dtype)
-        return out
+        return {k: (sum(self.kept[c][k].to(torch.float64) for c in sorted(self.kept)) / len(self.kept)).to(ref.dtype)
+                for k, ref in self.initial.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kept": self.kept, "sizes": self.sizes}
+        return {"kept": self.kept}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.kept = {int(c): dict(s) for c, s in state.get("kept", {}).items()}
-        self.sizes = {int(c): int(n) for c, n in state.get("sizes", {}).items()}

@@ -141,9 +141,13 @@ def test_end_to_end_bytes_and_personalised_evaluation(tiny_cfg, tmp_path, init):
     for k in next(iter(kept.values())):
         mean = (sum(kept[c][k].double() for c in kept) / len(kept)).float()
         assert torch.allclose(server[k].detach(), mean, atol=1e-6), k
-    if init == "lora":  # the saved adapter is that global model (FeDeRA's folds its SVD start in)
-        from safetensors.torch import load_file
+    from safetensors.torch import load_file
 
+    personal = load_file(str(rd.final_model(method) / "client_private.safetensors"))
+    assert len(personal) == cfg.num_clients * len(initial)
+    for c, own in kept.items():
+        assert all(torch.equal(personal[f"client{c}/{k}"], v) for k, v in own.items())
+    if init == "lora":  # the saved adapter is that global model (FeDeRA's folds its SVD start in)
         saved = load_file(str(rd.final_model(method) / "adapter_model.safetensors"))
         b_saved = [k for k in saved if "lora_B" in k]
         assert b_saved

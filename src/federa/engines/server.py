@@ -250,7 +250,8 @@ class ServerRun:
                 "how": "add each tensor of base_fold.safetensors to the frozen weight of that name in the peft "
                        "model (Conv1D weights transposed), then load the adapter; "
                        "federa.strategies.fedex.apply_base_fold(model, fold, {}) does it"}, indent=2))
-        personal = {f"client{c}/{k}": v.contiguous() for c in range(self.job.cfg.num_clients)
+        # Cloned: clients never sampled share the initial tensors, which safetensors refuses to save twice.
+        personal = {f"client{c}/{k}": v.clone() for c in range(self.job.cfg.num_clients)
                     for k, v in self.strategy.client_private(c).items()}
         if personal:  # FedSA-LoRA: each client's own B and head, for its personalised model
             save_file(personal, str(final / "client_private.safetensors"))

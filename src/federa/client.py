@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from federa.errors import NonFiniteLossError
 from federa.precision import autocast, grad_scaler
-from federa.methods.base import load_trainable_state, trainable_state
+from federa.methods.base import load_tensors, load_trainable_state, trainable_state
 from federa.strategies.lora_math import fit_ranks
 from federa.types import LocalRule, State, TrainSettings, Update
 
@@ -62,6 +62,13 @@ def local_update(
     # column of B get exactly zero gradients, so those slots stay zero and it trains at its rank.
     received = {k: v.shape for k, v in state.items()}
     load_trainable_state(model, fit_ranks(state, {n: p.shape for n, p in model.named_parameters() if p.requires_grad}))
+    # What this client keeps to itself (FedSA-LoRA's B): frozen in the global model, so it neither
+    # arrives nor leaves with the state; loaded from the client's own copy and trained here.
+    own = rule.private() if rule is not None else {}
+    load_tensors(model, own)
+    mine = [p for n, p in model.named_parameters() if n in own]
+    for p in mine:
+        p.requires_grad_(True)
     model.train()
     fixed = [f for f in settings.frozen.split(",") if f]
     # Tensors held fixed this round (RoLoRA) get no gradient at all: none is computed, and none is
@@ -110,9 +117,12 @@ def local_update(
     finally:
         for p in held:  # they stay part of the trainable state, and travel unchanged
             p.requires_grad_(True)
+        for p in mine:  # frozen again: the reply carries exactly the broadcast's names
+            p.requires_grad_(False)
     seconds = time.perf_counter() - start
     new_state = fit_ranks({k: v.cpu() for k, v in trainable_state(model).items()}, received)  # reply at its rank
-    extra, memory = rule.finish(new_state, steps) if rule is not None else ({}, {})
+    trained_own = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in own}
+    extra, memory = rule.finish({**new_state, **trained_own}, steps) if rule is not None else ({}, {})
     return Update(
         state=new_state,
         num_examples=len(shard),

@@ -27,7 +27,7 @@ from federa.methods import get_method
 from federa.methods.variants import VARIANTS, split_method
 from federa.methods.base import Method
 from federa.types import State
-from federa.partition import partition_indices
+from federa.partition import carve_client_val, client_val_fraction, partition_indices
 from federa.pretrained import load_base_model, load_tokenizer, position_limit, resolve_device, resolve_model_path
 from federa.tasks.base import Task
 
@@ -45,6 +45,9 @@ class Job:
     strata: np.ndarray  # what label-skewed partitions group train examples by (see Task.strata)
     strata_names: list[str]
     warnings: list[str] = field(default_factory=list)  # one line each: the run goes on, but should it?
+    # Each client's held-out examples (indices into ``train``, disjoint from ``parts``), on which
+    # every evaluation also scores the model client by client; empty arrays (or none): off.
+    val_parts: list[np.ndarray] = field(default_factory=list)
 
     @property
     def label_names(self) -> list[str]:
@@ -67,6 +70,12 @@ class Job:
         if len(idx) == 0:
             raise DataError(f"client {cid} has no examples; lower num_clients or raise partition.alpha")
         return self.train.select(idx)
+
+    def client_val(self, cid: int) -> Dataset | None:
+        """Client ``cid``'s held-out examples, or None when it has none (or none are held out)."""
+        if cid >= len(self.val_parts) or len(self.val_parts[cid]) == 0:
+            return None
+        return self.train.select(self.val_parts[cid])
 
     def train_settings(self, method: str) -> TrainSettings:
         c = self.cfg
@@ -107,9 +116,12 @@ class Job:
         """On the job's device, with a variant's fixed factors frozen and activation checkpointing
         when the config asks for it."""
         variant = split_method(method_name)[1]
+        fixed = VARIANTS[variant].frozen + VARIANTS[variant].private if variant is not None else ()
         for name, p in model.named_parameters():
-            if variant is not None and any(f in name for f in VARIANTS[variant].frozen):
-                p.requires_grad_(False)  # FFA: A never trains, so it never travels either
+            if any(f in name for f in fixed):
+                # FFA: A never trains, so it never travels either; FedSA: B trains on each client
+                # only (see LocalRule.private), so the global state never holds it.
+                p.requires_grad_(False)
         if self.cfg.model.gradient_checkpointing:
             if not getattr(model, "supports_gradient_checkpointing", True):
                 raise ModelError(f"model.gradient_checkpointing: {type(model).__name__} does not support it; "
@@ -134,11 +146,12 @@ def prepare_job(cfg: Config) -> Job:
     tokenizer = load_tokenizer(model_path, for_words=data.task.peft_task_type == "TOKEN_CLS")
     strata, strata_names = data.task.strata(data.train, data.label_names)
     parts = partition_indices(Dataset.from_dict({"label": strata}), cfg.partition, cfg.num_clients, cfg.seed)
+    parts, val_parts = carve_client_val(parts, client_val_fraction(cfg), cfg.seed)
     train = data.task.tokenize(data.train, tokenizer, cfg.max_length)
     return Job(
         cfg=cfg, data=data, model_path=model_path, tokenizer=tokenizer, train=train,
         test=data.task.tokenize(data.test, tokenizer, cfg.max_length),
-        parts=parts, device=device, strata=strata, strata_names=strata_names,
+        parts=parts, device=device, strata=strata, strata_names=strata_names, val_parts=val_parts,
         warnings=_warnings(data, train, tokenizer, model_path),
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from datasets import Dataset
@@ -23,6 +23,10 @@ from flwr_datasets.partitioner import (
 
 from federa.config import PartitionConfig
 from federa.errors import DataError
+from federa.methods.variants import VARIANTS, split_method
+
+if TYPE_CHECKING:
+    from federa.config import Config
 
 _INDEX = "__federa_index__"
 
@@ -83,6 +87,42 @@ def partition_indices(train: Dataset, cfg: PartitionConfig, num_clients: int, se
     return [np.sort(p) for p in parts]
 
 
+# partition.client_val_fraction when unset and a method of the run is personalised (FedSA-LoRA).
+DEFAULT_CLIENT_VAL_FRACTION = 0.1
+
+
+def client_val_fraction(cfg: Config) -> float:
+    """``partition.client_val_fraction``, or when unset: 0.1 if a method of the run keeps parts of its
+    model on the clients (only a client's own data can score its personalised model), else 0 (off)."""
+    if cfg.partition.client_val_fraction is not None:
+        return cfg.partition.client_val_fraction
+    personalised = any((v := split_method(m)[1]) is not None and VARIANTS[v].private for m in cfg.methods)
+    return DEFAULT_CLIENT_VAL_FRACTION if personalised else 0.0
+
+
+def carve_client_val(parts: list[np.ndarray], fraction: float, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each client's shard split into (what it trains on, its held-out validation examples).
+
+    A shard of n examples holds out round(fraction·n) of them, at least 1 and at most n − 1 (a
+    client always keeps one to train on, so a 1-example shard holds out none and that client is
+    not scored). Which ones is fixed by (seed, client id) alone, so a Flower node carves its own
+    shard exactly as the server does. ``fraction`` 0: nothing is held out.
+    """
+    empty = np.empty(0, dtype=np.int64)
+    if fraction <= 0:
+        return list(parts), [empty] * len(parts)
+    keep, val = [], []
+    for cid, idx in enumerate(parts):
+        n = len(idx)
+        k = min(max(1, round(fraction * n)), n - 1) if n > 1 else 0
+        held = np.random.default_rng([seed, cid, 0xC11E]).permutation(n)[:k]
+        mask = np.zeros(n, dtype=bool)
+        mask[held] = True
+        keep.append(np.sort(idx[~mask]))
+        val.append(np.sort(idx[mask]).astype(np.int64))
+    return keep, val
+
+
 def label_skew(label_counts: np.ndarray) -> float:
     """Mean total-variation distance between each client's label distribution and the global one.
 
@@ -95,11 +135,17 @@ def label_skew(label_counts: np.ndarray) -> float:
     return float(0.5 * np.abs(client_p - global_p).sum(1).mean())
 
 
-def partition_stats(labels: np.ndarray, parts: list[np.ndarray], label_names: list[str]) -> dict[str, Any]:
-    """Per-client sizes and label histograms, plus the overall skew; JSON-ready."""
+def partition_stats(labels: np.ndarray, parts: list[np.ndarray], label_names: list[str],
+                    val_parts: list[np.ndarray] | None = None, val_fraction: float = 0.0) -> dict[str, Any]:
+    """Per-client sizes and label histograms, plus the overall skew; JSON-ready.
+
+    With held-out client splits (``val_parts``, see :func:`carve_client_val`), ``num_examples``,
+    ``label_counts`` and ``indices`` describe what each client trains on, and ``num_val``,
+    ``val_label_counts`` and ``val_indices`` what it is scored on.
+    """
     k = len(label_names)
     counts = np.stack([np.bincount(labels[p], minlength=k) for p in parts])
-    return {
+    stats: dict[str, Any] = {
         "label_names": label_names,
         "label_skew_tv": round(label_skew(counts), 4),
         "clients": [
@@ -107,15 +153,23 @@ def partition_stats(labels: np.ndarray, parts: list[np.ndarray], label_names: li
             for i, p in enumerate(parts)
         ],
     }
+    if val_parts is not None and any(len(v) for v in val_parts):
+        stats["client_val_fraction"] = val_fraction
+        for c, v in zip(stats["clients"], val_parts):
+            c.update(num_val=int(len(v)), val_label_counts=np.bincount(labels[v], minlength=k).tolist(),
+                     val_indices=v.tolist())
+    return stats
 
 
 def format_stats(stats: dict[str, Any]) -> str:
     """A compact table of the split for the terminal."""
     names = stats["label_names"]
     width = max(6, *(len(n[:10]) for n in names))
-    head = f"{'client':>6} {'n':>6}  " + " ".join(f"{n[:10]:>{width}}" for n in names)
+    held = "client_val_fraction" in stats  # a held-out column: what each client is scored on
+    head = f"{'client':>6} {'n':>6}  " + ("   val  " if held else "") + " ".join(f"{n[:10]:>{width}}" for n in names)
     rows = [
-        f"{c['id']:>6} {c['num_examples']:>6}  " + " ".join(f"{v:>{width}}" for v in c["label_counts"])
+        f"{c['id']:>6} {c['num_examples']:>6}  " + (f"{c['num_val']:>6}  " if held else "")
+        + " ".join(f"{v:>{width}}" for v in c["label_counts"])
         for c in stats["clients"]
     ]
     return "\n".join([head, *rows, f"label skew (mean TV distance to the global mix): {stats['label_skew_tv']}"])

@@ -14,6 +14,9 @@ from typing import Any
 
 Record = Mapping[str, Any]
 
+# Per-client figures of a metrics line (see federa.client_eval), in the order the report shows them.
+CLIENT_SPREAD = ("client_score_mean", "client_score_worst", "client_score_p10", "client_score_std")
+
 # Relative target used when the user sets none: 99% of FFT's best accuracy, the paper's yardstick.
 DEFAULT_TARGET_FRACTION = 0.99
 
@@ -95,6 +98,10 @@ def summarize_method(records: Sequence[Record], result: Mapping[str, Any] | None
         "mean_lora_agg_error": _mean([r.get("lora_agg_error") for r in trained]),
         "diverged": diverged(records),
     })
+    scored = [r for r in records if r.get("client_score") is not None]
+    if scored:  # held-out client splits: the last evaluation's per-client view
+        out["final_client_scores"] = scored[-1]["client_score"]
+        out.update({f"final_{k}": scored[-1].get(k) for k in CLIENT_SPREAD})
     return out
 
 
@@ -179,10 +186,29 @@ def report_markdown(summary: Mapping[str, Any], partition_text: str = "") -> str
         "sum over sampled clients of local training seconds. Bytes count the tensors actually sent each way "
         "(plus, for FeDeRA, the one-time broadcast of the initial SVD factors to each newly contacted client).",
     ]
+    lines += client_section(summary, metric)
     if partition_text:
         lines += ["", "## Client partition", "", "```", partition_text, "```"]
     lines += ["", f"Plots ({metric}): `score_vs_round.png`, `score_vs_time.png`, `score_vs_bytes.png`.", ""]
     return "\n".join(lines)
+
+
+def client_section(summary: Mapping[str, Any], metric: str) -> list[str]:
+    """The per-client table (mean, worst, 10th percentile, spread), when clients held examples out."""
+    rows = {m: s for m, s in summary["methods"].items() if s.get("final_client_scores") is not None}
+    if not rows:
+        return []
+    head = ["method", "clients scored", f"mean {metric}", "worst client", "10th percentile", "std across clients"]
+    lines = ["", "## Per-client scores", "",
+             f"Each client's held-out split (`partition.client_val_fraction`), {metric} of the last evaluated "
+             "model: the global model, or for a personalised method (…+fedsa) each client's own model. Mean is "
+             "unweighted over clients; plot: `client_scores.png`.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m, s in rows.items():
+        n = sum(x is not None for x in s["final_client_scores"])
+        lines.append("| " + " | ".join([m, f"{n}/{len(s['final_client_scores'])}",
+                                        *(_fmt(s.get(f"final_{k}")) for k in CLIENT_SPREAD)]) + " |")
+    return lines
 
 
 # -- plots -----------------------------------------------------------------------------
@@ -232,9 +258,42 @@ def write_plots(records: Iterable[Record], out_dir: Path, target: float | None, 
     for x_of, label, name, title, log_x in specs:
         plot_curves(series, x_of, label, out_dir / name, title, target, log_x, metric)
         paths.append(out_dir / name)
+    finals = {m: scored[-1]["client_score"] for m, rs in series.items()
+              if (scored := [r for r in rs if r.get("client_score") is not None])}
+    if finals:
+        plot_client_scores(finals, out_dir / "client_scores.png", metric)
+        paths.append(out_dir / "client_scores.png")
     if any(r.get("lora_agg_error") is not None for rs in series.values() for r in rs):
         path = out_dir / "lora_agg_error_vs_round.png"
         plot_curves(series, lambda r: r["round"], "round", path, "LoRA aggregation error per round",
                     y_key="lora_agg_error", y_label="‖avg(B)·avg(A) − avg(B·A)‖ / ‖avg(B·A)‖")
         paths.append(path)
     return paths
+
+
+def plot_client_scores(finals: Mapping[str, Sequence[float | None]], path: Path, metric: str = "accuracy") -> None:
+    """One column per method: a dot per client (its id beside it), the mean as a bar across."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(finals) + 2), 4.5), dpi=120)
+    for i, (m, scores) in enumerate(finals.items()):
+        pts = [(c, s) for c, s in enumerate(scores) if s is not None]
+        if not pts:
+            continue
+        # Spread the dots sideways by client id so equal scores stay visible.
+        xs = [i + 0.25 * (c / max(1, len(scores) - 1) - 0.5) for c, _ in pts]
+        ax.scatter(xs, [s for _, s in pts], s=18, zorder=3)
+        for x, (c, s) in zip(xs, pts):
+            ax.annotate(str(c), (x, s), xytext=(3, 0), textcoords="offset points", fontsize=6, va="center")
+        mean = sum(s for _, s in pts) / len(pts)
+        ax.hlines(mean, i - 0.2, i + 0.2, color="black", linewidth=1.5, zorder=4)
+    ax.set_xticks(range(len(finals)), list(finals), rotation=20 if len(finals) > 4 else 0)
+    ax.set_ylabel(f"{metric} on the client's held-out split")
+    ax.set_title("Per-client score of the last evaluation (dot: client id; bar: mean)")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -16,7 +16,7 @@ import torch
 from federa.config import Config
 from federa.errors import DataError
 from federa.job import Job
-from federa.partition import format_stats, partition_stats
+from federa.partition import client_val_fraction, format_stats, partition_stats
 from federa.report import report_markdown, summarize, write_plots
 from federa.runlog import RunDir
 
@@ -50,7 +50,7 @@ def pin_partition(run_dir: RunDir, job: Job) -> dict[str, Any]:
     A resumed method must train on the shards its finished rounds used: a changed data file or
     partitioner version would otherwise mix two splits in one run without a word.
     """
-    stats = partition_stats(job.strata, job.parts, job.strata_names)
+    stats = partition_stats(job.strata, job.parts, job.strata_names, job.val_parts, client_val_fraction(job.cfg))
     if not run_dir.partition.is_file():
         run_dir.write_json(run_dir.partition, stats)
         return stats

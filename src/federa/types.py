@@ -68,6 +68,12 @@ class LocalRule:
     def __init__(self, global_state: State, payload: State, memory: State, settings: TrainSettings) -> None:
         self.global_state, self.payload, self.memory, self.settings = global_state, payload, memory, settings
 
+    def private(self) -> State:
+        """Tensors this client trains beside the broadcast state but keeps to itself (FedSA-LoRA's
+        B and head): loaded into its model before training, never sent; their trained values reach
+        :meth:`finish` inside ``new_state``. Empty for most rules."""
+        return {}
+
     def after_step(self, params: Mapping[str, torch.nn.Parameter]) -> None:
         """Called after every optimiser step with the trainable parameters (name → parameter)."""
 

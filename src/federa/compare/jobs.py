@@ -13,10 +13,11 @@ if TYPE_CHECKING:
 
 def cell_job(base: Job, cfg: Config) -> Job:
     """``base`` re-partitioned for ``cfg``: cells differ only in partition and seed, never in data."""
-    from federa.partition import partition_indices
+    from federa.partition import carve_client_val, client_val_fraction, partition_indices
 
     parts = partition_indices(base.data.train, cfg.partition, cfg.num_clients, cfg.seed)
-    return replace(base, cfg=cfg, parts=parts)
+    parts, val_parts = carve_client_val(parts, client_val_fraction(cfg), cfg.seed)
+    return replace(base, cfg=cfg, parts=parts, val_parts=val_parts)
 
 
 def with_lr(job: Job, method: str, lr: float | None) -> Job:

@@ -59,7 +59,8 @@ def validation_job(job: Job) -> Job:
     rounds = max(1, job.cfg.rounds // 2)
     raw = job.cfg.model_dump(mode="json")
     raw.update(rounds=rounds, eval_every=rounds)
-    return replace(job, cfg=build_config(raw), parts=keep, test=job.train.select(val.tolist()))
+    # Scored on the pooled held-out rows only: no per-client scores in a grid run.
+    return replace(job, cfg=build_config(raw), parts=keep, test=job.train.select(val.tolist()), val_parts=[])
 
 
 def _grid_dir(rd: RunDir, mult: float) -> RunDir:

@@ -9,7 +9,7 @@ from typing import Any
 
 from federa.compare.plan import IID, Plan, heterogeneity_order
 from federa.compare.tables import CellResult, _index
-from federa.report import plot_curves
+from federa.report import plot_client_scores, plot_curves
 
 
 def _mean_curve(cells: Sequence[CellResult], method: str) -> list[dict[str, float]]:
@@ -105,6 +105,13 @@ def write_plots(plan: Plan, cells: Sequence[CellResult], rows: Sequence[Mapping[
         for name, x_of, label in specs:
             p = out / f"acc_vs_{name}_a{a}.png"
             plot_curves(series, x_of, label, p, f"{where}: test score (mean of {len(at)} seed(s))", target)
+            paths.append(p)
+        # Held-out client splits: every (seed, client)'s final score, one column per method.
+        finals = {m: [x for c in at for x in (c.summary["methods"].get(m, {}).get("final_client_scores") or [])]
+                  for m in plan.methods}
+        if any(finals.values()):
+            p = out / f"client_scores_a{a}.png"
+            plot_client_scores({m: xs for m, xs in finals.items() if xs}, p)
             paths.append(p)
     if rows:
         plot_robustness(plan, rows, out / "acc_vs_alpha.png")

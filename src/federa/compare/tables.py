@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from federa.compare.plan import Plan
-from federa.report import human_bytes, summarize
+from federa.report import CLIENT_SPREAD, human_bytes, summarize
 
 RESULT_COLUMNS = [
     "alpha", "seed", "method", "lr", "status", "target_score", "round", "score", "accuracy", "macro_f1", "loss",
@@ -68,6 +68,8 @@ def results_rows(cells: Sequence[CellResult]) -> list[dict[str, Any]]:
                    "target_score": c.summary["target_score"], **r}
             if isinstance(row.get("clients"), list):
                 row["clients"] = " ".join(map(str, row["clients"]))
+            if isinstance(row.get("client_score"), list):  # by client id; nan: a client with none held out
+                row["client_score"] = " ".join("nan" if x is None else f"{x:.6g}" for x in row["client_score"])
             rows.append(row)
     return rows
 
@@ -114,6 +116,11 @@ def summary_rows(plan: Plan, cells: Sequence[CellResult]) -> list[dict[str, Any]
                           if f and s.get("time_to_target") and f.get("time_to_target")
                           and f["time_to_target"][key] > 0]
                 row[col], _ = _mean_std(ratios)
+            if any(s.get("final_client_score_mean") is not None for s in ss):
+                # Held-out client splits: the final per-client view, each figure averaged over seeds
+                # (extra csv columns, only in such runs).
+                for key in CLIENT_SPREAD:
+                    row[key], _ = _mean_std([s.get(f"final_{key}") for s in ss])
             rows.append(row)
     return rows
 
@@ -185,6 +192,13 @@ def summary_markdown(plan: Plan, rows: Sequence[Mapping[str, Any]], info: Mappin
             _ttt_text(r, "train_wall_s_to_target", " s"), "–" if ratio is None else f"{ratio:.2f}×",
             r["lr"] or "–", f"{r['done']}/{r['seeds']}",
         ]) + " |")
+    if any(r.get("client_score_mean") is not None for r in rows):
+        lines += ["", "Per-client scores (each client's held-out split, the final model; a personalised method "
+                  "scores each client's own model), averaged over seeds:", "",
+                  "| alpha | method | mean over clients | worst client | 10th percentile | std across clients |",
+                  "|---|---|---|---|---|---|"]
+        lines += ["| " + " | ".join([r["alpha"], r["method"], *(_pm(r.get(k), None) for k in CLIENT_SPREAD)]) + " |"
+                  for r in rows if r.get("client_score_mean") is not None]
     lines += [
         "",
         "Client compute = sum over sampled clients of local training seconds (what devices training in "

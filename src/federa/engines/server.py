@@ -22,8 +22,10 @@ from federa.checkpoint import load_checkpoint, save_checkpoint
 from federa.errors import NonFiniteLossError
 from federa.export import self_contained_adapter
 from federa.job import Job
+from federa.client_eval import evaluate_clients
 from federa.methods.base import (
-    apply_base_fold, count_parameters, load_trainable_state, state_bytes, trainable_state,
+    apply_base_fold, count_parameters, load_tensors, load_trainable_state, private_tensors, state_bytes,
+    trainable_state,
 )
 from federa.runlog import RunDir
 from federa.methods.variants import VARIANTS, split_method
@@ -97,6 +99,11 @@ class ServerRun:
         self.register_shards({c: len(p) for c, p in enumerate(job.parts)})
         self.state = trainable_state(self.model)
         self.trainable, self.total = count_parameters(self.model)
+        # What a variant keeps on each client (FedSA-LoRA's B and head): frozen here, trained there;
+        # the strategy holds every simulated client's copy, starting from these values.
+        private = private_tensors(self.model, VARIANTS[variant].private if variant else ())
+        self.strategy.start_private(private)
+        self.trainable += sum(t.numel() for t in private.values())
         self.totals = Totals()
         self._folded: State = {}  # the unfolded frozen weights under the strategy's base fold (FedEx-LoRA)
         # Names this run (and its resumes) to the Flower nodes that keep a client's memory on disk.
@@ -124,6 +131,7 @@ class ServerRun:
         load_trainable_state(self.model, self.state)
         self.strategy.load_state_dict(payload["strategy"])
         self._folded = apply_base_fold(self.model, self.strategy.base_fold(), self._folded)
+        load_tensors(self.model, self.strategy.client_private(None))
         self.totals = Totals.from_dict(payload["totals"])
         self.last_metrics = payload["last_metrics"]
         # Keep this method's lines up to the checkpointed round: a line written after it
@@ -259,12 +267,15 @@ class ServerRun:
             out["eps"] = f"{epsilon:.2f}"
         return out
 
-    def _evaluate(self) -> dict[str, float]:
+    def _evaluate(self) -> dict[str, Any]:
         job = self.job
+        load_tensors(self.model, self.strategy.client_private(None))  # FedSA: the clients' mean B; else nothing
         metrics = job.task.evaluate(self.model, job.test, job.collate, job.label_names, job.cfg.eval_batch_size,
                                     job.device, job.cfg.model.precision)
-        # "score" is the task's main metric under one name, for targets, claims, plots and reports.
-        self.last_metrics = {"score": metrics[job.main_metric], **metrics}
+        # "score" is the task's main metric under one name, for targets, claims, plots and reports;
+        # with held-out client splits, each client's score too (its own model where it has one).
+        self.last_metrics = {"score": metrics[job.main_metric], **metrics,
+                             **evaluate_clients(job, self.model, self.strategy.client_private)}
         return self.last_metrics
 
     def _log_round(self, rnd: int, metrics: dict[str, float], round_stats: dict[str, Any]) -> dict[str, Any]:
@@ -297,6 +308,7 @@ class ServerRun:
 
     def finish(self) -> dict[str, Any]:
         final = self.run_dir.final_model(self.name)
+        load_tensors(self.model, self.strategy.client_private(None))
         self.method.save(self.model, final, self.setup)
         self_contained_adapter(final, self.model, self.job.model_path, self.job.tokenizer)
         if fold := self.strategy.base_fold():
@@ -306,6 +318,11 @@ class ServerRun:
                 "how": "add each tensor of base_fold.safetensors to the frozen weight of that name in the peft "
                        "model (Conv1D weights transposed), then load the adapter; "
                        "federa.strategies.fedex.apply_base_fold(model, fold, {}) does it"}, indent=2))
+        # Cloned: clients never sampled share the initial tensors, which safetensors refuses to save twice.
+        personal = {f"client{c}/{k}": v.clone() for c in range(self.job.cfg.num_clients)
+                    for k, v in self.strategy.client_private(c).items()}
+        if personal:  # FedSA-LoRA: each client's own B and head, for its personalised model
+            save_file(personal, str(final / "client_private.safetensors"))
         result = {**self.info(), "status": "done", "rounds": self.round, "final_model": str(final)}
         self.run_dir.write_json(self.run_dir.result(self.name), result)
         return result

@@ -62,6 +62,25 @@ def load_trainable_state(model: nn.Module, state: State) -> None:
             p.copy_(state[name])
 
 
+def private_tensors(model: nn.Module, fragments: tuple[str, ...]) -> State:
+    """Detached CPU copies of the parameters whose names hold one of ``fragments`` (those a method
+    variant keeps on each client, e.g. FedSA-LoRA's ``lora_B``); empty when there are none."""
+    if not fragments:
+        return {}
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if any(f in n for f in fragments)}
+
+
+def load_tensors(model: nn.Module, tensors: State) -> None:
+    """Copy ``tensors`` into the model's parameters of those names, trainable or not (a client's
+    private tensors); names must exist."""
+    if not tensors:
+        return
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, t in tensors.items():
+            params[name].copy_(t)
+
+
 def apply_base_fold(model: nn.Module, fold: State, originals: State) -> State:
     """Set every frozen weight named in ``fold`` to its unfolded value + the fold (transposed for
     GPT-2's Conv1D, which stores (in, out)); a weight folded earlier but absent from ``fold`` goes

@@ -17,6 +17,9 @@ class Variant:
     paper: str
     frozen: tuple[str, ...] = ()  # parameter-name fragments that never train (nor travel)
     strategy: str | None = None  # the aggregation this scheme needs; None: the run's `strategy`
+    # Parameter-name fragments that train on every client but never travel (personalised parts):
+    # frozen in the global model, each client keeps its own copy between its rounds.
+    private: tuple[str, ...] = ()
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
@@ -38,6 +41,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             "and Client Resources, NeurIPS 2024", strategy="flexlora"),
     Variant("hetlora", "Cho et al., Heterogeneous LoRA for Federated Fine-tuning of On-Device Foundation Models, "
             "EMNLP 2024", strategy="hetlora"),
+    # FedSA-LoRA (Guo et al., ICLR 2025): A is shared and averaged; B and the task head stay on each
+    # client, as in the paper's code (personalization.local_param: lora_B, classifier).
+    Variant("fedsa", "Guo et al., Selective Aggregation for Low-Rank Adaptation in Federated Learning, ICLR 2025",
+            strategy="fedsa", private=("lora_B", "modules_to_save")),
 ]}
 LORA_BASES = ("lora", "federa")  # the initialisations a variant applies to
 

@@ -49,6 +49,9 @@ class Strategy(ABC):
     # local training. The client hook: :meth:`client_payload` down, ``Update.extra`` up,
     # ``Update.memory`` kept by the client between its rounds (see :class:`LocalRule`).
     client_rule: ClassVar[type[LocalRule] | None] = None
+    # Whether that client rule sends tensors of its own beside the state (SCAFFOLD's Δcᵢ): a wrapper
+    # that covers only the state (DP, SecAgg+) cannot stand around it. FedSA's rule sends none.
+    client_sends_extra: ClassVar[bool] = True
 
     def __init__(self, clients_per_round: int, seed: int, **settings: Any) -> None:
         self.clients_per_round = clients_per_round
@@ -103,6 +106,18 @@ class Strategy(ABC):
         (FedEx-LoRA's folded residual); empty for strategies that never touch frozen weights.
         Engines send it to every sampled client (counted in ``bytes_down``) and set each frozen
         weight to its unfolded value + the fold."""
+        return {}
+
+    # -- personalised parts (FedSA-LoRA's B): trained on each client, never sent ----------
+
+    def start_private(self, initial: State) -> None:
+        """Told once by the server: the tensors a method variant keeps on each client, at the
+        values every client builds them with (empty: nothing is private)."""
+
+    def client_private(self, client: int | None) -> State:
+        """``client``'s private tensors as they stand (its model = the global state + these), or
+        with None those the global model is evaluated and saved with; empty: every client's
+        model is the global model."""
         return {}
 
     def sample_clients(self, rnd: int, clients: Sequence[int]) -> list[int]:
@@ -209,6 +224,12 @@ class Wrapper(Strategy):
 
     def base_fold(self) -> State:
         return self.inner.base_fold()
+
+    def start_private(self, initial: State) -> None:
+        self.inner.start_private(initial)
+
+    def client_private(self, client: int | None) -> State:
+        return self.inner.client_private(client)
 
     def before(self, rnd: int, global_state: State, updates: Updates) -> Updates:
         return updates

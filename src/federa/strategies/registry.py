@@ -24,6 +24,7 @@ _REGISTRY: dict[str, str | type[Strategy]] = {
     "flora": "federa.strategies.flora:FLoRA",
     "flexlora": "federa.strategies.flexlora:FlexLoRA",
     "hetlora": "federa.strategies.hetlora:HetLoRA",
+    "fedsa": "federa.strategies.fedsa:FedSA",
 }
 
 

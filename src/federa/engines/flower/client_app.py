@@ -79,9 +79,10 @@ def _overrides(node_config: dict[str, Any]) -> list[str]:
     if node_config.get("model-path"):
         out.append(f"model.path={node_config['model-path']}")
     if node_config.get("data-path"):
-        # The node's own file is its whole shard: one client, nothing to partition.
+        # The node's own file is its whole shard: one client, nothing to partition, nothing held
+        # out (the server, which scores held-out client splits, never sees this file).
         out += [f"data.path={node_config['data-path']}", "data.hub=", "num_clients=1",
-                "clients_per_round=1", "partition.kind=iid"]
+                "clients_per_round=1", "partition.kind=iid", "partition.client_val_fraction=0"]
     return out
 
 

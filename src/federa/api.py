@@ -245,16 +245,16 @@ class CompareResult:
 
 
 def compare(config: PathLike | Mapping[str, Any] | Config | Settings | None = None, *,
-            methods: Sequence[str] | str | None = None, alphas: Sequence[float | str] | str = "0.1,0.5,1,iid",
+            methods: Sequence[str] | str | None = None, alphas: Sequence[float | str] | str | None = None,
             seeds: Sequence[int] | str | None = None, out: PathLike | None = None, target: float | None = None,
             lr_grid: bool = False, progress: bool = True, log: Log | None = print) -> CompareResult:
     """``federa compare`` from Python: every method on the same partitions, per alpha and seed.
 
-    ``alphas``: Dirichlet concentrations and/or ``"iid"``; ``seeds``: each a new partition and
+    ``alphas``: Dirichlet concentrations and/or ``"iid"`` (default 0.1, 0.5, 1, iid); ``seeds``: each a new partition and
     init (default: the config's seed); ``out`` (default ``runs/compare-<name>``) is resumed when
     called again. Returns the summary rows and the claims verdicts (see ``docs/compare.md``).
     """
-    from federa.compare.plan import Plan, parse_alphas, parse_methods, parse_seeds
+    from federa.compare.plan import DEFAULT_ALPHAS, Plan, parse_alphas, parse_methods, parse_seeds
     from federa.compare.run import run_compare
 
     def joined(xs: Sequence[Any] | str) -> str:
@@ -266,7 +266,7 @@ def compare(config: PathLike | Mapping[str, Any] | Config | Settings | None = No
     plan = Plan(
         base=base,
         methods=parse_methods(joined(methods)) if methods is not None else tuple(base.methods),
-        alphas=parse_alphas(joined(alphas)),
+        alphas=parse_alphas(joined(alphas) if alphas is not None else DEFAULT_ALPHAS),
         seeds=parse_seeds(joined(seeds)) if seeds is not None else (base.seed,),
         out=Path(out) if out is not None else Path("runs") / f"compare-{base.name}",
         target=target, lr_grid=lr_grid,

@@ -81,7 +81,7 @@ class Progress(Events):
 
     def method_end(self, method: str, result: Mapping[str, Any] | None) -> None:
         if self.live and self.drawn:
-            self._draw(final=True)
+            self._draw(final=True, stopped=result is None)
             self.stream.write("\n")
             self.stream.flush()
             self.drawn = False
@@ -116,7 +116,9 @@ class Progress(Events):
         return (self.now() - self.t0) * (1 - f) / f
 
     def line(self, final: bool = False) -> str:
-        parts = [f"{self.method}", f"round {self.rnd}/{self.rounds}"]
+        # A final line counts finished rounds: an interrupted round in flight is not one.
+        shown = self.first + self.completed if final else self.rnd
+        parts = [f"{self.method}", f"round {shown}/{self.rounds}"]
         if self.n and not final:
             parts.append(f"client {self.k}/{self.n}")
             if self.steps:
@@ -132,11 +134,12 @@ class Progress(Events):
         if self.live and self.now() - self.last_draw >= self.min_interval:
             self._draw()
 
-    def _draw(self, final: bool = False) -> None:
+    def _draw(self, final: bool = False, stopped: bool = False) -> None:
         if not self.live:
             return
         self.last_draw = self.now()
         width = shutil.get_terminal_size((100, 20)).columns - 1
-        self.stream.write("\r" + self.line(final)[:width] + "\x1b[K")
+        text = self.line(final) + (" · stopped" if stopped else "")
+        self.stream.write("\r" + text[:width] + "\x1b[K")
         self.stream.flush()
         self.drawn = True

@@ -13,10 +13,12 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from federa.events import Events, Log
-from federa.runlog import RunDir
+
+if TYPE_CHECKING:
+    from federa.runlog import RunDir  # its module loads torch; the config imports this one's settings
 
 STATE_FILE = "trackers.json"
 

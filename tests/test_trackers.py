@@ -155,3 +155,76 @@ def test_missing_extra_is_one_error_line_naming_pip(monkeypatch):
     with pytest.raises(ConfigError) as err:
         federa.Config(trackers="tensorboard,mlflow")
     assert str(err.value) == "config key 'trackers': tracker mlflow needs its library: pip install 'federa[mlflow]'"
+
+
+def test_resumed_run_continues_the_same_tracker_runs_without_resending(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import federa.trackers as registry
+    from federa.runlog import RunDir
+    from federa.trackers.base import Tracker, Trackers
+
+    sent: list[tuple[str, int, float]] = []
+    made: list[dict] = []
+
+    class Recording(Tracker):
+        name = "tensorboard"
+
+        def __init__(self, *args):
+            super().__init__(*args)
+            made.append(self.saved)
+
+        def start(self, config, info, partition):
+            sent.append(("start", 0, 0.0))
+
+        def log_round(self, method, rnd, values):
+            sent.append((method, rnd, values["loss"]))
+
+        def finish(self, summary, report, plots):
+            pass
+
+        def close(self, status):
+            pass
+
+        def state(self):
+            return {"run_id": "abc"}
+
+    monkeypatch.setattr(registry, "tracker_class", lambda name: Recording)
+    rd = RunDir(tmp_path)
+    cfg = SimpleNamespace(trackers=["tensorboard"])
+    for r in range(3):
+        rd.append_metrics({"method": "lora", "round": r, "loss": 1.0 - r / 10, "clients": [0, 1], "accuracy": None})
+    first = Trackers(cfg, rd, "run", print)
+    first.start({}, {}, {})
+    first.sync()
+    first.close("interrupted")
+    rd.append_metrics({"method": "lora", "round": 3, "loss": 0.7})
+    again = Trackers(cfg, rd, "run", print)  # the resumed session
+    again.start({}, {}, {})  # not sent twice
+    again.sync()
+    assert made == [{}, {"run_id": "abc"}]
+    assert sent == [("start", 0, 0.0), ("lora", 0, 1.0), ("lora", 1, 0.9), ("lora", 2, 0.8), ("lora", 3, 0.7)]
+
+
+def test_a_failing_tracker_is_dropped_with_one_warning(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import federa.trackers as registry
+    from federa.runlog import RunDir
+    from federa.trackers.base import Tracker, Trackers
+
+    class Broken(Tracker):
+        name = "mlflow"
+        start = finish = close = lambda self, *a: None
+
+        def log_round(self, method, rnd, values):
+            raise ConnectionError("tracking server at http://x:5000 did not answer")
+
+    monkeypatch.setattr(registry, "tracker_class", lambda name: Broken)
+    logged: list[str] = []
+    t = Trackers(SimpleNamespace(trackers=["mlflow"]), RunDir(tmp_path), "run", logged.append)
+    t.send({"method": "lora", "round": 0, "loss": 1.0})
+    t.send({"method": "lora", "round": 1, "loss": 0.9})
+    assert logged == ["warning: tracker mlflow failed (ConnectionError: tracking server at http://x:5000 did not "
+                      "answer); it logs nothing more this run"]
+    assert not t

@@ -49,8 +49,9 @@ class Progress(Events):
         self.method, self.rounds, self.first, self.postfix = method, rounds, done, postfix
         self.rnd, self.k, self.n, self.step_i, self.steps, self.loss = done, 0, 0, 0, 0, None
         self.completed = 0
+        # Nothing drawn until a round's work shows: an engine whose rounds run elsewhere (Flower)
+        # keeps its own display.
         self.t0 = self.last_draw = self.now()
-        self._draw()
 
     def round_start(self, rnd: int) -> None:
         self.rnd, self.k, self.n, self.step_i, self.steps = rnd, 0, 0, 0, 0

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
 
 from federa.errors import FederaError
+from federa.interrupt import RunInterrupted
 
 EXIT_USAGE = 2  # bad input: config, data, model
 EXIT_METHOD_FAILED = 3  # the run finished, but a method stopped (e.g. NaN loss)
@@ -34,43 +36,31 @@ def _quiet_libraries() -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from federa.api import run
     from federa.config import load_config
-    from federa.experiment import run_experiment
-    from federa.runlog import default_run_dir, discard_unstarted, open_run_dir
 
     if args.resume:
         if args.config or args.set:
             raise FederaError("--resume takes the run's own config.yaml; drop --config/--set")
-        out = Path(args.resume)
-        cfg = load_config(out / "config.yaml") if (out / "config.yaml").is_file() else None
-        if cfg is None:
+        cfg, out = None, Path(args.resume)
+        if not (out / "config.yaml").is_file():
             raise FederaError(f"--resume {out}: no config.yaml there; pass the folder of an earlier run")
     else:
         if args.allow_changed:
             raise FederaError("--allow-changed is for --resume: a new run has nothing to change")
         cfg = load_config(args.config, args.set)
-        out = Path(args.out) if args.out else default_run_dir(cfg)
+        out = Path(args.out) if args.out else None
     _quiet_libraries()
-    created = not out.exists()
-    run_dir = open_run_dir(cfg, out, resume=bool(args.resume), allow_changed=args.allow_changed)
-    print(f"results: {run_dir.root}")
-    try:
-        summary = run_experiment(cfg, run_dir, progress=not args.no_progress)
-    except FederaError:
-        # Found after the folder was opened (data, model): leave no half-made run behind.
-        if not args.resume:
-            discard_unstarted(run_dir, created_root=created)
-        raise
-    print(run_dir.report.read_text(encoding="utf-8").split("\n## Client partition")[0])
-    failed = [m for m, s in summary["methods"].items() if s.get("status") != "done"]
-    if failed:
-        print(f"error: method(s) {', '.join(failed)} did not finish; see {run_dir.report}", file=sys.stderr)
+    result = run(cfg, out, resume=bool(args.resume), progress=not args.no_progress, allow_changed=args.allow_changed)
+    print(result.report.read_text(encoding="utf-8").split("\n## Client partition")[0])
+    if result.failed:
+        print(f"error: method(s) {', '.join(result.failed)} did not finish; see {result.report}", file=sys.stderr)
         return EXIT_METHOD_FAILED
-    gone = {m: s["diverged"] for m, s in summary["methods"].items() if s.get("diverged")}
+    gone = {m: s["diverged"] for m, s in result.summary["methods"].items() if s.get("diverged")}
     if gone:
         what = ", ".join(f"{m} at round {d['round']}" for m, d in gone.items())
         print(f"error: training diverged ({what}: test loss over 100x its start); lower the learning rate "
-              f"(lr.<method>) and re-run; see {run_dir.report}", file=sys.stderr)
+              f"(lr.<method>) and re-run; see {result.report}", file=sys.stderr)
         return EXIT_METHOD_FAILED
     return 0
 
@@ -142,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
     run.add_argument("--allow-changed", action="append", default=[], metavar="KEY",
                      help="with --resume: accept this changed key of config.yaml, e.g. rounds (repeatable)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no live status line on a terminal: one line per round instead (logs, CI)")
     run.set_defaults(func=_cmd_run)
 
     ds = sub.add_parser("datasets", help="list the built-in datasets: task type, size, provenance")
@@ -176,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     except FederaError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except RunInterrupted as stop:
+        # The round in flight was dropped whole; the exact command that continues, on its own line.
+        print(f"\ninterrupted by {signal.Signals(stop.signum).name}: finished rounds are saved in {stop.run_dir}; "
+              f"continue with:\n{stop.resume_command}", file=sys.stderr)
+        return stop.exit_code
     except KeyboardInterrupt:
         how = ("re-run the same `federa compare` command" if args.command == "compare"
                else "`federa run --resume <results folder>`")

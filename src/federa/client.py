@@ -8,6 +8,7 @@ rounds, transport or other clients.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from datasets import Dataset
@@ -47,13 +48,15 @@ def local_update(
     device: torch.device | str = "cpu",
     client_id: int | str = "?",
     rule: LocalRule | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
 ) -> Update:
     """Train ``model`` (starting from ``state``) on ``shard`` with a fresh AdamW; return the update.
 
     A fresh optimiser each round is the FedAvg convention: optimiser moments are local and
     never travel. ``settings.prox_mu`` > 0 adds FedProx's proximal term to the loss; ``rule``
     (a strategy's client side, e.g. SCAFFOLD's) acts after every step and adds ``extra`` and
-    ``memory`` to the reply. Raises :class:`NonFiniteLossError` on a NaN/inf loss.
+    ``memory`` to the reply. ``on_step(step, steps, loss)`` follows every step (progress, a
+    stop request). Raises :class:`NonFiniteLossError` on a NaN/inf loss.
     """
     if len(shard) == 0:
         raise ValueError(f"client {client_id} has an empty shard")
@@ -114,6 +117,8 @@ def local_update(
                 opt.zero_grad(set_to_none=True)
                 losses.append(task_loss.item())  # the task's loss, comparable across strategies
                 samples += len(batch["labels"])
+                if on_step is not None:
+                    on_step(len(losses), steps, losses[-1])
     finally:
         for p in held:  # they stay part of the trainable state, and travel unchanged
             p.requires_grad_(True)

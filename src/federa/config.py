@@ -21,6 +21,7 @@ from federa.settings import NameList, Section
 from federa.strategies import available_strategies
 from federa.strategies.stack import stack_problem, strategy_sections
 from federa.tasks import available_tasks, task_class
+from federa.trackers import tracker_problem, tracker_sections
 
 _Strict = Section  # extra="forbid": a typo such as `partiton.alpha` is an error, not a silent default
 
@@ -107,6 +108,8 @@ class CoreConfig(_Strict):
         None, gt=0, le=1, description="Target of the main metric; None: 99% of the best FFT score of the run (or of any method)."
     )
     strategy: str = "fedavg"
+    trackers: NameList = Field(default_factory=list, description="Experiment trackers that get the config, the "
+                               "partition, per-round metrics and the plots: tensorboard, mlflow, wandb (any subset).")
     secure_aggregation: bool = Field(False, description="engine=flower: Flower SecAgg+ (server sees only the sum).")
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
     lr: dict[str, float] = Field(default_factory=dict, validate_default=True)
@@ -134,6 +137,17 @@ class CoreConfig(_Strict):
         if len(set(methods)) != len(methods):
             raise ValueError(f"methods lists a method twice: {methods}")
         return methods
+
+    @field_validator("trackers")
+    @classmethod
+    def _usable_trackers(cls, names: list[str]) -> list[str]:
+        # Checked here, so a missing extra stops the run before any training, not after it.
+        for n in names:
+            if (problem := tracker_problem(n)) is not None:
+                raise ValueError(problem)
+        if len(set(names)) != len(names):
+            raise ValueError(f"trackers lists a tracker twice: {names}")
+        return names
 
     @field_validator("lr")
     @classmethod
@@ -185,7 +199,7 @@ class CoreConfig(_Strict):
 
 
 def _sections() -> dict[str, Any]:
-    sections = {**method_sections(), **strategy_sections(), **engine_sections()}
+    sections = {**method_sections(), **strategy_sections(), **engine_sections(), **tracker_sections()}
     return {name: (cls, Field(default_factory=cls)) for name, cls in sections.items()}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -83,8 +84,28 @@ class RunDir:
         atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+def run_name(cfg: Config) -> str:
+    """The run's title and folder name: ``name`` when set, else the data source's name (a file's
+    stem, a hub dataset, a built-in other than the default), else ``default``."""
+    if cfg.name != "default":
+        return cfg.name
+    d = cfg.data
+    if d.path is not None:
+        source = Path(d.path)
+        name = source.stem if source.suffix else source.name
+    elif d.hub is not None:
+        name = d.hub.rsplit("/", 1)[-1] + (f"-{d.hub_config}" if d.hub_config else "")
+    elif d.builtin != type(d)().builtin:
+        name = d.builtin
+    else:
+        return cfg.name
+    # A folder name: keep it to letters, digits and - _ . so any shell can type it.
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    return safe or cfg.name
+
+
 def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
-    return Path(root) / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
+    return Path(root) / f"{time.strftime('%Y%m%d-%H%M%S')}-{run_name(cfg)}"
 
 
 def out_problem(out: Path) -> str | None:

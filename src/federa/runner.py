@@ -18,7 +18,7 @@ from federa.errors import DataError
 from federa.job import Job
 from federa.partition import client_val_fraction, format_stats, partition_stats
 from federa.report import report_markdown, summarize, write_plots
-from federa.runlog import RunDir
+from federa.runlog import RunDir, run_name
 
 RunOne = Callable[[Job, str, RunDir], dict[str, Any]]  # one method's rounds → its result record
 
@@ -65,7 +65,7 @@ def run_info(job: Job) -> dict[str, Any]:
     cfg = job.cfg
     p = cfg.partition
     return {
-        "name": cfg.name, "model": str(job.model_path), "data": job.data.source,
+        "name": run_name(cfg), "model": str(job.model_path), "data": job.data.source,
         "task": job.task.name, "metric": job.main_metric,
         "num_train": len(job.train), "num_test": len(job.test), "num_labels": len(job.label_names),
         "num_clients": cfg.num_clients, "clients_per_round": cfg.clients_per_round, "rounds": cfg.rounds,

@@ -28,6 +28,8 @@ The package, one module per idea:
 - :mod:`~federa.compare.cli`: the ``federa compare`` command line (wired in :mod:`federa.cli`).
 """
 
+import sys
+
 from federa.compare.claims import (
     MATCH_TOLERANCE,
     TIME_REDUCTION_CLAIM,
@@ -84,3 +86,16 @@ __all__ = [
     "plot_robustness", "plot_time_vs_fft", "results_rows", "run_compare", "summary_markdown", "summary_rows",
     "validation_job", "with_lr", "write_outputs", "write_plots",
 ]
+
+
+class _CallableModule(type(sys.modules[__name__])):
+    """``federa.compare(...)`` runs a comparison (:func:`federa.api.compare`) while this package
+    keeps its parts: the package and the public function share the name ``federa.compare``."""
+
+    def __call__(self, *args, **kwargs):
+        from federa.api import compare
+
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -10,44 +10,52 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from federa.client import local_update
 from federa.engines.server import ServerRun, check_replies, min_replies
 from federa.errors import NonFiniteLossError
+from federa.events import Events
 from federa.job import Job
+from federa.progress import Progress
 from federa.runlog import RunDir
 
 
-def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = True, log=print) -> dict[str, Any]:
-    """Run (or resume) one method to its last round; returns its result record."""
+def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = True, log=print,
+               events: Events | None = None) -> dict[str, Any]:
+    """Run (or resume) one method to its last round; returns its result record.
+
+    ``events``: the listeners of the run (progress display, trackers, a stop request); default: the
+    progress display alone."""
+    events = events if events is not None else Progress.for_output(progress, log)
+    log = events.wrap_log(log)
     server = ServerRun(job, method_name, run_dir, log=log)
-    bar = tqdm(total=job.cfg.rounds, initial=server.round, desc=method_name, unit="round",
-               disable=not progress, dynamic_ncols=True)
-    bar.set_postfix(server.progress_postfix())
+    events.method_start(method_name, job.cfg.rounds, server.round, server.progress_postfix())
+    result = None
     try:
         for rnd in server.remaining_rounds():
+            events.round_start(rnd)
             started = time.perf_counter()
             updates, failed = {}, {}
-            plan = server.configure(rnd)
-            for cid, settings in plan.items():
+            planned = server.configure(rnd)
+            for k, (cid, settings) in enumerate(planned.items(), 1):
+                events.client_start(k, len(planned), cid)
                 # A simulated client's memory (SCAFFOLD's cᵢ) is kept for it by the strategy,
                 # which checkpoints it; on Flower each node keeps its own.
                 rule = server.local_rule(rnd, cid, settings, server.strategy.client_memory(cid))
                 try:
-                    updates[cid] = local_update(server.model, server.client_state(rnd, cid), job.shard(cid), job.collate, settings,
-                                                job.device, client_id=cid, rule=rule)
+                    updates[cid] = local_update(server.model, server.client_state(rnd, cid), job.shard(cid),
+                                                job.collate, settings, job.device, client_id=cid, rule=rule,
+                                                on_step=events.step)
                 except NonFiniteLossError as err:  # dropped from this round, like a missing reply
                     failed[cid] = str(err)
                     continue
                 server.strategy.keep_client_memory(cid, updates[cid].memory)
-            check_replies(rnd, len(plan), updates, failed, min_replies(job.cfg), log=log, method=method_name)
-            server.complete_round(rnd, updates, started)
-            bar.update(1)
-            bar.set_postfix(server.progress_postfix())
+            check_replies(rnd, len(planned), updates, failed, min_replies(job.cfg), log=log, method=method_name)
+            record = server.complete_round(rnd, updates, started)
+            events.round_end(rnd, record, server.progress_postfix())
+        result = server.finish()
     except NonFiniteLossError as err:
-        bar.close()
         log(f"[{method_name}] stopped: {err}")
-        return server.fail(str(err))
-    bar.close()
-    return server.finish()
+        result = server.fail(str(err))
+    finally:
+        events.method_end(method_name, result)
+    return result

@@ -16,12 +16,28 @@ from federa.config import load_config
 from federa.engines.flower import FlowerError, launch
 from federa.engines.flower.driver import stop_file
 from federa.errors import ConfigError
+from federa.events import Events
 from federa.job import Job
 from federa.runlog import RunDir
 
 
-def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = True, log=print) -> dict[str, Any]:
-    """Run one method on Flower and return its result record (see the module docstring)."""
+def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = True, log=print,
+               events: Events | None = None) -> dict[str, Any]:
+    """Run one method on Flower and return its result record (see the module docstring).
+
+    ``events`` hear the method's start and end only: its rounds run in the ServerApp's process
+    (listeners such as trackers read them from metrics.jsonl at the end)."""
+    events = events if events is not None else Events()
+    result = None
+    try:
+        events.method_start(method_name, job.cfg.rounds, 0, {})
+        result = _run(job, method_name, run_dir, progress, log)
+    finally:
+        events.method_end(method_name, result)
+    return result
+
+
+def _run(job: Job, method_name: str, run_dir: RunDir, progress: bool, log) -> dict[str, Any]:
     cfg = job.cfg
     if cfg != load_config(run_dir.config):
         # The ServerApp reads the folder's config.yaml, not this process's objects.

@@ -1,0 +1,92 @@
+"""A method's saved final model, loaded back as a ready ``transformers`` (or ``peft``) model.
+
+Each method saves in the format its ecosystem loads (:meth:`federa.methods.base.Method.save`):
+FFT a ``save_pretrained`` folder, the peft methods an adapter folder that ``AutoPeftModel``
+loads alone (:mod:`federa.export`), BitFit and the bottleneck adapter their trained tensors
+plus a json saying how to put them back. This module undoes each, so a user never needs to
+know which one a method used.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from federa.errors import FederaError, ModelError
+from federa.runlog import RunDir
+
+_TOKEN_TASKS = ("token_classification",)
+
+
+def _is_token_task(rd: RunDir, model_config: Path | None) -> bool:
+    """Which head the saved model has: from the run's summary, else the saved config's architecture."""
+    if rd.summary.is_file():
+        task = json.loads(rd.summary.read_text(encoding="utf-8")).get("run", {}).get("task")
+        if task:
+            return task in _TOKEN_TASKS
+    if model_config is not None and model_config.is_file():
+        archs = json.loads(model_config.read_text(encoding="utf-8")).get("architectures") or []
+        return any(a.endswith("ForTokenClassification") for a in archs)
+    return False
+
+
+def _auto_classes(token: bool):
+    import peft
+    import transformers
+
+    if token:
+        return transformers.AutoModelForTokenClassification, peft.AutoPeftModelForTokenClassification
+    return transformers.AutoModelForSequenceClassification, peft.AutoPeftModelForSequenceClassification
+
+
+def load_final_model(run_dir: Path, method: str, as_peft: bool = False) -> nn.Module:
+    """See :func:`federa.load_model`. Raises :class:`FederaError` with the fix when it cannot."""
+    rd = RunDir(Path(run_dir))
+    final = rd.final_model(method)
+    if not final.is_dir():
+        done = sorted(p.parent.name for p in rd.root.glob("*/final") if p.is_dir())
+        raise FederaError(f"{final}: no final model of '{method}' there (did it finish?); "
+                          f"finished here: {', '.join(done) or 'none'}")
+    if (final / "adapter_config.json").is_file():
+        return _load_peft(rd, final, method, as_peft)
+    if as_peft:
+        raise ModelError(f"'{method}' did not save a peft adapter; call load_model(..., peft=False)")
+    if (final / "config.json").is_file():  # FFT: a whole model
+        auto, _ = _auto_classes(_is_token_task(rd, final / "config.json"))
+        return auto.from_pretrained(str(final))
+    from federa.methods.bitfit import INFO_FILE
+
+    info_path = final / INFO_FILE
+    if not info_path.is_file():
+        raise ModelError(f"{final}: not a model folder federa wrote (no config.json, adapter_config.json or {INFO_FILE})")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    auto, _ = _auto_classes(_is_token_task(rd, None))
+    base = auto.from_pretrained(info["base_model"], num_labels=info["num_labels"])
+    if info.get("method") == "adapter":
+        from federa.methods.adapter import load_adapter
+
+        return load_adapter(base, final)
+    from federa.methods.bitfit import load_bitfit
+
+    return load_bitfit(base, final)
+
+
+def _load_peft(rd: RunDir, final: Path, method: str, as_peft: bool) -> nn.Module:
+    _, auto_peft = _auto_classes(_is_token_task(rd, final / "base" / "config.json"))
+    model = auto_peft.from_pretrained(str(final))
+    fold_file = final / "base_fold.safetensors"
+    if fold_file.is_file():
+        # FedEx-LoRA moved the frozen weights too: add them before the adapter means anything.
+        from safetensors.torch import load_file
+
+        from federa.methods.base import apply_base_fold
+
+        apply_base_fold(model, load_file(str(fold_file)), {})
+    if as_peft:
+        return model
+    if not hasattr(model, "merge_and_unload") or model.peft_config[model.active_adapter].is_prompt_learning:
+        raise ModelError(f"'{method}' learns soft tokens, which cannot be merged into the weights; "
+                         "call load_model(..., peft=True) for the peft model")
+    return model.merge_and_unload()

@@ -12,14 +12,13 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from torch import nn
-
 from federa.types import State
 
 if TYPE_CHECKING:
+    import torch
     from federa.config import Config
     from federa.settings import Section
+    from torch import nn
 
 
 class Method(ABC):
@@ -52,6 +51,8 @@ def trainable_state(model: nn.Module) -> State:
 
 def load_trainable_state(model: nn.Module, state: State) -> None:
     """Copy ``state`` into the model's trainable parameters; names and shapes must match exactly."""
+    import torch
+
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if params.keys() != state.keys():
         missing = sorted(params.keys() - state.keys())[:3]
@@ -66,6 +67,7 @@ def apply_base_fold(model: nn.Module, fold: State, applied: State) -> State:
     """Add ``fold − applied`` to the model's frozen weights by name (transposed for GPT-2's Conv1D,
     which stores (in, out)); returns the fold now applied. A strategy's ``base_fold`` (FedEx-LoRA)
     is the only source of such changes to frozen weights."""
+    import torch
     from transformers.pytorch_utils import Conv1D
 
     params = dict(model.named_parameters())

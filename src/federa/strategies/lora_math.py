@@ -8,10 +8,12 @@ FFA-LoRA and FLoRA were designed to remove; federa logs it for every LoRA-family
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from federa.types import State
+
+if TYPE_CHECKING:
+    import torch
 
 A_KEY, B_KEY = ".lora_A.", ".lora_B."
 
@@ -28,6 +30,8 @@ def lora_pairs(state: State) -> dict[str, tuple[str, str]]:
 
 
 def weighted_mean(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    import torch
+
     total = float(sum(weights))
     out = torch.zeros(tensors[0].shape, dtype=torch.float64)
     for t, w in zip(tensors, weights):
@@ -41,6 +45,8 @@ def aggregation_error(states: Sequence[State], weights: Sequence[float]) -> floa
     None when the states hold no LoRA pair, or the mean product is zero (LoRA's first round
     starts from B = 0 on every client, where the question has no answer yet).
     """
+    import torch
+
     if not states:
         return None
     pairs = lora_pairs(states[0])

@@ -11,18 +11,19 @@ import math
 import numbers
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from federa.strategies.base import Strategy, Updates, Wrapper
 from federa.strategies.deltas import RobustSettings, delta, global_norm
 from federa.types import State, Update
 
 if TYPE_CHECKING:
+    import torch
     from federa.config import Config
 
 
 def _check_tensors(got: object, ref: State, what: str) -> str | None:
     """Why the mapping ``got`` does not match the template ``ref`` (names, shapes, dtypes, finite)."""
+    import torch
+
     if not isinstance(got, dict):
         return f"{what} is a {type(got).__name__}, not a mapping of tensors"
     if got.keys() != ref.keys():

@@ -38,6 +38,11 @@ def main() -> None:
     if args.quick:
         args.rounds, args.steps = 12, 1
 
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
     from federa.config import build_config
     from federa.engines import server
     from federa.experiment import run_experiment

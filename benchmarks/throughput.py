@@ -114,6 +114,11 @@ def measure(args: argparse.Namespace, method: str) -> dict:
     from federa.methods.base import load_trainable_state, trainable_state
     from federa.runlog import open_run_dir
 
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
     cfg = _config(args, method)
     job = prepare_job(cfg)  # sets torch's threads to model.num_threads
     _, model, _ = job.server_model(method)

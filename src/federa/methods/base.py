@@ -16,9 +16,9 @@ from federa.types import State
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
     from federa.config import Config
     from federa.settings import Section
-    from torch import nn
 
 
 class Method(ABC):

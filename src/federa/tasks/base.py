@@ -15,10 +15,10 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
     from datasets import Dataset
-    from federa.config import DataConfig
     from torch import nn
     from torch.utils.data import DataLoader
     from transformers import PreTrainedTokenizerBase
+    from federa.config import DataConfig
 
 
 class Task(ABC):

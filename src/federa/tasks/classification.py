@@ -15,9 +15,9 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
     from datasets import ClassLabel, Dataset
-    from federa.config import DataConfig
     from torch import nn
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
+    from federa.config import DataConfig
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:

@@ -43,6 +43,7 @@ def main() -> None:
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     from federa.config import build_config
     from federa.engines import server
     from federa.experiment import run_experiment

@@ -119,6 +119,7 @@ def measure(args: argparse.Namespace, method: str) -> dict:
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     cfg = _config(args, method)
     job = prepare_job(cfg)  # sets torch's threads to model.num_threads
     _, model, _ = job.server_model(method)

@@ -13,11 +13,13 @@ from federa.client import local_update
 from federa.engines.inprocess import run_method
 from federa.errors import ModelError
 from federa.job import Job, prepare_job
-from federa.methods.adapter import Bottleneck, load_adapter
+from federa.methods.adapter import load_adapter
+from federa.methods.adapter_layers import Bottleneck
 from federa.methods.base import count_parameters, trainable_state
 from federa.methods.bitfit import load_bitfit
 from federa.methods.lora import find_target_linears
 from federa.runlog import RunDir
+
 
 H, FFN, LAYERS, LABELS = 32, 64, 2, 5
 HEAD = LABELS * H + LABELS

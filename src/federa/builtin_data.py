@@ -15,10 +15,12 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from datasets import ClassLabel, Dataset, DatasetDict
+from typing import TYPE_CHECKING
 
 from federa.errors import DataError
+
+if TYPE_CHECKING:
+    from datasets import ClassLabel, Dataset, DatasetDict
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ def read_conll(text: str) -> tuple[list[list[str]], list[list[str]]]:
 
 
 def _bbc_news(root: Path) -> Dataset:
+    from datasets import ClassLabel, Dataset
+
     root = root / "bbcnews" / "data"
     names = sorted(p.name for p in root.iterdir() if p.is_dir())
     texts, labels = [], []
@@ -78,6 +82,8 @@ def _bbc_news(root: Path) -> Dataset:
 
 
 def _rotten_tomatoes(root: Path) -> Dataset:
+    from datasets import ClassLabel, Dataset
+
     raw = bz2.decompress((root / "data" / "rotten_tomatoes_corpus_full.csv.bz2").read_bytes()).decode("utf-8")
     rows = [r for r in csv.DictReader(io.StringIO(raw)) if r["category"] in ("fresh", "rotten")]  # not "plot"
     names = ["rotten", "fresh"]
@@ -87,7 +93,11 @@ def _rotten_tomatoes(root: Path) -> Dataset:
 
 
 def _sts_b(root: Path) -> DatasetDict:
+    from datasets import DatasetDict
+
     def split(name: str) -> Dataset:
+        from datasets import Dataset
+
         # Tab-separated, no header: genre, file, year, id, score, sentence 1, sentence 2 (+ 2 source
         # columns on some lines).
         rows = [line.rstrip("\n").split("\t") for line in
@@ -99,6 +109,8 @@ def _sts_b(root: Path) -> DatasetDict:
 
 
 def _wnut16(root: Path) -> Dataset:
+    from datasets import Dataset
+
     tokens, tags = read_conll((root / "data" / "ner.txt").read_text(encoding="utf-8"))
     return Dataset.from_dict({"tokens": tokens, "tags": tags})
 

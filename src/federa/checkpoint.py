@@ -12,11 +12,12 @@ import hashlib
 import io
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from federa.errors import FederaError
+
+if TYPE_CHECKING:
+    import torch
 
 _MAGIC = b"FEDERA01"
 
@@ -45,6 +46,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    import torch
+
     buf = io.BytesIO()
     torch.save(payload, buf)
     body = buf.getvalue()
@@ -55,6 +58,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    import torch
+
     raw = path.read_bytes()
     if len(raw) < 40 or raw[:8] != _MAGIC:
         raise CheckpointError(f"{path} is not a federa checkpoint (truncated or wrong format)")

@@ -13,6 +13,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from federa.errors import FederaError
 from federa.interrupt import RunInterrupted
@@ -66,6 +67,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from federa.config import load_config
+
+    load_config(args.config, args.set)  # a config error is reported before the heavy imports below
     from federa.compare import main as compare_main
 
     _quiet_libraries()
@@ -120,9 +124,36 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+class _LazyParser(argparse.ArgumentParser):
+    """A subcommand's parser that adds its options (``fill``: a ``"module:function"``) when first used."""
+
+    def __init__(self, *args: Any, fill: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fill: str | None = fill
+
+    def _filled(self) -> None:
+        if self._fill is not None:
+            from federa.registry import load
+
+            add_arguments, self._fill = load(self._fill), None
+            add_arguments(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._filled()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._filled()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._filled()
+        return super().format_usage()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="federa", description="Federated fine-tuning with FeDeRA, LoRA and FFT.")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_LazyParser)
 
     run = sub.add_parser("run", help="run one experiment (every method in `methods`) and write a report")
     run.add_argument("--config", help="YAML config file (default: the built-in default)")
@@ -143,19 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("dir")
     rep.set_defaults(func=_cmd_report)
 
-    from federa.compare import add_arguments as add_compare_arguments
-
-    cmp = sub.add_parser("compare", help="run methods x heterogeneity (alphas) x seeds; tables, plots, claims.md")
-    add_compare_arguments(cmp)
+    # Subcommands whose options live in heavy packages (compare, Flower) get them on first use:
+    # `federa --help` and `federa run` then never import those packages.
+    cmp = sub.add_parser("compare", help="run methods x heterogeneity (alphas) x seeds; tables, plots, claims.md",
+                         fill="federa.compare.cli:add_arguments")
     cmp.set_defaults(func=_cmd_compare)
-
-    from federa.engines.flower.launch import add_node_arguments, add_serve_arguments
-
-    srv = sub.add_parser("serve", help="engine=flower: start a Flower SuperLink (docs/flower.md)")
-    add_serve_arguments(srv)
+    srv = sub.add_parser("serve", help="engine=flower: start a Flower SuperLink (docs/flower.md)",
+                         fill="federa.engines.flower.launch:add_serve_arguments")
     srv.set_defaults(func=_cmd_serve)
-    node = sub.add_parser("node", help="engine=flower: start a Flower SuperNode holding one client")
-    add_node_arguments(node)
+    node = sub.add_parser("node", help="engine=flower: start a Flower SuperNode holding one client",
+                          fill="federa.engines.flower.launch:add_node_arguments")
     node.set_defaults(func=_cmd_node)
     return p
 

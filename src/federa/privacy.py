@@ -13,10 +13,12 @@ import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import dp_accounting
+from typing import TYPE_CHECKING
 
 from federa.errors import ConfigError
+
+if TYPE_CHECKING:
+    import dp_accounting
 
 
 @contextmanager
@@ -33,11 +35,15 @@ def _quiet_absl() -> Iterator[None]:
 
 
 def _round_event(sampling_probability: float, noise_multiplier: float) -> dp_accounting.DpEvent:
+    import dp_accounting
+
     return dp_accounting.PoissonSampledDpEvent(sampling_probability, dp_accounting.GaussianDpEvent(noise_multiplier))
 
 
 def epsilon_after(rounds: int, sampling_probability: float, noise_multiplier: float, delta_: float) -> float:
     """(ε at δ) after ``rounds`` rounds, from dp-accounting's RDP accountant; inf without noise."""
+    import dp_accounting
+
     if rounds <= 0:
         return 0.0
     if noise_multiplier <= 0:
@@ -50,6 +56,8 @@ def epsilon_after(rounds: int, sampling_probability: float, noise_multiplier: fl
 
 def calibrate_noise(target_epsilon: float, rounds: int, sampling_probability: float, delta_: float) -> float:
     """The smallest noise multiplier z (to 1e-4) whose ε after ``rounds`` rounds is ≤ ``target_epsilon``."""
+    import dp_accounting
+
     try:
         with _quiet_absl():
             z = dp_accounting.calibrate_dp_mechanism(

@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch only for annotations: validating a config must not import it
+    import torch
 
-State = dict[str, torch.Tensor]  # parameter name → tensor: what trains, hence what travels
+State = dict[str, "torch.Tensor"]  # parameter name → tensor: what trains, hence what travels
 
 
 @dataclass(frozen=True)

@@ -28,53 +28,37 @@ The package, one module per idea:
 - :mod:`~federa.compare.cli`: the ``federa compare`` command line (wired in :mod:`federa.cli`).
 """
 
-import sys
+from __future__ import annotations
 
-from federa.compare.claims import (
-    MATCH_TOLERANCE,
-    TIME_REDUCTION_CLAIM,
-    Claim,
-    check_claims,
-    claim_matches_fft,
-    claim_noniid,
-    claim_robustness,
-    claim_time,
-    claims_markdown,
-    headline,
-)
-from federa.compare.cli import add_arguments, main, plan_from_args
-from federa.compare.jobs import cell_job, with_lr
-from federa.compare.lr_grid import (
-    GRID_COLUMNS,
-    LR_MULTIPLIERS,
-    VAL_FRACTION,
-    carve_validation,
-    choose_lrs,
-    grid_scores,
-    validation_job,
-)
-from federa.compare.outputs import write_outputs
-from federa.compare.plan import (
-    DEFAULT_ALPHAS,
-    IID,
-    Cell,
-    Plan,
-    heterogeneity_order,
-    parse_alphas,
-    parse_methods,
-    parse_seeds,
-)
-from federa.compare.plots import plot_robustness, plot_time_vs_fft, write_plots
-from federa.compare.run import run_compare
-from federa.compare.tables import (
-    RESULT_COLUMNS,
-    SUMMARY_COLUMNS,
-    CellResult,
-    load_cells,
-    results_rows,
-    summary_markdown,
-    summary_rows,
-)
+import importlib
+import sys
+from typing import Any
+
+# Name -> the submodule that defines it, imported on first use (PEP 562): `federa compare`'s option
+# parser (federa.compare.cli) must not pull in the runner, plots and tables to report a typo.
+_EXPORTS: dict[str, str] = {
+    "MATCH_TOLERANCE": "claims", "TIME_REDUCTION_CLAIM": "claims", "Claim": "claims", "check_claims": "claims",
+    "claim_matches_fft": "claims", "claim_noniid": "claims", "claim_robustness": "claims", "claim_time": "claims",
+    "claims_markdown": "claims", "headline": "claims",
+    "add_arguments": "cli", "main": "cli", "plan_from_args": "cli",
+    "cell_job": "jobs", "with_lr": "jobs",
+    "GRID_COLUMNS": "lr_grid", "LR_MULTIPLIERS": "lr_grid", "VAL_FRACTION": "lr_grid", "choose_lrs": "lr_grid",
+    "carve_validation": "lr_grid", "grid_scores": "lr_grid", "validation_job": "lr_grid",
+    "write_outputs": "outputs",
+    "DEFAULT_ALPHAS": "plan", "IID": "plan", "Cell": "plan", "Plan": "plan", "heterogeneity_order": "plan",
+    "parse_alphas": "plan", "parse_methods": "plan", "parse_seeds": "plan",
+    "plot_robustness": "plots", "plot_time_vs_fft": "plots", "write_plots": "plots",
+    "run_compare": "run",
+    "RESULT_COLUMNS": "tables", "SUMMARY_COLUMNS": "tables", "CellResult": "tables", "load_cells": "tables",
+    "results_rows": "tables", "summary_markdown": "tables", "summary_rows": "tables",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'federa.compare' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"federa.compare.{_EXPORTS[name]}"), name)
+
 
 __all__ = [
     "DEFAULT_ALPHAS", "GRID_COLUMNS", "IID", "LR_MULTIPLIERS", "MATCH_TOLERANCE", "RESULT_COLUMNS",
@@ -82,7 +66,8 @@ __all__ = [
     "Cell", "CellResult", "Claim", "Plan",
     "add_arguments", "carve_validation", "cell_job", "check_claims", "choose_lrs", "claim_matches_fft",
     "claim_noniid", "claim_robustness", "claim_time", "claims_markdown", "grid_scores", "headline",
-    "heterogeneity_order", "load_cells", "main", "parse_alphas", "parse_methods", "parse_seeds", "plan_from_args",
+    "heterogeneity_order", "load_cells", "main", "parse_alphas", "parse_methods", "parse_seeds",
+    "plan_from_args",
     "plot_robustness", "plot_time_vs_fft", "results_rows", "run_compare", "summary_markdown", "summary_rows",
     "validation_job", "with_lr", "write_outputs", "write_plots",
 ]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from federa.compare.lr_grid import LR_MULTIPLIERS
 from federa.compare.plan import DEFAULT_ALPHAS, Plan, parse_alphas, parse_methods, parse_seeds
-from federa.compare.run import run_compare
 from federa.config import load_config
 from federa.errors import ConfigError
 from federa.methods import available_methods
@@ -49,6 +48,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
 
 def main(args: argparse.Namespace) -> list[str]:
     """Run ``federa compare``; returns the (method, alpha) pairs that did not finish."""
+    from federa.compare.run import run_compare  # heavy (jobs, training): not needed to parse options
+
     plan = plan_from_args(args)
     print(f"results: {plan.out}")
     outcome = run_compare(plan, progress=not args.no_progress)

@@ -24,6 +24,7 @@ _REGISTRY: dict[str, str] = {
 }
 # Engine settings, each beside its engine (read when the config is composed).
 _SECTIONS: dict[str, str] = {
+    "inprocess": "federa.engines.settings:InprocessSettings",
     "flower": "federa.engines.flower.settings:FlowerSettings",
 }
 

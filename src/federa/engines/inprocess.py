@@ -3,6 +3,8 @@
 Clients share the server's model object: only trainable tensors differ between parties,
 and ``local_update`` loads the broadcast state before training, so this is exactly what
 separate clients holding the same frozen weights would compute, without N model copies.
+With ``inprocess.workers: N`` > 1, N worker processes train the round's clients side by side
+(:mod:`federa.engines.workers`), with the same replies.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import torch
+
 from federa.client import local_update
 from federa.engines.server import ServerRun, check_replies, min_replies
+from federa.engines.workers import ClientPool, worker_threads
 from federa.errors import NonFiniteLossError
 from federa.events import Events
 from federa.job import Job
@@ -30,26 +35,35 @@ def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = Tru
     server = ServerRun(job, method_name, run_dir, log=log)
     events.method_start(method_name, job.cfg.rounds, server.round, server.progress_postfix())
     result = None
+    workers = job.cfg.inprocess.workers
+    pool = ClientPool(job, method_name, server.setup, workers,
+                      worker_threads(job.cfg.model.num_threads or torch.get_num_threads(), workers)
+                      ) if workers > 1 and server.round < job.cfg.rounds else None
     try:
         for rnd in server.remaining_rounds():
             events.round_start(rnd)
             started = time.perf_counter()
             updates, failed = {}, {}
-            planned = server.configure(rnd)
-            for k, (cid, settings) in enumerate(planned.items(), 1):
-                events.client_start(k, len(planned), cid)
-                # A simulated client's memory (SCAFFOLD's cᵢ) is kept for it by the strategy,
-                # which checkpoints it; on Flower each node keeps its own.
-                rule = server.local_rule(rnd, cid, settings, server.strategy.client_memory(cid))
-                try:
-                    updates[cid] = local_update(server.model, server.client_state(rnd, cid), job.shard(cid),
-                                                job.collate, settings, job.device, client_id=cid, rule=rule,
-                                                on_step=events.step)
-                except NonFiniteLossError as err:  # dropped from this round, like a missing reply
-                    failed[cid] = str(err)
+            # A simulated client's memory (SCAFFOLD's cᵢ) is kept for it by the strategy, which
+            # checkpoints it; on Flower each node keeps its own.
+            clients = {cid: (settings, server.local_rule(rnd, cid, settings, server.strategy.client_memory(cid)))
+                       for cid, settings in server.configure(rnd).items()}
+            if pool is not None:
+                updates, failed = pool.train({cid: server.client_state(rnd, cid) for cid in clients}, clients,
+                                             server.strategy.base_fold())
+            for k, (cid, (settings, rule)) in enumerate(clients.items(), 1):
+                if pool is None:
+                    events.client_start(k, len(clients), cid)
+                    try:
+                        updates[cid] = local_update(server.model, server.client_state(rnd, cid), job.shard(cid),
+                                                    job.collate, settings, job.device, client_id=cid, rule=rule,
+                                                    on_step=events.step)
+                    except NonFiniteLossError as err:  # dropped from this round, like a missing reply
+                        failed[cid] = str(err)
+                if cid not in updates:
                     continue
                 server.strategy.keep_client_memory(cid, updates[cid].memory)
-            check_replies(rnd, len(planned), updates, failed, min_replies(job.cfg), log=log, method=method_name)
+            check_replies(rnd, len(clients), updates, failed, min_replies(job.cfg), log=log, method=method_name)
             record = server.complete_round(rnd, updates, started)
             events.round_end(rnd, record, server.progress_postfix())
         result = server.finish()
@@ -57,5 +71,7 @@ def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = Tru
         log(f"[{method_name}] stopped: {err}")
         result = server.fail(str(err))
     finally:
+        if pool is not None:
+            pool.close()
         events.method_end(method_name, result)
     return result

@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from federa.errors import ModelError
 from federa.methods.base import Method
-from federa.types import State
 from federa.methods.bitfit import INFO_FILE, load_trainables, save_trainables, train_head
-from federa.methods.targets import TargetLayer, available_suffixes, layer_shape, match_linears
+from federa.methods.targets import available_suffixes, match_linears
 from federa.settings import NameList, Section
+from federa.types import State
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 # BERT's attention-output and FFN-output projections; also RoBERTa's, XLM-R's, ELECTRA's and
@@ -55,34 +58,10 @@ def adapter_targets(model: nn.Module, targets: list[str] | None) -> list[str]:
     return list(BERT_FAMILY_TARGETS)
 
 
-class Bottleneck(nn.Module):
-    """The residual bottleneck MLP ``h + up(gelu(down(h)))``; the identity until ``up`` trains."""
-
-    def __init__(self, dim: int, width: int) -> None:
-        super().__init__()
-        self.down = nn.Linear(dim, width)  # PyTorch's default (Kaiming-uniform) init
-        self.up = nn.Linear(width, dim)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.up(nn.functional.gelu(self.down(h)))
-
-
-class AdaptedLinear(nn.Module):
-    """A frozen Linear followed by a trainable :class:`Bottleneck` (peft-style ``base_layer``)."""
-
-    def __init__(self, base_layer: TargetLayer, width: int) -> None:
-        super().__init__()
-        self.base_layer = base_layer
-        self.adapter = Bottleneck(layer_shape(base_layer)[0], width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.adapter(self.base_layer(x))
-
-
 def add_adapters(model: nn.Module, targets: list[str] | None, width: int) -> list[str]:
     """Wrap every target layer of ``model`` in place; return the wrapped module names."""
+    from federa.methods.adapter_layers import AdaptedLinear
+
     names = list(match_linears(model, adapter_targets(model, targets), key="adapter.target_modules"))
     for name in names:
         parent_name, _, child = name.rpartition(".")
@@ -101,6 +80,8 @@ class Adapter(Method):
     default_lr = 1e-2
 
     def apply(self, model: nn.Module, setup: State) -> nn.Module:
+        from federa.methods.adapter_layers import Bottleneck
+
         c = self.cfg.adapter
         model.requires_grad_(False)
         # The down-projections are random; Job seeds torch's stream around apply(), so the

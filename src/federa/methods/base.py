@@ -12,12 +12,11 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from torch import nn
-
 from federa.types import State
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
     from federa.config import Config
     from federa.settings import Section
 
@@ -52,6 +51,8 @@ def trainable_state(model: nn.Module) -> State:
 
 def load_trainable_state(model: nn.Module, state: State) -> None:
     """Copy ``state`` into the model's trainable parameters; names and shapes must match exactly."""
+    import torch
+
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if params.keys() != state.keys():
         missing = sorted(params.keys() - state.keys())[:3]
@@ -75,6 +76,8 @@ def load_tensors(model: nn.Module, tensors: State) -> None:
     private tensors); names must exist."""
     if not tensors:
         return
+    import torch
+
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, t in tensors.items():
@@ -92,6 +95,7 @@ def apply_base_fold(model: nn.Module, fold: State, originals: State) -> State:
     Flower node that missed rounds, someone loading the exported fold) then holds bit-identical
     frozen weights, which incremental float32 additions would not give.
     """
+    import torch
     from transformers.pytorch_utils import Conv1D
 
     params = dict(model.named_parameters())

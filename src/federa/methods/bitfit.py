@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
+from typing import TYPE_CHECKING
 
 from federa.errors import ModelError
 from federa.methods.base import Method, trainable_state
 from federa.types import State
+
+if TYPE_CHECKING:
+    import torch
+    from safetensors.torch import load_file, save_file
+    from torch import nn
 
 # The sequence-classification head's attribute name across Hugging Face models (peft uses the
 # same two names for SEQ_CLS ``modules_to_save``).
@@ -40,6 +42,8 @@ def train_head(model: nn.Module) -> list[str]:
 
 def save_trainables(model: nn.Module, out_dir: Path, info: dict) -> None:
     """Write the trainable tensors and a json that describes how to reapply them."""
+    from safetensors.torch import save_file
+
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in trainable_state(model).items()}
     save_file(state, str(out_dir / TENSORS_FILE), metadata={"format": "pt"})
@@ -50,6 +54,9 @@ def save_trainables(model: nn.Module, out_dir: Path, info: dict) -> None:
 
 def load_trainables(model: nn.Module, out_dir: Path) -> None:
     """Copy the saved tensors into ``model`` (which must already have the method applied)."""
+    import torch
+    from safetensors.torch import load_file
+
     saved = load_file(str(Path(out_dir) / TENSORS_FILE))
     own = dict(model.named_parameters())
     unknown = sorted(saved.keys() - own.keys())

@@ -18,21 +18,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import peft
-import torch
-from peft.utils import get_peft_model_state_dict
-from safetensors.torch import save_file
 from pydantic import Field
-from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from federa.errors import ModelError
-from federa.types import State
 from federa.methods.lora import Lora, find_target_linears
 from federa.methods.targets import effective_weight
-from federa.pretrained import resolve_device
 from federa.settings import Section
+from federa.types import State
+
+if TYPE_CHECKING:
+    import peft
+    import torch
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
 
 _PEFT_PREFIX = "base_model.model."
 _OVERSAMPLE = 10  # extra random directions for randomised SVD
@@ -49,6 +51,8 @@ def svd_factors(
     server decomposes, and clients rebuild the residual from the broadcast factors on the CPU
     (:func:`residual_weight`), so where the SVD ran never changes any client's bits.
     """
+    import torch
+
     w = weight.detach().to(device=device or weight.device, dtype=torch.float64)
     if niter is None:
         u, s, vh = torch.linalg.svd(w, full_matrices=False)
@@ -73,6 +77,8 @@ def residual_weight(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scal
     bit. Instead: float32·float32 products are exact in float64, and we add the r rank-one
     terms elementwise in a fixed order, so every IEEE-754 machine gets the same bits.
     """
+    import torch
+
     a64, b64 = a.to(torch.float64), b.to(torch.float64)
     acc = torch.zeros(b.shape[0], a.shape[1], dtype=torch.float64)
     for k in range(a.shape[0]):
@@ -101,6 +107,10 @@ class FeDeRA(Lora):
         return self.cfg.lora.alpha / self.cfg.lora.r
 
     def server_setup(self, model: nn.Module) -> State:
+        import torch
+
+        from federa.pretrained import resolve_device
+
         linears = find_target_linears(model, self.cfg.lora.target_modules, self.cfg.lora.r)
         setup: State = {}
         # svd_lowrank draws a random projection: seed it without touching the global stream.
@@ -116,6 +126,10 @@ class FeDeRA(Lora):
         return setup
 
     def apply(self, model: nn.Module, setup: State) -> nn.Module:
+        import peft
+        import torch
+        from transformers.pytorch_utils import Conv1D
+
         linears = find_target_linears(model, self.cfg.lora.target_modules, self.cfg.lora.r)
         expected = {f"{n}.lora_{x}" for n in linears for x in "AB"}
         if expected != setup.keys():
@@ -146,6 +160,10 @@ class FeDeRA(Lora):
         ``PeftModel.from_pretrained(pretrained, out_dir)`` needs no residual. The initial
         factors are saved too (``federa_init.safetensors``) to rebuild the residual form.
         """
+        import torch
+        from peft.utils import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
         out_dir.mkdir(parents=True, exist_ok=True)
         state = get_peft_model_state_dict(model)
         for key in list(state):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from federa.methods.base import Method
 from federa.types import State
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class FullFineTuning(Method):

@@ -13,17 +13,20 @@ The default targets are peft's own for the model's architecture (see
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import peft
 from pydantic import Field
-from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from federa.errors import ModelError
 from federa.methods.base import Method
-from federa.types import State
 from federa.methods.targets import architecture_default, match_linears
 from federa.settings import NameList, Section
+from federa.types import State
+
+if TYPE_CHECKING:
+    import peft
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
 
 
 class Ia3Settings(Section):
@@ -53,6 +56,9 @@ class Ia3(Method):
         return targets, [m for m in architecture_default(model, "ia3.feedforward_modules") if m in targets]
 
     def apply(self, model: nn.Module, setup: State) -> nn.Module:
+        import peft
+        from transformers.pytorch_utils import Conv1D
+
         targets, feedforward = self.targets(model)
         extra = sorted(set(feedforward) - set(targets))
         if extra:

@@ -7,18 +7,20 @@ trains and travels with the adapter.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import peft
 from pydantic import BeforeValidator, Field, field_validator, model_validator
-from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from federa.errors import ModelError
 from federa.methods.base import Method
-from federa.types import State
 from federa.methods.targets import TargetLayer, architecture_default, layer_shape, match_linears
 from federa.settings import NameList, Section, split_list
+from federa.types import State
+
+if TYPE_CHECKING:
+    import peft
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
 
 
 def _rank_list(v: Any) -> Any:
@@ -106,6 +108,8 @@ class Lora(Method):
     def peft_config(
         self, targets: list[str], fan_in_fan_out: bool, init_lora_weights: bool | str = True, rank_multiplier: int = 1
     ) -> peft.LoraConfig:
+        import peft
+
         c = self.cfg.lora
         return peft.LoraConfig(
             task_type=peft.TaskType[self.peft_task_type],
@@ -121,6 +125,9 @@ class Lora(Method):
 
     def adapted(self, model: nn.Module, init_lora_weights: bool | str = True) -> peft.PeftModel:
         """``model`` with LoRA layers on the resolved ``lora.target_modules``."""
+        import peft
+        from transformers.pytorch_utils import Conv1D
+
         targets = lora_targets(model, self.cfg.lora.target_modules)
         layers = find_target_linears(model, targets, self.cfg.lora.r)
         transposed = {isinstance(layer, Conv1D) for layer in layers.values()}

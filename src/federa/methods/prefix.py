@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import peft
-import transformers
 from pydantic import Field
-from torch import nn
 
 from federa.errors import ModelError
 from federa.methods.base import Method
-from federa.types import State
 from federa.methods.prompt import check_positions, model_dims
 from federa.settings import Section
+from federa.types import State
+
+if TYPE_CHECKING:
+    import peft
+    import transformers
+    from torch import nn
 
 
 def _takes(module: nn.Module, arg: str) -> bool:
@@ -33,6 +36,9 @@ def _takes(module: nn.Module, arg: str) -> bool:
 
 def check_prefix_support(pm: peft.PeftModel) -> None:
     """Raise ModelError where peft's prefix-tuning forward would refuse the model."""
+    import peft
+    import transformers
+
     base = pm.base_model
     name = getattr(pm, "transformer_backbone_name", None)
     backbone = base.get_submodule(name) if name else base
@@ -56,10 +62,14 @@ class PrefixTuning(Method):
     default_lr = 1e-2  # peft's usual rate: prefix cannot run on BERT with transformers 5 (see above)
 
     def peft_config(self, model: nn.Module) -> peft.PrefixTuningConfig:
+        import peft
+
         return peft.PrefixTuningConfig(task_type=peft.TaskType[self.peft_task_type],
                                        num_virtual_tokens=self.cfg.prefix.num_virtual_tokens, **model_dims(model))
 
     def apply(self, model: nn.Module, setup: State) -> nn.Module:
+        import peft
+
         check_positions(model, self.cfg.prefix.num_virtual_tokens, self.cfg.max_length, "prefix.num_virtual_tokens")
         pm = peft.get_peft_model(model, self.peft_config(model))
         check_prefix_support(pm)

@@ -10,15 +10,18 @@ init: it starts on the scale of real token embeddings.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import peft
 from pydantic import Field
-from torch import nn
 
 from federa.errors import ModelError
 from federa.methods.base import Method
 from federa.settings import Section
 from federa.types import State
+
+if TYPE_CHECKING:
+    import peft
+    from torch import nn
 
 
 def check_positions(model: nn.Module, virtual_tokens: int, max_length: int, key: str) -> None:
@@ -55,6 +58,8 @@ class PromptTuning(Method):
     default_lr = 1e-2
 
     def peft_config(self, model: nn.Module) -> peft.PromptTuningConfig:
+        import peft
+
         return peft.PromptTuningConfig(
             task_type=peft.TaskType[self.peft_task_type],
             num_virtual_tokens=self.cfg.prompt.num_virtual_tokens,
@@ -63,6 +68,8 @@ class PromptTuning(Method):
         )
 
     def apply(self, model: nn.Module, setup: State) -> nn.Module:
+        import peft
+
         if self.peft_task_type == "TOKEN_CLS":
             # peft prepends the virtual tokens to the sequence, and its token classifier then scores
             # them too: the outputs no longer line up one-to-one with the words' labels.

@@ -8,46 +8,53 @@ keyed by ``config.model_type``; :data:`FALLBACK_DEFAULTS` only fills the gaps pe
 from __future__ import annotations
 
 from collections.abc import Mapping
-
-import torch
-from peft.utils.constants import (
-    TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING,
-    TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
-    TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING,
-)
-from torch import nn
-from transformers.pytorch_utils import Conv1D
+from typing import TYPE_CHECKING
 
 from federa.errors import ModelError
 
-TargetLayer = nn.Linear | Conv1D
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
 
-# Config key -> peft's default per model_type.
-PEFT_DEFAULTS: dict[str, Mapping[str, list[str]]] = {
-    "lora.target_modules": TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING,
-    "ia3.target_modules": TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
-    "ia3.feedforward_modules": TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING,
-}
+# A string: the alias is only ever read in annotations, and naming the classes would import torch.
+TargetLayer = "nn.Linear | Conv1D"
+
 # Architectures peft 0.21 has no entry for, named as peft names their BERT counterparts
 # (LoRA on query/value; IA3 on key/value and the FFN's second projection). ELECTRA and
 # XLM-RoBERTa use BERT's module names; MPNet (model.builtin=mpnet) names them q/k/v/o.
-_BERT_IA3 = TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING["bert"]
-_BERT_IA3_FF = TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING["bert"]
-FALLBACK_DEFAULTS: dict[str, dict[str, list[str]]] = {
+# "bert" stands for peft's own BERT entry (read from peft when needed, not at import).
+FALLBACK_DEFAULTS: dict[str, dict[str, list[str] | str]] = {
     "lora.target_modules": {"distilbert": ["q_lin", "v_lin"], "mpnet": ["q", "v"]},
-    "ia3.target_modules": {"distilbert": ["k_lin", "v_lin", "ffn.lin2"], "electra": _BERT_IA3,
-                           "xlm-roberta": _BERT_IA3, "mpnet": ["k", "v", "output.dense"]},
-    "ia3.feedforward_modules": {"distilbert": ["ffn.lin2"], "electra": _BERT_IA3_FF, "xlm-roberta": _BERT_IA3_FF,
+    "ia3.target_modules": {"distilbert": ["k_lin", "v_lin", "ffn.lin2"], "electra": "bert",
+                           "xlm-roberta": "bert", "mpnet": ["k", "v", "output.dense"]},
+    "ia3.feedforward_modules": {"distilbert": ["ffn.lin2"], "electra": "bert", "xlm-roberta": "bert",
                                 "mpnet": ["output.dense"]},
 }
 
 
+def peft_defaults(key: str) -> Mapping[str, list[str]]:
+    """Config ``key`` -> peft's default per model_type."""
+    from peft.utils import constants
+
+    return {
+        "lora.target_modules": constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING,
+        "ia3.target_modules": constants.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
+        "ia3.feedforward_modules": constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING,
+    }[key]
+
+
 def is_target_layer(module: nn.Module) -> bool:
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+
     return isinstance(module, (nn.Linear, Conv1D))
 
 
 def layer_shape(layer: TargetLayer) -> tuple[int, int]:
     """(out, in) of the map the layer computes, whichever way its weight is stored."""
+    from transformers.pytorch_utils import Conv1D
+
     if isinstance(layer, Conv1D):
         return layer.weight.shape[1], layer.weight.shape[0]
     return layer.out_features, layer.in_features
@@ -55,6 +62,8 @@ def layer_shape(layer: TargetLayer) -> tuple[int, int]:
 
 def effective_weight(layer: TargetLayer) -> torch.Tensor:
     """The weight as an (out, in) matrix, the orientation peft's LoRA factors refer to."""
+    from transformers.pytorch_utils import Conv1D
+
     return layer.weight.T if isinstance(layer, Conv1D) else layer.weight
 
 
@@ -65,7 +74,10 @@ def available_suffixes(model: nn.Module) -> str:
 def architecture_default(model: nn.Module, key: str) -> list[str]:
     """peft's default for config ``key`` on this model's architecture (``config.model_type``)."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    names = PEFT_DEFAULTS[key].get(model_type) or FALLBACK_DEFAULTS[key].get(model_type)
+    peft_table = peft_defaults(key)
+    names = peft_table.get(model_type) or FALLBACK_DEFAULTS[key].get(model_type)
+    if names == "bert":
+        names = peft_table["bert"]
     if names is None:
         raise ModelError(
             f"{key}: no default for model type '{model_type}'; set {key} "

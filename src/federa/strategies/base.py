@@ -18,11 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-
 from federa.types import LocalRule, State, TrainSettings, Update
 
 if TYPE_CHECKING:
+    import numpy as np
     from federa.config import Config
     from federa.settings import Section
 
@@ -35,6 +34,8 @@ def derive_seed(*parts: int) -> int:
     Derived rather than drawn from a running generator, so a resumed run or a client on
     another machine computes the same value with no RNG state to carry around.
     """
+    import numpy as np
+
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
@@ -122,6 +123,8 @@ class Strategy(ABC):
 
     def sample_clients(self, rnd: int, clients: Sequence[int]) -> list[int]:
         """Uniform sample without replacement, a pure function of (seed, round, client ids)."""
+        import numpy as np
+
         k = min(self.clients_per_round, len(clients))
         rng = np.random.default_rng(derive_seed(self.seed, rnd, 0x5A))
         return sorted(int(c) for c in rng.choice(np.asarray(clients), size=k, replace=False))

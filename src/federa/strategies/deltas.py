@@ -6,11 +6,15 @@ bound holds after the cast back to each tensor's dtype up to that dtype's roundi
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
 from federa.settings import Section
 from federa.types import State
+
+if TYPE_CHECKING:
+    import torch
 
 
 class RobustSettings(Section):
@@ -26,6 +30,8 @@ class RobustSettings(Section):
 
 
 def _f64(t: torch.Tensor) -> torch.Tensor:
+    import torch
+
     # On the CPU: client replies arrive there, while the first global state may sit on a GPU.
     return t.to("cpu", torch.float64)
 
@@ -37,6 +43,8 @@ def delta(update: State, global_state: State) -> State:
 
 def global_norm(tensors: State) -> float:
     """L2 norm of all tensors flattened into one vector."""
+    import torch
+
     total = torch.zeros((), dtype=torch.float64)
     for t in tensors.values():
         total += (_f64(t) ** 2).sum()

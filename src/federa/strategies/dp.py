@@ -14,7 +14,6 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import Field, model_validator
 
 from federa.errors import ConfigError
@@ -25,6 +24,7 @@ from federa.strategies.deltas import clip_delta, delta
 from federa.types import State, Update
 
 if TYPE_CHECKING:
+    import torch
     from federa.config import Config
 
 _NOISE_STREAM = 0xD9  # separates the noise seed from the sampling/client seeds of the same round
@@ -90,6 +90,8 @@ class DpNoise(Wrapper):
 
     def before(self, rnd: int, global_state: State, updates: Updates) -> Updates:
         """Clipped deltas as float64 states of weight 1, padded with zero deltas to m replies."""
+        import torch
+
         g64 = {k: t.to("cpu", torch.float64) for k, t in global_state.items()}
         out: dict[int, Update] = {}
         for cid, u in updates.items():
@@ -100,6 +102,8 @@ class DpNoise(Wrapper):
         return out
 
     def after(self, rnd: int, global_state: State, new_state: State) -> State:
+        import torch
+
         # The noise depends only on (seed, round): a resumed or repeated run draws the same noise.
         g = torch.Generator().manual_seed(derive_seed(self.seed, rnd, _NOISE_STREAM))
         out: State = {}

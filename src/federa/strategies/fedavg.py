@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from federa.strategies.base import Strategy, Updates
 from federa.types import State
 
+if TYPE_CHECKING:
+    import torch
+
 
 def weighted_average(states: Sequence[State], weights: Sequence[float]) -> State:
     """Σ wᵢ·stateᵢ / Σ wᵢ per tensor, accumulated in float64 and cast back to each tensor's dtype."""
+    import torch
+
     if not states:
         raise ValueError("nothing to average: no client replied")
     total = float(sum(weights))

@@ -8,10 +8,12 @@ FFA-LoRA and FLoRA were designed to remove; federa logs it for every LoRA-family
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from federa.types import State
+
+if TYPE_CHECKING:
+    import torch
 
 A_KEY, B_KEY = ".lora_A.", ".lora_B."
 
@@ -73,6 +75,8 @@ def widest_ranks(states: Sequence[State]) -> list[State]:
 
 
 def weighted_mean(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    import torch
+
     total = float(sum(weights))
     out = torch.zeros(tensors[0].shape, dtype=torch.float64)
     for t, w in zip(tensors, weights):
@@ -86,6 +90,8 @@ def aggregation_error(states: Sequence[State], weights: Sequence[float]) -> floa
     None when the states hold no LoRA pair, or the mean product is zero (LoRA's first round
     starts from B = 0 on every client, where the question has no answer yet).
     """
+    import torch
+
     if not states:
         return None
     states = widest_ranks(states)  # clients of different ranks (FLoRA, FlexLoRA, HetLoRA): zero-padded

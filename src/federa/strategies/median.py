@@ -8,15 +8,19 @@ the clients Byzantine, every coordinate stays within the range of the honest cli
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from federa.strategies.base import Strategy, Updates
 from federa.types import State
 
+if TYPE_CHECKING:
+    import torch
+
 
 def coordinate_median(states: Sequence[State]) -> State:
     """Per-coordinate median in float64; with an even count, the mean of the two middle values."""
+    import torch
+
     if not states:
         raise ValueError("nothing to aggregate: no client replied")
     out: State = {}

@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import Field
 
 from federa.settings import Section
@@ -30,10 +29,13 @@ from federa.strategies.base import Strategy, Updates
 from federa.types import LocalRule, State, TrainSettings
 
 if TYPE_CHECKING:
+    import torch
     from federa.config import Config
 
 
 def _f64(t: torch.Tensor) -> torch.Tensor:
+    import torch
+
     return t.detach().to("cpu", torch.float64)
 
 
@@ -47,6 +49,8 @@ class ScaffoldClient(LocalRule):
     """Client i's side: correct each step by −η·(c − cᵢ); afterwards update cᵢ (option II)."""
 
     def __init__(self, global_state: State, payload: State, memory: State, settings: TrainSettings) -> None:
+        import torch
+
         super().__init__(global_state, payload, memory, settings)
         self.c = {k: _f64(payload[k]) for k in global_state}
         # A client's first round: cᵢ = 0.
@@ -55,6 +59,8 @@ class ScaffoldClient(LocalRule):
         self._correction: dict[str, torch.Tensor] = {}
 
     def after_step(self, params: Mapping[str, torch.nn.Parameter]) -> None:
+        import torch
+
         if not self._correction:  # built once, on the parameters' device and dtype
             self._correction = {k: (self.settings.lr * (self.c[k] - self.c_i[k])).to(p.device, p.dtype)
                                 for k, p in params.items()}
@@ -89,6 +95,8 @@ class Scaffold(Strategy):
         return cls(cfg.clients_per_round, cfg.seed, num_clients=cfg.num_clients, server_lr=cfg.scaffold.server_lr)
 
     def _control(self, global_state: State) -> State:
+        import torch
+
         if not self.c:
             self.c = {k: torch.zeros(t.shape, dtype=t.dtype) for k, t in global_state.items()}
         return self.c

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import Field
 
 from federa.settings import Section
@@ -25,6 +24,7 @@ from federa.strategies.base import Strategy, Wrapper
 from federa.types import State
 
 if TYPE_CHECKING:
+    import torch
     from federa.config import Config
 
 # Server learning rates when server_opt.lr is not set: sgd moves by the mean delta itself;
@@ -64,6 +64,8 @@ class ServerOptimizer(Wrapper):
         return cls(inner, cfg.server_opt)
 
     def after(self, rnd: int, global_state: State, new_state: State) -> State:
+        import torch
+
         if new_state is global_state:  # nothing was aggregated this round
             return global_state
         o, out = self.opt, {}

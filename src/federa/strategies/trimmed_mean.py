@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
 from pydantic import Field
 
 from federa.settings import Section
 from federa.strategies.base import Strategy, Updates
 from federa.types import State
 
+if TYPE_CHECKING:
+    import torch
+
 
 def trimmed_mean(states: Sequence[State], trim_fraction: float) -> State:
+    import torch
+
     if not states:
         raise ValueError("nothing to aggregate: no client replied")
     if not 0 <= trim_fraction < 0.5:

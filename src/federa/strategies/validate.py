@@ -23,13 +23,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from federa.strategies.base import Strategy, Updates, Wrapper
 from federa.strategies.deltas import RobustSettings, delta, global_norm
 from federa.types import State, TrainSettings, Update
 
 if TYPE_CHECKING:
+    import torch
     from federa.config import Config
 
 # Counts beyond 2**53 are not exact as floats (the weighted mean divides them): no real shard is that big.
@@ -48,6 +47,8 @@ def _show(v: object) -> str:
 
 def _check_tensors(got: object, ref: State, what: str, max_abs: float | None = None) -> str | None:
     """Why the mapping ``got`` does not match the template ``ref`` (names, shapes, dtypes, finite, magnitude)."""
+    import torch
+
     if not isinstance(got, dict):
         return f"{what} is a {type(got).__name__}, not a mapping of tensors"
     if got.keys() != ref.keys():

@@ -9,17 +9,15 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import torch
-from datasets import Dataset
-from torch import nn
-from torch.utils.data import DataLoader
-from transformers import PreTrainedTokenizerBase
-
 from federa.errors import DataError, ModelError
-from federa.precision import autocast
 
 if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from datasets import Dataset
+    from torch import nn
+    from torch.utils.data import DataLoader
+    from transformers import PreTrainedTokenizerBase
     from federa.config import DataConfig
 
 
@@ -64,6 +62,8 @@ class Task(ABC):
 
     def load_model(self, path: Path, label_names: list[str], seed: int) -> nn.Module:
         """Pretrained body + a fresh head initialised from ``seed`` (so every party builds the same one)."""
+        import torch
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             try:
@@ -104,10 +104,21 @@ def rename_to(ds: Dataset, mapping: Mapping[str, str]) -> Dataset:
     return ds
 
 
-@torch.no_grad()
 def predictions(model: nn.Module, test: Dataset, collate: Any, batch_size: int, device: torch.device | str,
                 precision: str = "fp32") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(float32 logits, labels) per batch of ``test``, in order, with the model in eval mode."""
+    import torch
+
+    # torch.no_grad() wraps a generator function so that only its own steps run without grad.
+    return torch.no_grad()(_predictions)(model, test, collate, batch_size, device, precision)
+
+
+def _predictions(model: nn.Module, test: Dataset, collate: Any, batch_size: int, device: torch.device | str,
+                 precision: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    from torch.utils.data import DataLoader
+
+    from federa.precision import autocast
+
     model.eval()
     for batch in DataLoader(test, batch_size=batch_size, shuffle=False, collate_fn=collate):
         batch = {k: v.to(device) for k, v in batch.items()}

@@ -7,22 +7,23 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import datasets
-import numpy as np
-import torch
-from datasets import ClassLabel, Dataset
-from torch import nn
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
-
 from federa.errors import DataError
 from federa.tasks.base import Task, predictions, rename_to, require_columns
 
 if TYPE_CHECKING:
+    import datasets
+    import numpy as np
+    import torch
+    from datasets import ClassLabel, Dataset
+    from torch import nn
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
     from federa.config import DataConfig
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
     """Unweighted mean of per-class F1; a class absent from both truth and prediction is skipped."""
+    import numpy as np
+
     f1s = []
     for c in range(num_classes):
         tp = int(np.sum((y_pred == c) & (y_true == c)))
@@ -36,6 +37,8 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
 
 def mcc(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
     """Matthews correlation (Gorodkin's multi-class form; the binary MCC for two classes), 0 when undefined."""
+    import numpy as np
+
     c = np.zeros((num_classes, num_classes), dtype=np.float64)
     np.add.at(c, (y_true, y_pred), 1)
     t, p, n, s = c.sum(1), c.sum(0), np.trace(c), c.sum()
@@ -44,6 +47,8 @@ def mcc(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
 
 
 def as_text(ds: Dataset, col: str, src: str, key: str, where: str) -> Dataset:
+    import datasets
+
     if ds.features[col] != datasets.Value("string"):
         # Numbers or booleans read from a csv are still text; lists or structs are not.
         try:
@@ -90,6 +95,9 @@ class Classification(Task):
 
     def encode_labels(self, splits: Mapping[str, Dataset]) -> tuple[dict[str, Dataset], list[str]]:
         """ClassLabel names if present, else the sorted distinct values, as class ids."""
+        import datasets
+        from datasets import ClassLabel
+
         first = next(iter(splits.values()))
         feature = first.features["label"]
         if isinstance(feature, ClassLabel):
@@ -117,6 +125,8 @@ class Classification(Task):
         return out, names
 
     def strata(self, train: Dataset, label_names: list[str]) -> tuple[np.ndarray, list[str]]:
+        import numpy as np
+
         return np.asarray(train["label"]), list(label_names)
 
     def tokenize(self, ds: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Dataset:
@@ -128,13 +138,20 @@ class Classification(Task):
         return ds.map(enc, batched=True, remove_columns=texts)
 
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> DataCollatorWithPadding:
+        from transformers import DataCollatorWithPadding
+
         return DataCollatorWithPadding(tokenizer)
 
     def auto_model_class(self) -> Any:
+        from transformers import AutoModelForSequenceClassification
+
         return AutoModelForSequenceClassification
 
     def evaluate(self, model: nn.Module, test: Dataset, collate: Any, label_names: list[str],
                  batch_size: int, device: torch.device | str, precision: str = "fp32") -> dict[str, float]:
+        import numpy as np
+        from torch import nn
+
         preds, labels, loss_sum = [], [], 0.0
         for logits, y in predictions(model, test, collate, batch_size, device, precision):
             loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()

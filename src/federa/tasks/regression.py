@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
-
-import datasets
-import numpy as np
-import torch
-from datasets import Dataset
-from scipy import stats
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from federa.errors import DataError
 from federa.tasks.base import predictions
 from federa.tasks.classification import Classification
+
+if TYPE_CHECKING:
+    import datasets
+    import numpy as np
+    import torch
+    from datasets import Dataset
+    from scipy import stats
+    from torch import nn
 
 STRATA_BINS = 5  # label-skewed partitions group examples by quintile of the training labels
 
@@ -33,6 +34,8 @@ class Regression(Classification):
         return {**cols, "label": (d.label_column, "data.label_column")}
 
     def normalise(self, ds: Dataset, where: str) -> Dataset:
+        import datasets
+
         ds = super().normalise(ds, where)
         bad = next((y for y in ds["label"] if not _is_number(y)), None)
         if bad is not None:
@@ -44,6 +47,8 @@ class Regression(Classification):
         return dict(splits), ["score"]  # one output unit
 
     def strata(self, train: Dataset, label_names: list[str]) -> tuple[np.ndarray, list[str]]:
+        import numpy as np
+
         y = np.asarray(train["label"], dtype=np.float64)
         edges = np.unique(np.quantile(y, np.linspace(0, 1, STRATA_BINS + 1)[1:-1]))
         ids = np.searchsorted(edges, y, side="right")
@@ -55,6 +60,9 @@ class Regression(Classification):
 
     def evaluate(self, model: nn.Module, test: Dataset, collate: Any, label_names: list[str],
                  batch_size: int, device: torch.device | str, precision: str = "fp32") -> dict[str, float]:
+        import numpy as np
+        from scipy import stats
+
         preds, labels = [], []
         for logits, y in predictions(model, test, collate, batch_size, device, precision):
             preds.append(logits.squeeze(-1).cpu().numpy())

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
-
-import numpy as np
-import torch
-from datasets import ClassLabel, Dataset, Sequence, Value
-from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
-from torch import nn
-from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any
 
 from federa.errors import DataError
 from federa.tasks.base import Task, predictions, rename_to, require_columns
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from datasets import ClassLabel, Dataset, Sequence, Value
+    from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
+    from torch import nn
+    from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, PreTrainedTokenizerBase
 
 IGNORE = -100  # positions the loss and the scores skip
 
@@ -56,6 +57,8 @@ class TokenClassification(Task):
 
     def encode_labels(self, splits: Mapping[str, Dataset]) -> tuple[dict[str, Dataset], list[str]]:
         """Tag ids over the training vocabulary; a tag the training split never uses is an error."""
+        from datasets import ClassLabel, Sequence, Value
+
         feature = splits["train" if "train" in splits else next(iter(splits))].features["tags"]
         inner = getattr(feature, "feature", None)
         if isinstance(inner, ClassLabel):  # hub NER sets (conll2003): the names are given
@@ -76,6 +79,8 @@ class TokenClassification(Task):
         return out, vocab
 
     def strata(self, train: Dataset, label_names: list[str]) -> tuple[np.ndarray, list[str]]:
+        import numpy as np
+
         types = sorted({t for n in label_names if (t := entity_type(n))})
         names = [*types, "none"]
         ids = []
@@ -108,13 +113,20 @@ class TokenClassification(Task):
         return ds.map(enc, batched=True, remove_columns=["tokens", "tags"])
 
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> DataCollatorForTokenClassification:
+        from transformers import DataCollatorForTokenClassification
+
         return DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE)
 
     def auto_model_class(self) -> Any:
+        from transformers import AutoModelForTokenClassification
+
         return AutoModelForTokenClassification
 
     def evaluate(self, model: nn.Module, test: Dataset, collate: Any, label_names: list[str],
                  batch_size: int, device: torch.device | str, precision: str = "fp32") -> dict[str, float]:
+        from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
+        from torch import nn
+
         y_true: list[list[str]] = []
         y_pred: list[list[str]] = []
         loss_sum, n_tokens = 0.0, 0

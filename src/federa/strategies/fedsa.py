@@ -23,12 +23,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import torch
 
 from federa.strategies.fedavg import FedAvg
 from federa.types import LocalRule, State
 
 if TYPE_CHECKING:
+    import torch
+
     from federa.config import Config
 
 
@@ -73,6 +74,8 @@ class FedSA(FedAvg):
     # aggregate: FedAvg's, A ← Σ nᵢ·Aᵢ / Σ nᵢ over the replies (the only tensors they carry).
 
     def client_private(self, client: int | None) -> State:
+        import torch
+
         if client is not None:
             return self.kept.get(client, self.initial)
         # Unweighted, in client-id order: the example counts would have to come through the replies,

@@ -10,16 +10,21 @@ factors out of ΔW. The SVD runs on the server only: clients never decompose.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from federa.strategies.base import Updates
 from federa.strategies.hetrank import HeterogeneousRanks
 from federa.strategies.lora_math import lora_pairs
 from federa.types import State
 
+if TYPE_CHECKING:
+    import torch
+
 
 def truncated_factors(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(A, B) = (V_rᵀ, U_r·S_r) of the SVD of ``delta``, in float64: B·A is its best rank-r approximation."""
+    import torch
+
     u, s, vh = torch.linalg.svd(delta.to(torch.float64), full_matrices=False)
     return vh[:rank].contiguous(), (u[:, :rank] * s[:rank]).contiguous()
 
@@ -28,6 +33,8 @@ class FlexLoRA(HeterogeneousRanks):
     name = "flexlora"
 
     def aggregate(self, rnd: int, global_state: State, updates: Updates) -> State:
+        import torch
+
         p = self.example_weights(updates)
         new = dict(global_state)
         for a_key, b_key in lora_pairs(global_state).values():

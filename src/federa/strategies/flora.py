@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
 
 from federa.strategies.base import Updates
 from federa.strategies.fedex import BASE_SUFFIX
@@ -33,6 +32,8 @@ from federa.strategies.lora_math import lora_pairs, with_rank
 from federa.types import State
 
 if TYPE_CHECKING:
+    import torch
+
     from federa.config import Config
 
 
@@ -40,6 +41,8 @@ def stack(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], weights: Sequ
           ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B_stack, A_stack) = ([B_1 | … | B_K], [w_1·A_1; …; w_K·A_K]) in float64: their product is
     Σ w_k·B_k·A_k, for factors of any ranks."""
+    import torch
+
     b = torch.cat([x.to(torch.float64) for x in bs], dim=1)
     a = torch.cat([w * x.to(torch.float64) for x, w in zip(as_, weights)], dim=0)
     return b, a

@@ -11,16 +11,21 @@ shrinking its own rank when its last slots' norm is small); client ranks stay fi
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from federa.strategies.base import Updates
 from federa.strategies.hetrank import HeterogeneousRanks
 from federa.strategies.lora_math import lora_pairs, with_rank
 from federa.types import State
 
+if TYPE_CHECKING:
+    import torch
+
 
 def sparsity_weights(bs: list[torch.Tensor], as_: list[torch.Tensor]) -> list[float]:
     """w_k = ‖B_k A_k‖_F / Σ_j ‖B_j A_j‖_F (empty when every product is zero)."""
+    import torch
+
     norms = [float(torch.linalg.matrix_norm(b.to(torch.float64) @ a.to(torch.float64))) for b, a in zip(bs, as_)]
     total = sum(norms)
     return [n / total for n in norms] if total > 0 else []
@@ -30,6 +35,8 @@ class HetLoRA(HeterogeneousRanks):
     name = "hetlora"
 
     def aggregate(self, rnd: int, global_state: State, updates: Updates) -> State:
+        import torch
+
         new = dict(global_state)
         states = [u.state for u in updates.values()]
         for a_key, b_key in lora_pairs(global_state).values():

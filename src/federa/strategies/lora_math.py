@@ -45,6 +45,8 @@ def with_rank(key: str, tensor: torch.Tensor, rank: int) -> torch.Tensor:
     the leading r_k slots of the global one; zero slots contribute nothing to B·A. Other
     tensors, and factors already at ``rank``, come back as they are (the same object).
     """
+    import torch
+
     have = lora_rank(key, tensor.shape)
     if have is None or have == rank:
         return tensor

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from safetensors.torch import save_file
@@ -60,9 +60,9 @@ class ServerRun:
         self.method, self.model, self.setup = job.server_model(method_name)
         # The strategy inside its wrappers (validation, clipping, DP, ...); a method variant
         # (federa+rolora) may bring its own aggregation rule.
-        variant = split_method(method_name)[1]
-        self.strategy = build_stack(cfg, VARIANTS[variant].strategy if variant else None)
-        self.settings = job.train_settings(method_name)
+        self.strategy = self._new_strategy()
+        self._stage = 0  # a multi-stage method's current stage (SLoRA: 0 sparse, 1 LoRA)
+        self.settings = self._stage_settings(0)
         self.state = trainable_state(self.model)
         self.trainable, self.total = count_parameters(self.model)
         self.totals = Totals()
@@ -85,6 +85,8 @@ class ServerRun:
         if warning:
             self.log(f"[{self.name}] {warning}")
         self.round = payload["round"]
+        for stage in range(1, self.method.stage_of(self.round) + 1):
+            self._enter_stage(stage)  # the checkpointed state is of that stage's model
         self.state = payload["state"]
         load_trainable_state(self.model, self.state)
         self.strategy.load_state_dict(payload["strategy"])
@@ -108,9 +110,33 @@ class ServerRun:
     def remaining_rounds(self) -> Iterator[int]:
         return iter(range(self.round + 1, self.job.cfg.rounds + 1))
 
+    def _new_strategy(self):
+        # The strategy inside its wrappers (validation, clipping, DP, ...); a method variant
+        # (federa+rolora) may bring its own aggregation rule.
+        variant = split_method(self.name)[1]
+        return build_stack(self.job.cfg, VARIANTS[variant].strategy if variant else None)
+
+    def _stage_settings(self, stage: int) -> TrainSettings:
+        base = self.job.train_settings(self.name)
+        return replace(base, lr=self.method.stage_lr(stage, base.lr))
+
+    def _enter_stage(self, stage: int) -> None:
+        """A multi-stage method's boundary: the method builds the new model and its initial state
+        from the old ones. The strategy starts afresh, since what it kept per tensor (server
+        moments, control variates) belonged to tensors that no longer train."""
+        self.model, self.state, self.setup = self.method.next_stage(stage, self.model, self.state, self.setup)
+        self.model.to(self.job.device)
+        self.strategy = self._new_strategy()
+        self.settings = self._stage_settings(stage)
+        self.trainable, self.total = count_parameters(self.model)
+        self._stage = stage
+
     # -- one round -----------------------------------------------------------------------
 
     def configure(self, rnd: int) -> dict[int, TrainSettings]:
+        if (stage := self.method.stage_of(rnd)) != self._stage:
+            self._enter_stage(stage)  # before round rnd's broadcast; its checkpoint holds the new stage
+            self.log(f"[{self.name}] round {rnd} starts stage {stage + 1}")
         return self.strategy.configure_round(rnd, range(self.job.cfg.num_clients), self.settings)
 
     def payload(self, rnd: int, client: int) -> State:

@@ -25,6 +25,7 @@ from federa.methods.base import (
 from federa.runlog import RunDir
 from federa.methods.variants import VARIANTS, split_method
 from federa.strategies.lora_math import aggregation_error
+from federa.strategies.base import Strategy
 from federa.strategies.stack import build_stack
 from federa.types import LocalRule, State, TrainSettings, Update
 
@@ -58,8 +59,6 @@ class ServerRun:
         cfg = job.cfg
         self.job, self.name, self.run_dir, self.log = job, method_name, run_dir, log
         self.method, self.model, self.setup = job.server_model(method_name)
-        # The strategy inside its wrappers (validation, clipping, DP, ...); a method variant
-        # (federa+rolora) may bring its own aggregation rule.
         self.strategy = self._new_strategy()
         self._stage = 0  # a multi-stage method's current stage (SLoRA: 0 sparse, 1 LoRA)
         self.settings = self._stage_settings(0)
@@ -110,7 +109,7 @@ class ServerRun:
     def remaining_rounds(self) -> Iterator[int]:
         return iter(range(self.round + 1, self.job.cfg.rounds + 1))
 
-    def _new_strategy(self):
+    def _new_strategy(self) -> Strategy:
         # The strategy inside its wrappers (validation, clipping, DP, ...); a method variant
         # (federa+rolora) may bring its own aggregation rule.
         variant = split_method(self.name)[1]
@@ -123,7 +122,8 @@ class ServerRun:
     def _enter_stage(self, stage: int) -> None:
         """A multi-stage method's boundary: the method builds the new model and its initial state
         from the old ones. The strategy starts afresh, since what it kept per tensor (server
-        moments, control variates) belonged to tensors that no longer train."""
+        moments, control variates) belonged to tensors that no longer train; DP's ε depends on
+        the round number alone, so its accounting goes on."""
         self.model, self.state, self.setup = self.method.next_stage(stage, self.model, self.state, self.setup)
         self.model.to(self.job.device)
         self.strategy = self._new_strategy()

@@ -198,3 +198,25 @@ def test_unknown_lora_target_on_gpt2_lists_its_conv1d_layers(model_dirs, small_c
     job = _job(model_dirs["gpt2"], small_csv, "lora.target_modules=query")
     with pytest.raises(ModelError, match=r"'query' matches no Linear module .*available: attn.c_attn, attn.c_proj"):
         job.server_model("lora")
+
+
+@pytest.mark.parametrize("arch_name", ARCHS)
+def test_slora_switch_at_full_rank_keeps_the_stage1_model(arch_name, model_dirs, small_csv):
+    """SLoRA's switch (sparse ΔW → LoRA from its SVD, base back to W0) loses nothing when r is full:
+    the logits right after it equal the stage-1 model's, on Linear and on GPT-2's transposed Conv1D."""
+    from dataclasses import replace
+
+    from federa.methods.base import load_trainable_state
+
+    job = _job(model_dirs[arch_name], small_csv, "methods=slora", "lora.r=32", "slora.warmup_rounds=1",
+               "slora.density=0.2")
+    method, model, setup = job.server_model("slora")
+    update = local_update(model, trainable_state(model), job.shard(0), job.collate,
+                          replace(job.train_settings("slora"), lr=0.05))
+    rows = [job.test[i] for i in range(8)]
+    b = {k: v for k, v in job.collate(rows).items() if k != "labels"}
+    load_trainable_state(model, update.state)
+    stage1 = logits(model, b)
+    assert (stage1 - logits(job.base_model(), b)).abs().max() > 1e-3  # stage 1 moved the model
+    after, _, _ = method.next_stage(1, model, update.state, setup)
+    torch.testing.assert_close(logits(after, b), stage1, atol=1e-5, rtol=0)

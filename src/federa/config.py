@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, create_m
 
 from federa.engines import available_engines, engine_sections
 from federa.errors import ConfigError
-from federa.methods import available_methods, default_lr, method_sections
+from federa.methods import available_methods, default_lr, method_class, method_sections
 from federa.methods.variants import VARIANTS, split_method, method_problem
 from federa.settings import NameList, Section
 from federa.strategies import available_strategies
@@ -188,6 +188,9 @@ class CoreConfig(_Strict):
                 raise ValueError(problem)
         if (problem := stack_problem(self)) is not None:
             raise ValueError(problem)
+        for m in self.methods:  # a method's own limits (an engine, a schedule)
+            if (problem := method_class(split_method(m)[0]).check(self)) is not None:
+                raise ValueError(problem)
         return self
 
     def lr_of(self, method: str) -> float:

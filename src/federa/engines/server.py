@@ -13,7 +13,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from safetensors.torch import save_file
@@ -30,6 +30,7 @@ from federa.methods.base import (
 from federa.runlog import RunDir
 from federa.methods.variants import VARIANTS, split_method
 from federa.strategies.lora_math import aggregation_error
+from federa.strategies.base import Strategy
 from federa.strategies.stack import build_stack
 from federa.strategies.validate import check_count, check_metrics, step_examples, weight_cap
 from federa.types import LocalRule, State, TrainSettings, Update
@@ -89,11 +90,9 @@ class ServerRun:
         cfg = job.cfg
         self.job, self.name, self.run_dir, self.log = job, method_name, run_dir, log
         self.method, self.model, self.setup = job.server_model(method_name)
-        # The strategy inside its wrappers (validation, clipping, DP, ...); a method variant
-        # (federa+rolora) may bring its own aggregation rule.
-        variant = split_method(method_name)[1]
-        self.strategy = build_stack(cfg, VARIANTS[variant].strategy if variant else None)
-        self.settings = job.train_settings(method_name)
+        self.strategy = self._new_strategy()
+        self._stage = 0  # a multi-stage method's current stage (SLoRA: 0 sparse, 1 LoRA)
+        self.settings = self._stage_settings(0)
         # The partition the server computed: a reply weighs at most its client's shard.
         self.shard_sizes: dict[int, int] = {}
         self.register_shards({c: len(p) for c, p in enumerate(job.parts)})
@@ -101,6 +100,7 @@ class ServerRun:
         self.trainable, self.total = count_parameters(self.model)
         # What a variant keeps on each client (FedSA-LoRA's B and head): frozen here, trained there;
         # the strategy holds every simulated client's copy, starting from these values.
+        variant = split_method(method_name)[1]
         private = private_tensors(self.model, VARIANTS[variant].private if variant else ())
         self.strategy.start_private(private)
         self.trainable += sum(t.numel() for t in private.values())
@@ -127,6 +127,8 @@ class ServerRun:
             self.log(f"[{self.name}] {warning}")
         self.round = payload["round"]
         self.run_token = payload.get("run_token", self.run_token)
+        for stage in range(1, self.method.stage_of(self.round) + 1):
+            self._enter_stage(stage)  # the checkpointed state is of that stage's model
         self.state = payload["state"]
         load_trainable_state(self.model, self.state)
         self.strategy.load_state_dict(payload["strategy"])
@@ -161,9 +163,35 @@ class ServerRun:
     def remaining_rounds(self) -> Iterator[int]:
         return iter(range(self.round + 1, self.job.cfg.rounds + 1))
 
+    def _new_strategy(self) -> Strategy:
+        # The strategy inside its wrappers (validation, clipping, DP, ...); a method variant
+        # (federa+rolora) may bring its own aggregation rule.
+        variant = split_method(self.name)[1]
+        return build_stack(self.job.cfg, VARIANTS[variant].strategy if variant else None)
+
+    def _stage_settings(self, stage: int) -> TrainSettings:
+        base = self.job.train_settings(self.name)
+        return replace(base, lr=self.method.stage_lr(stage, base.lr))
+
+    def _enter_stage(self, stage: int) -> None:
+        """A multi-stage method's boundary: the method builds the new model and its initial state
+        from the old ones. The strategy starts afresh, since what it kept per tensor (server
+        moments, control variates) belonged to tensors that no longer train; DP's ε depends on
+        the round number alone, so its accounting goes on."""
+        self.model, self.state, self.setup = self.method.next_stage(stage, self.model, self.state, self.setup)
+        self.model.to(self.job.device)
+        self.strategy = self._new_strategy()
+        self.strategy.register_shards(self.shard_sizes)
+        self.settings = self._stage_settings(stage)
+        self.trainable, self.total = count_parameters(self.model)
+        self._stage = stage
+
     # -- one round -----------------------------------------------------------------------
 
     def configure(self, rnd: int) -> dict[int, TrainSettings]:
+        if (stage := self.method.stage_of(rnd)) != self._stage:
+            self._enter_stage(stage)  # before round rnd's broadcast; its checkpoint holds the new stage
+            self.log(f"[{self.name}] round {rnd} starts stage {stage + 1}")
         return self.strategy.configure_round(rnd, range(self.job.cfg.num_clients), self.settings)
 
     def payload(self, rnd: int, client: int) -> State:

@@ -20,6 +20,7 @@ _REGISTRY: dict[str, str] = {
     "fft": "federa.methods.fft:FullFineTuning",
     "lora": "federa.methods.lora:Lora",
     "federa": "federa.methods.federa:FeDeRA",
+    "slora": "federa.methods.slora:SLoRA",
     "bitfit": "federa.methods.bitfit:BitFit",
     "ia3": "federa.methods.ia3:Ia3",
     "prompt": "federa.methods.prompt:PromptTuning",

@@ -31,6 +31,27 @@ class Method(ABC):
         self.cfg = cfg
         self.peft_task_type = peft_task_type  # the task's head: SEQ_CLS or TOKEN_CLS (peft.TaskType)
 
+    @classmethod
+    def check(cls, cfg: Config) -> str | None:
+        """Why this method cannot run under ``cfg`` (an engine, a schedule), or None."""
+        return None
+
+    # A multi-stage method (SLoRA: sparse warm-up, then LoRA) changes what trains at a stage
+    # boundary; the server calls :meth:`next_stage` once there. One-stage methods keep these.
+
+    def stage_of(self, rnd: int) -> int:
+        """The stage in which round ``rnd`` trains (round 0 is the initial model, stage 0)."""
+        return 0
+
+    def stage_lr(self, stage: int, lr: float) -> float:
+        """The learning rate of ``stage``, given the configured ``lr.<method>``."""
+        return lr
+
+    def next_stage(self, stage: int, model: nn.Module, state: State, setup: State) -> tuple[nn.Module, State, State]:
+        """Server side, once: (model, initial global state, setup) of ``stage`` from the previous
+        stage's model, final global state and setup. Clients get the new state as in any round."""
+        raise NotImplementedError(f"method {self.name} has one stage")
+
     def server_setup(self, model: nn.Module) -> State:
         """Computed once by the server from the pretrained model and broadcast to clients."""
         return {}

@@ -25,6 +25,8 @@ _REGISTRY: dict[str, str] = {
 # Engine settings, each beside its engine (read when the config is composed).
 _SECTIONS: dict[str, str] = {
     "flower": "federa.engines.flower.settings:FlowerSettings",
+    # Not an engine's own, but time is what engines account: the links that modelled round times assume.
+    "network": "federa.network:NetworkSettings",
 }
 
 

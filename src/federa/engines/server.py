@@ -26,6 +26,7 @@ from federa.runlog import RunDir
 from federa.methods.variants import VARIANTS, split_method
 from federa.strategies.lora_math import aggregation_error
 from federa.strategies.stack import build_stack
+from federa.trajectory import UpdateTrajectory
 from federa.types import LocalRule, State, TrainSettings, Update
 
 _COUNTERS = ("train_wall_s", "client_compute_s", "wall_s", "bytes_up", "bytes_down", "examples_seen")
@@ -69,6 +70,7 @@ class ServerRun:
         self._folded: State = {}  # what of the strategy's base fold this model already holds (FedEx-LoRA)
         self.round = 0
         self.last_metrics: dict[str, float] = {}
+        self.trajectory = UpdateTrajectory()  # update norm and cosine to the previous round's update
         run_dir.method_dir(method_name).mkdir(parents=True, exist_ok=True)
         if not self._resume():
             self._log_round(0, self._evaluate(), {})
@@ -131,7 +133,9 @@ class ServerRun:
         """
         cfg = self.job.cfg
         # What was sent beside the state, read before aggregation moves the strategy's state on.
-        payload_down = sum(state_bytes(self.payload(rnd, c)) for c in updates)
+        ids = sorted(updates)
+        payload_each = {c: state_bytes(self.payload(rnd, c)) for c in updates}
+        payload_down = sum(payload_each.values())
         t_agg = time.perf_counter()
         if aggregate is None:
             new_state = self.strategy.aggregate_round(rnd, self.state, updates)
@@ -166,6 +170,13 @@ class ServerRun:
             **strategy_metrics,
             "round_s": t_eval - started,
             "aggregate_s": t_eval - t_agg,
+            # Per sampled client, in the order of "clients": what a network model (federa.network) prices.
+            "client_train_s": [updates[c].metrics.get("train_seconds", 0.0) for c in ids],
+            "client_bytes_down": [state_bytes(self.state) + state_bytes(self.setup) * (c in newly) + payload_each[c]
+                                  for c in ids],
+            "client_bytes_up": [state_bytes(updates[c].state) + state_bytes(updates[c].extra) if aggregate is None
+                                else state_bytes(aggregate) for c in ids],
+            **self.trajectory.observe(self.state, new_state),
         }
         self.state, self.round = new_state, rnd
         t = self.totals

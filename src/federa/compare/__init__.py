@@ -22,7 +22,9 @@ The package, one module per idea:
 - :mod:`~federa.compare.run`: running every pending (method, cell), resume checks included.
 - :mod:`~federa.compare.tables`: results read back into per-round and per-(method, alpha) rows; CSV and
   ``summary.md``.
-- :mod:`~federa.compare.claims`: the FeDeRA paper's four claims checked against the summary rows.
+- :mod:`~federa.compare.stats`: t-intervals over seeds and the paired-difference verdict rule.
+- :mod:`~federa.compare.seeds`: per-(method, alpha, seed) results and the convergence target (FFT's plateau).
+- :mod:`~federa.compare.claims`: the FeDeRA paper's five claims checked seed by seed (paired intervals).
 - :mod:`~federa.compare.plots`: the ``plots/*.png`` files.
 - :mod:`~federa.compare.outputs`: every output file rebuilt from the cells on disk.
 - :mod:`~federa.compare.cli`: the ``federa compare`` command line (wired in :mod:`federa.cli`).
@@ -35,6 +37,7 @@ from federa.compare.claims import (
     check_claims,
     claim_matches_fft,
     claim_noniid,
+    claim_oscillation,
     claim_robustness,
     claim_time,
     claims_markdown,
@@ -54,7 +57,9 @@ from federa.compare.lr_grid import (
 from federa.compare.outputs import write_outputs
 from federa.compare.plan import (
     DEFAULT_ALPHAS,
+    DEFAULT_LAST_K,
     IID,
+    UNPARTITIONABLE,
     Cell,
     Plan,
     heterogeneity_order,
@@ -64,18 +69,23 @@ from federa.compare.plan import (
 )
 from federa.compare.plots import plot_robustness, plot_time_vs_fft, write_plots
 from federa.compare.run import run_compare
+from federa.compare.seeds import SeedResult, converged_score, convergence_target
+from federa.compare.stats import Interval, Verdict, combine, last_k_mean, paired_verdict, t_interval
 from federa.compare.tables import (
     RESULT_COLUMNS,
     SUMMARY_COLUMNS,
     CellResult,
     load_cells,
     results_rows,
+    skipped_cells,
     summary_markdown,
     summary_rows,
 )
 
 __all__ = [
-    "DEFAULT_ALPHAS", "GRID_COLUMNS", "IID", "LR_MULTIPLIERS", "MATCH_TOLERANCE", "RESULT_COLUMNS",
+    "DEFAULT_ALPHAS", "DEFAULT_LAST_K", "GRID_COLUMNS", "IID", "UNPARTITIONABLE",
+    "Interval", "SeedResult", "Verdict", "claim_oscillation", "combine", "converged_score", "convergence_target",
+    "last_k_mean", "paired_verdict", "skipped_cells", "t_interval", "LR_MULTIPLIERS", "MATCH_TOLERANCE", "RESULT_COLUMNS",
     "SUMMARY_COLUMNS", "TIME_REDUCTION_CLAIM", "VAL_FRACTION",
     "Cell", "CellResult", "Claim", "Plan",
     "add_arguments", "carve_validation", "cell_job", "check_claims", "choose_lrs", "claim_matches_fft",

@@ -164,6 +164,9 @@ def test_network_round_time_on_a_hand_case():
     settings = NetworkSettings(uplink_mbps=8, downlink_mbps=16, latency_ms=10)
     cum = cumulative_modelled_s([{"round": 0}, rec, {**rec, "round": 2}], settings, 10, seed=0)
     assert cum == pytest.approx({0: 0.0, 1: 5.52, 2: 11.04})  # speeds 1 without a spread: A is slowest
+    # Records priced during the run (every round, eval_every or not) are read as they are.
+    priced = [{"round": 0}, {**rec, "cum_modelled_s": 7.0}, {**rec, "round": 4, "cum_modelled_s": 30.0}]
+    assert cumulative_modelled_s(priced, settings, 10, seed=0) == {0: 0.0, 1: 7.0, 4: 30.0}
 
 
 def test_network_presets_speed_factors_and_config_keys():
@@ -234,6 +237,9 @@ def test_compare_records_an_unpartitionable_seed_and_goes_on(tiny_model_dir, sma
     assert len(r1["client_train_s"]) == len(r1["clients"]) == 2 and sum(r1["client_bytes_up"]) == r1["bytes_up"]
     assert sum(r1["client_bytes_down"]) == r1["bytes_down"]
     assert r1["update_cos"] is None and r1["update_norm"] > 0 and -1 <= r2["update_cos"] <= 1
+    link = base.network.link()
+    assert r1["modelled_round_s"] == pytest.approx(record_round_s(r1, link, [1.0] * 4))
+    assert r2["cum_modelled_s"] == pytest.approx(r1["modelled_round_s"] + r2["modelled_round_s"])
     seed0 = out["cells"][0].seeds["lora"]
     assert seed0.modelled_s_total == pytest.approx(sum(
         record_round_s(r, base.network.link(), [1.0] * 4) for r in (r1, r2)))

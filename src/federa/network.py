@@ -1,7 +1,8 @@
 """A network and device model for time accounting: what a round would take on real links.
 
 Pure arithmetic over what a run measured (each sampled client's bytes down and up, its local
-compute seconds, the server's aggregation seconds); nothing sleeps. A synchronous round waits for
+compute seconds, the server's aggregation seconds); nothing sleeps. The server prices every round
+under the run's ``network.*`` (``modelled_round_s``, ``cum_modelled_s`` in each metrics record). A synchronous round waits for
 its slowest client::
 
     round_s = max over sampled clients i of
@@ -121,9 +122,13 @@ def cumulative_modelled_s(records: Sequence[Mapping[str, Any]], settings: Networ
                           seed: int) -> dict[int, float] | None:
     """Round → modelled seconds since round 0, from one method's records in round order.
 
-    Exact with ``eval_every=1`` (every round logged); otherwise a logged round's time stands for
-    the unlogged rounds before it. None when the records lack per-client figures.
+    Records that carry ``cum_modelled_s`` were priced during the run, every round included, under
+    the run's own ``network.*`` (pass those settings): they are read as they are. Older records are
+    priced here from their per-client figures; exact with ``eval_every=1``, otherwise a logged
+    round's time stands for the unlogged rounds before it. None when neither is there.
     """
+    if records and all("cum_modelled_s" in r for r in records if r["round"] > 0):
+        return {r["round"]: (r["cum_modelled_s"] if r["round"] > 0 else 0.0) for r in records}
     link, speeds = settings.link(), speed_factors(settings, num_clients, seed)
     out: dict[int, float] = {}
     total, prev = 0.0, 0

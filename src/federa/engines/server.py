@@ -24,12 +24,13 @@ from federa.methods.base import (
 )
 from federa.runlog import RunDir
 from federa.methods.variants import VARIANTS, split_method
+from federa.network import record_round_s, speed_factors
 from federa.strategies.lora_math import aggregation_error
 from federa.strategies.stack import build_stack
 from federa.trajectory import UpdateTrajectory
 from federa.types import LocalRule, State, TrainSettings, Update
 
-_COUNTERS = ("train_wall_s", "client_compute_s", "wall_s", "bytes_up", "bytes_down", "examples_seen")
+_COUNTERS = ("train_wall_s", "client_compute_s", "wall_s", "bytes_up", "bytes_down", "examples_seen", "modelled_s")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Totals:
     bytes_up: int = 0
     bytes_down: int = 0
     examples_seen: int = 0
+    modelled_s: float = 0.0  # Σ of modelled round times under cfg.network (federa.network)
     contacted: set[int] = field(default_factory=set)  # clients that already hold the setup broadcast
 
     def as_dict(self) -> dict[str, Any]:
@@ -49,7 +51,8 @@ class Totals:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Totals:
-        return cls(**{k: d[k] for k in _COUNTERS}, contacted=set(d["contacted"]))
+        # A checkpoint written before modelled time existed resumes with it at 0.
+        return cls(**{k: d[k] for k in _COUNTERS if k in d}, contacted=set(d["contacted"]))
 
 
 class ServerRun:
@@ -71,6 +74,7 @@ class ServerRun:
         self.round = 0
         self.last_metrics: dict[str, float] = {}
         self.trajectory = UpdateTrajectory()  # update norm and cosine to the previous round's update
+        self.link, self.speeds = cfg.network.link(), speed_factors(cfg.network, cfg.num_clients, cfg.seed)
         run_dir.method_dir(method_name).mkdir(parents=True, exist_ok=True)
         if not self._resume():
             self._log_round(0, self._evaluate(), {})
@@ -178,6 +182,8 @@ class ServerRun:
                                 else state_bytes(aggregate) for c in ids],
             **self.trajectory.observe(self.state, new_state),
         }
+        # What this round would take on cfg.network's links (pure arithmetic; see federa.network).
+        round_stats["modelled_round_s"] = record_round_s({"round": rnd, **round_stats}, self.link, self.speeds)
         self.state, self.round = new_state, rnd
         t = self.totals
         t.contacted |= newly
@@ -186,6 +192,7 @@ class ServerRun:
         t.bytes_up += round_stats["bytes_up"]
         t.bytes_down += round_stats["bytes_down"]
         t.examples_seen += round_stats["examples_seen"]
+        t.modelled_s += round_stats["modelled_round_s"]
         record: dict[str, Any] = {}
         due = rnd % cfg.eval_every == 0 or rnd == cfg.rounds
         if due:
@@ -220,6 +227,7 @@ class ServerRun:
             "cum_train_wall_s": t.train_wall_s, "cum_client_compute_s": t.client_compute_s,
             "cum_wall_s": t.wall_s,
             "cum_bytes_up": t.bytes_up, "cum_bytes_down": t.bytes_down, "cum_examples_seen": t.examples_seen,
+            "cum_modelled_s": t.modelled_s,
         }
         self.run_dir.append_metrics(record)
         return record

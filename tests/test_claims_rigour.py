@@ -145,6 +145,20 @@ def test_target_is_99pct_of_fft_at_its_plateau_or_budget():
     assert target == pytest.approx(0.99 * 0.5) and "round budget (5 rounds, no plateau)" in how
 
 
+def test_seed_result_final_k_and_time_to_target_three_ways():
+    from federa.compare.seeds import seed_result
+
+    recs = [{"round": r, "score": s, "cum_client_compute_s": 10.0 * r, "cum_train_wall_s": 12.0 * r,
+             "cum_modelled_s": 50.0 * r, "cum_bytes_up": 0, "cum_bytes_down": 0,
+             "update_cos": c, "update_norm": n}
+            for r, s, c, n in [(0, 0.2, None, None), (1, 0.6, None, 2.0), (2, 0.9, 0.5, 1.0), (3, 0.7, -0.1, 3.0)]]
+    s = seed_result("lora", "0.1", 0, recs, {"status": "done"}, 0.85, 3, NetworkSettings(), 4)
+    assert s.final == 0.7 and s.final_k == pytest.approx((0.6 + 0.9 + 0.7) / 3)  # round 0 is not a final score
+    assert (s.round_to_target, s.compute_s_to_target, s.wall_s_to_target, s.modelled_s_to_target) == (2, 20.0, 24.0,
+                                                                                                         100.0)
+    assert s.modelled_s_total == 150.0 and s.update_cos_mean == pytest.approx(0.2) and s.update_norm_mean == 2.0
+
+
 # -- the network model ----------------------------------------------------------------------
 
 

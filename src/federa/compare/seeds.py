@@ -82,7 +82,9 @@ def seed_result(method: str, alpha: str, seed: int, records: Sequence[Mapping[st
     modelled = cumulative_modelled_s(recs, network, num_clients, seed)
     return SeedResult(
         method=method, alpha=alpha, seed=seed, status=summary.get("status"),
-        final=scores[-1] if scores else None, final_k=last_k_mean(scores, last_k) if scores else None,
+        # Final-k over trained rounds only: the evaluation before training is not a final score.
+        final=scores[-1] if scores else None,
+        final_k=last_k_mean([r["score"] for r in trained] or scores, last_k) if scores else None,
         best=max(scores) if scores else None, target=target,
         round_to_target=ttt["round"] if ttt else None,
         compute_s_to_target=ttt["client_compute_s"] if ttt else None,

@@ -209,7 +209,7 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[
 def _pm(mean: float | None, std: float | None, spec: str = ".4f") -> str:
     if mean is None:
         return "–"
-    return format(mean, spec) + (f" ± {format(std, spec)}" if std is not None else "")
+    return format(mean, spec) + (f" ± {format(std, spec.lstrip('+'))}" if std is not None else "")
 
 
 def _ttt_text(r: Mapping[str, Any], col: str, unit: str, ci_col: str | None = None) -> str:

@@ -115,6 +115,9 @@ def test_time_and_oscillation_claims_on_made_up_seeds():
     assert compare.claim_time(plan, slow).verdict == "refuted"
     never = _cells(acc, modelled={("fft", "0.1"): [100.0] * 3, ("federa", "0.1"): [None] * 3})
     assert compare.claim_time(plan, never).verdict == "refuted"
+    # ... but FFT reaching its target in one seed only leaves one pair: inconclusive either way.
+    one_pair = _cells(acc, modelled={("fft", "0.1"): [100.0, None, None], ("federa", "0.1"): [None] * 3})
+    assert compare.claim_time(plan, one_pair).verdict == "inconclusive"
     # FeDeRA fast where it reached, but missed the target on one seed: not "supported".
     partly = _cells(acc, modelled={("fft", "0.1"): [100.0] * 3, ("federa", "0.1"): [5.0, 6.0, None]})
     assert compare.claim_time(plan, partly).verdict == "inconclusive"

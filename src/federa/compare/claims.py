@@ -114,8 +114,10 @@ def claim_time(plan: Plan, cells: Sequence[CellResult]) -> Claim:
             ev.append(f"alpha={a}: FFT reached no target after training began in any seed; nothing to compare.")
             continue
         if v is None:
-            verdicts.append("refuted")
-            ev.append(f"alpha={a}: FeDeRA never reached the target in the {usable} seed(s) where FFT did → refuted.")
+            # Missing the target on every seed refutes it, but one seed is no more evidence here than elsewhere.
+            verdict = "refuted" if usable >= 2 else "inconclusive"
+            verdicts.append(verdict)
+            ev.append(f"alpha={a}: FeDeRA never reached the target in the {usable} seed(s) where FFT did → {verdict}.")
             continue
         verdict = v.verdict if reached == usable or v.verdict == "refuted" else "inconclusive"
         verdicts.append(verdict)

@@ -33,7 +33,12 @@ class PartitionConfig(_Strict):
     sizes: list[float] | None = Field(
         None, description="kind=size: relative client sizes (normalised); default: 1, 2, ..., n."
     )
-    min_examples: int = Field(1, ge=1, description="Every client must hold at least this many examples.")
+    min_examples: int = Field(1, ge=1, description="Every client must hold at least this many examples "
+                              "(flwr-datasets' min_partition_size).")
+    self_balancing: bool = Field(False, description="kind=dirichlet: stop giving a class's examples to clients "
+                                 "already above the average shard size (flwr-datasets' self_balancing).")
+    redraws: int = Field(0, ge=0, le=100, description="kind=dirichlet: when flwr-datasets' own 10 re-samples cannot "
+                         "meet min_examples, draw again with a derived seed up to this many times (recorded).")
     client_val_fraction: float | None = Field(
         None, ge=0, lt=1, description="Share of each client's shard held out (seeded) to score every evaluated "
         "model on each client's own data; at least 1 example where a shard has 2+. None: 0.1 when a method is "

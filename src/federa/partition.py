@@ -46,7 +46,7 @@ def make_partitioner(cfg: PartitionConfig, num_clients: int, num_examples: int, 
     if cfg.kind == "dirichlet":
         return DirichletPartitioner(
             num_partitions=num_clients, partition_by="label", alpha=cfg.alpha,
-            min_partition_size=cfg.min_examples, self_balancing=False, shuffle=True, seed=seed,
+            min_partition_size=cfg.min_examples, self_balancing=cfg.self_balancing, shuffle=True, seed=seed,
         )
     if cfg.kind == "shards":
         # Shard size rounded up + keep_incomplete_shard: every example lands in some shard.
@@ -58,25 +58,55 @@ def make_partitioner(cfg: PartitionConfig, num_clients: int, num_examples: int, 
     return SizePartitioner(partition_sizes=_size_partition_sizes(cfg.sizes, num_clients, num_examples))
 
 
-def partition_indices(train: Dataset, cfg: PartitionConfig, num_clients: int, seed: int) -> list[np.ndarray]:
-    """Indices into ``train`` for each client; each example goes to exactly one client."""
-    if num_clients > len(train):
-        raise DataError(f"num_clients={num_clients} exceeds the {len(train)} training examples; lower num_clients")
+# Seed of re-draw k (k >= 1) of a Dirichlet partition: far from small user seeds, still a function of the seed.
+REDRAW_SEED_STRIDE = 1_000_003
+
+
+def redraw_seed(seed: int, draw: int) -> int:
+    return seed + draw * REDRAW_SEED_STRIDE
+
+
+def _load_parts(train: Dataset, cfg: PartitionConfig, num_clients: int, seed: int) -> list[np.ndarray]:
     # Iid/size partitioners cut contiguous blocks, so shuffle first (seeded) to make blocks random.
     order = np.random.default_rng(seed).permutation(len(train))
     ds = train.add_column(_INDEX, list(range(len(train)))).select(order)
     partitioner = make_partitioner(cfg, num_clients, len(train), seed)
     partitioner.dataset = ds.select_columns([_INDEX, "label"])
-    try:
-        with warnings.catch_warnings():
-            # flwr-datasets warns on every Dirichlet resample; our own error below says what to change.
-            warnings.simplefilter("ignore", UserWarning)
-            parts = [np.asarray(partitioner.load_partition(i)[_INDEX], dtype=np.int64) for i in range(num_clients)]
-    except ValueError as err:
-        hint = (f"partition.alpha={cfg.alpha} with num_clients={num_clients} could not give every client "
-                f"{cfg.min_examples}+ examples; raise partition.alpha or lower num_clients"
-                if cfg.kind == "dirichlet" else f"{cfg.kind} partition failed: {str(err).splitlines()[0]}")
-        raise DataError(hint) from None
+    with warnings.catch_warnings():
+        # flwr-datasets warns on every Dirichlet resample; our own error below says what to change.
+        warnings.simplefilter("ignore", UserWarning)
+        return [np.asarray(partitioner.load_partition(i)[_INDEX], dtype=np.int64) for i in range(num_clients)]
+
+
+def partition_indices(train: Dataset, cfg: PartitionConfig, num_clients: int, seed: int) -> list[np.ndarray]:
+    """Indices into ``train`` for each client; each example goes to exactly one client."""
+    return partition_with_draw(train, cfg, num_clients, seed)[0]
+
+
+def partition_with_draw(train: Dataset, cfg: PartitionConfig, num_clients: int,
+                        seed: int) -> tuple[list[np.ndarray], int]:
+    """(:func:`partition_indices`, which draw made it).
+
+    A Dirichlet draw that flwr-datasets cannot make (after its own 10 re-samples) is drawn again
+    with :func:`redraw_seed` up to ``partition.redraws`` times; draw 0 is the seed itself, so the
+    default reproduces every earlier partition.
+    """
+    if num_clients > len(train):
+        raise DataError(f"num_clients={num_clients} exceeds the {len(train)} training examples; lower num_clients")
+    draws = cfg.redraws + 1 if cfg.kind == "dirichlet" else 1
+    for draw in range(draws):
+        try:
+            parts = _load_parts(train, cfg, num_clients, redraw_seed(seed, draw))
+            break
+        except ValueError as err:
+            if draw + 1 < draws:
+                continue
+            hint = (f"partition.alpha={cfg.alpha} with num_clients={num_clients} could not give every client "
+                    f"{cfg.min_examples}+ examples (seed {seed}, {draws} draw(s)); raise partition.alpha, lower "
+                    f"num_clients or partition.min_examples, set partition.self_balancing=true or "
+                    f"partition.redraws=5, or try another seed"
+                    if cfg.kind == "dirichlet" else f"{cfg.kind} partition failed: {str(err).splitlines()[0]}")
+            raise DataError(hint) from None
     for cid, idx in enumerate(parts):
         if len(idx) < cfg.min_examples:
             cause = f"partition.alpha={cfg.alpha}, " if cfg.kind == "dirichlet" else ""
@@ -84,7 +114,16 @@ def partition_indices(train: Dataset, cfg: PartitionConfig, num_clients: int, se
                 f"client {cid} got {len(idx)} examples (kind={cfg.kind}, {cause}num_clients={num_clients}); "
                 "lower num_clients or use a less skewed partition"
             )
-    return [np.sort(p) for p in parts]
+    return [np.sort(p) for p in parts], draw
+
+
+def shard_summary(stats: dict[str, Any]) -> dict[str, Any]:
+    """Shard-size distribution beside the label skew: a FedAvg weighted by shard size is one client's
+    model whenever a giant shard is sampled, which the skew alone does not show."""
+    sizes = np.asarray([c["num_examples"] for c in stats["clients"]], dtype=float)
+    return {"label_skew_tv": stats["label_skew_tv"], "min": int(sizes.min()), "median": float(np.median(sizes)),
+            "max": int(sizes.max()), "largest_share": round(float(sizes.max() / sizes.sum()), 4),
+            "cv": round(float(sizes.std() / sizes.mean()), 4)}
 
 
 # partition.client_val_fraction when unset and a method of the run is personalised (FedSA-LoRA).
@@ -172,4 +211,7 @@ def format_stats(stats: dict[str, Any]) -> str:
         + " ".join(f"{v:>{width}}" for v in c["label_counts"])
         for c in stats["clients"]
     ]
-    return "\n".join([head, *rows, f"label skew (mean TV distance to the global mix): {stats['label_skew_tv']}"])
+    sh = shard_summary(stats)
+    return "\n".join([head, *rows, f"label skew (mean TV distance to the global mix): {stats['label_skew_tv']}",
+                      f"shard sizes: min {sh['min']}, median {sh['median']:g}, max {sh['max']} "
+                      f"(largest client holds {sh['largest_share']:.1%}; coefficient of variation {sh['cv']:.2f})"])

@@ -22,7 +22,9 @@ The package, one module per idea:
 - :mod:`~federa.compare.run`: running every pending (method, cell), resume checks included.
 - :mod:`~federa.compare.tables`: results read back into per-round and per-(method, alpha) rows; CSV and
   ``summary.md``.
-- :mod:`~federa.compare.claims`: the FeDeRA paper's four claims checked against the summary rows.
+- :mod:`~federa.compare.stats`: t-intervals over seeds and the paired-difference verdict rule.
+- :mod:`~federa.compare.seeds`: per-(method, alpha, seed) results and the convergence target (FFT's plateau).
+- :mod:`~federa.compare.claims`: the FeDeRA paper's five claims checked seed by seed (paired intervals).
 - :mod:`~federa.compare.plots`: the ``plots/*.png`` files.
 - :mod:`~federa.compare.outputs`: every output file rebuilt from the cells on disk.
 - :mod:`~federa.compare.cli`: the ``federa compare`` command line (wired in :mod:`federa.cli`).
@@ -38,19 +40,18 @@ from typing import Any
 # parser (federa.compare.cli) must not pull in the runner, plots and tables to report a typo.
 _EXPORTS: dict[str, str] = {
     "MATCH_TOLERANCE": "claims", "TIME_REDUCTION_CLAIM": "claims", "Claim": "claims", "check_claims": "claims",
-    "claim_matches_fft": "claims", "claim_noniid": "claims", "claim_robustness": "claims", "claim_time": "claims",
-    "claims_markdown": "claims", "headline": "claims",
-    "add_arguments": "cli", "main": "cli", "plan_from_args": "cli",
-    "cell_job": "jobs", "with_lr": "jobs",
-    "GRID_COLUMNS": "lr_grid", "LR_MULTIPLIERS": "lr_grid", "VAL_FRACTION": "lr_grid", "choose_lrs": "lr_grid",
-    "carve_validation": "lr_grid", "grid_scores": "lr_grid", "validation_job": "lr_grid",
-    "write_outputs": "outputs",
-    "DEFAULT_ALPHAS": "plan", "IID": "plan", "Cell": "plan", "Plan": "plan", "heterogeneity_order": "plan",
-    "parse_alphas": "plan", "parse_methods": "plan", "parse_seeds": "plan",
-    "plot_robustness": "plots", "plot_time_vs_fft": "plots", "write_plots": "plots",
-    "run_compare": "run",
-    "RESULT_COLUMNS": "tables", "SUMMARY_COLUMNS": "tables", "CellResult": "tables", "load_cells": "tables",
-    "results_rows": "tables", "summary_markdown": "tables", "summary_rows": "tables",
+    "claim_matches_fft": "claims", "claim_noniid": "claims", "claim_oscillation": "claims",
+    "claim_robustness": "claims", "claim_time": "claims", "claims_markdown": "claims", "headline": "claims",
+    "add_arguments": "cli", "main": "cli", "plan_from_args": "cli", "cell_job": "jobs", "with_lr": "jobs",
+    "GRID_COLUMNS": "lr_grid", "LR_MULTIPLIERS": "lr_grid", "VAL_FRACTION": "lr_grid",
+    "carve_validation": "lr_grid", "choose_lrs": "lr_grid", "grid_scores": "lr_grid",
+    "validation_job": "lr_grid", "write_outputs": "outputs", "DEFAULT_ALPHAS": "plan",
+    "DEFAULT_LAST_K": "plan", "IID": "plan", "UNPARTITIONABLE": "plan", "Cell": "plan", "Plan": "plan",
+    "heterogeneity_order": "plan", "parse_alphas": "plan", "parse_methods": "plan", "parse_seeds": "plan",
+    "plot_robustness": "plots", "plot_time_vs_fft": "plots", "write_plots": "plots", "run_compare": "run",
+    "SeedResult": "seeds", "converged_score": "seeds", "convergence_target": "seeds", "Interval": "stats",
+    "Verdict": "stats", "combine": "stats", "last_k_mean": "stats", "paired_verdict": "stats",
+    "t_interval": "stats",
 }
 
 
@@ -61,7 +62,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "DEFAULT_ALPHAS", "GRID_COLUMNS", "IID", "LR_MULTIPLIERS", "MATCH_TOLERANCE", "RESULT_COLUMNS",
+    "DEFAULT_ALPHAS", "DEFAULT_LAST_K", "GRID_COLUMNS", "IID", "UNPARTITIONABLE",
+    "Interval", "SeedResult", "Verdict", "claim_oscillation", "combine", "converged_score", "convergence_target",
+    "last_k_mean", "paired_verdict", "skipped_cells", "t_interval", "LR_MULTIPLIERS", "MATCH_TOLERANCE", "RESULT_COLUMNS",
     "SUMMARY_COLUMNS", "TIME_REDUCTION_CLAIM", "VAL_FRACTION",
     "Cell", "CellResult", "Claim", "Plan",
     "add_arguments", "carve_validation", "cell_job", "check_claims", "choose_lrs", "claim_matches_fft",

@@ -1,18 +1,26 @@
-"""The FeDeRA paper's four claims, checked against a comparison's summary rows (``claims.md``).
+"""The FeDeRA paper's claims, checked seed by seed against a comparison (``claims.md``).
 
-Each claim gets a verdict (supported / refuted / mixed / inconclusive) and the numbers behind it.
+Every verdict follows one rule (:mod:`federa.compare.stats`): the per-seed difference between two
+methods on the same cell (same partition, same seed) gets a 95% t-interval; **supported** when
+the interval lies wholly on the claimed side, **refuted** when wholly on the other, otherwise
+**inconclusive** (printed with its interval). A claim checked in several settings (alphas,
+baselines) is supported or refuted only when every setting agrees, **mixed** when settings
+disagree outright. Accuracy is the mean of each run's last ``plan.last_k`` evaluations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from federa.compare.plan import IID, Plan, heterogeneity_order
-from federa.compare.tables import _index
+from federa.compare.seeds import SeedResult
+from federa.compare.stats import Verdict, combine, paired_verdict
+from federa.compare.tables import CellResult, _index
 
-# Claim 2 ("matches FFT"): FeDeRA's mean final score within this many points below FFT's.
+# Claim 2 ("matches FFT"): FeDeRA's accuracy at most this far below FFT's.
 MATCH_TOLERANCE = 0.01
 # Claim 3: the paper reports >90% less training time to FFT's accuracy.
 TIME_REDUCTION_CLAIM = 0.90
@@ -25,142 +33,183 @@ class Claim:
     evidence: list[str]
 
 
-def _acc(row: Mapping[str, Any] | None) -> float | None:
-    return None if row is None else row["final_score_mean"]
-
-
-def _noise(*rows: Mapping[str, Any] | None) -> float:
-    return max([r["final_score_std"] or 0.0 for r in rows if r] or [0.0])
-
-
-def _verdict(outcomes: Sequence[bool]) -> str:
-    if not outcomes:
-        return "inconclusive"
-    return "supported" if all(outcomes) else "refuted" if not any(outcomes) else "mixed"
-
-
 def _peft(plan: Plan) -> list[str]:
     return [m for m in plan.methods if m not in ("fft", "federa")]
 
 
-def claim_noniid(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> Claim:
+def _pairs(cells: Sequence[CellResult], alpha: str, a: str, b: str) -> list[tuple[SeedResult, SeedResult]]:
+    """(a's, b's) result of every seed of ``alpha`` where both methods ran."""
+    return [(c.seeds[a], c.seeds[b]) for c in cells if c.alpha == alpha and a in c.seeds and b in c.seeds]
+
+
+def _diffs(cells: Sequence[CellResult], alpha: str, a: str, b: str,
+           value: Callable[[SeedResult], float | None]) -> list[float]:
+    return [va - vb for x, y in _pairs(cells, alpha, a, b) if (va := value(x)) is not None
+            and (vb := value(y)) is not None]
+
+
+def _final_k(s: SeedResult) -> float | None:
+    return s.final_k
+
+
+def claim_noniid(plan: Plan, cells: Sequence[CellResult]) -> Claim:
     title = "FeDeRA beats LoRA and the other PEFT baselines when client data are non-IID"
-    ix, alphas = _index(rows), [a for a in heterogeneity_order(plan.alphas) if a != IID]
+    alphas = [a for a in heterogeneity_order(plan.alphas) if a != IID]
     others = _peft(plan)
     if "federa" not in plan.methods or not others or not alphas:
         return Claim(title, "inconclusive", ["needs federa, at least one other PEFT method and a numeric alpha."])
-    outcomes, ev = [], []
+    verdicts, ev = [], []
     for a in alphas:
-        f = ix.get(("federa", a))
         for m in others:
-            o = ix.get((m, a))
-            if _acc(f) is None or _acc(o) is None:
+            v = paired_verdict(_diffs(cells, a, "federa", m, _final_k), ">", 0.0)
+            if v.interval is None:
                 continue
-            gap = _acc(f) - _acc(o)
-            outcomes.append(gap > 0)
-            noisy = " (within seed noise)" if abs(gap) <= _noise(f, o) else ""
-            ev.append(f"alpha={a}: FeDeRA {_acc(f):.4f} vs {m} {_acc(o):.4f} → gap {gap:+.4f}{noisy}")
-    return Claim(title, _verdict(outcomes), ev or ["no finished cells to compare."])
+            verdicts.append(v.verdict)
+            ev.append(f"alpha={a}: FeDeRA − {m}, final-{plan.last_k} score per seed: {v.text()}")
+    return Claim(title, combine(verdicts), ev or ["no finished cells to compare."])
 
 
-def claim_matches_fft(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> Claim:
+def claim_matches_fft(plan: Plan, cells: Sequence[CellResult], rows: Sequence[Mapping[str, Any]]) -> Claim:
     title = "FeDeRA matches or beats FFT with ~1% of FFT's trainable parameters"
-    ix = _index(rows)
     if not {"federa", "fft"} <= set(plan.methods):
         return Claim(title, "inconclusive", ["needs both fft and federa in --methods."])
-    outcomes, ev = [], []
+    verdicts, ev = [], []
     for a in heterogeneity_order(plan.alphas):
-        f, g = ix.get(("federa", a)), ix.get(("fft", a))
-        if _acc(f) is None or _acc(g) is None:
+        v = paired_verdict(_diffs(cells, a, "federa", "fft", _final_k), ">", -MATCH_TOLERANCE)
+        if v.interval is None:
             continue
-        gap = _acc(f) - _acc(g)
-        outcomes.append(gap >= -MATCH_TOLERANCE)
-        ev.append(f"alpha={a}: FeDeRA {_acc(f):.4f} vs FFT {_acc(g):.4f} → gap {gap:+.4f}")
+        verdicts.append(v.verdict)
+        ev.append(f"alpha={a}: FeDeRA − FFT, final-{plan.last_k} score per seed: {v.text()}")
     f_any = next((r for r in rows if r["method"] == "federa" and r["trainable_params"]), None)
     g_any = next((r for r in rows if r["method"] == "fft" and r["trainable_params"]), None)
     if f_any and g_any:
         ev.append(f"trainable parameters: FeDeRA {f_any['trainable_params']:,} = "
                   f"{100 * f_any['trainable_params'] / g_any['trainable_params']:.2f}% of FFT's "
                   f"{g_any['trainable_params']:,} ({f_any['trainable_pct']:.3f}% of the model)")
-    ev.append(f"'matches' = mean final score at most {MATCH_TOLERANCE:g} below FFT's.")
-    return Claim(title, _verdict(outcomes), ev)
+    ev.append(f"'matches' = the interval of FeDeRA − FFT lies above −{MATCH_TOLERANCE:g}.")
+    return Claim(title, combine(verdicts), ev)
 
 
-def claim_time(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> Claim:
+def _time_verdict(pairs: Sequence[tuple[SeedResult, SeedResult]], attr: str) -> tuple[Verdict | None, int, int]:
+    """Verdict on log(FeDeRA's time / FFT's) < log(1 − claim), over the seeds where FFT reached its
+    target; returns (verdict, seeds where FeDeRA reached, seeds where FFT reached)."""
+    usable = [(f, g) for f, g in pairs if getattr(g, attr) is not None and getattr(g, attr) > 0]
+    logs = [math.log(getattr(f, attr) / getattr(g, attr)) for f, g in usable if getattr(f, attr) is not None]
+    if not logs:
+        return None, 0, len(usable)
+    return paired_verdict(logs, "<", math.log(1 - TIME_REDUCTION_CLAIM)), len(logs), len(usable)
+
+
+def claim_time(plan: Plan, cells: Sequence[CellResult]) -> Claim:
     title = f"FeDeRA reaches FFT's accuracy with >{TIME_REDUCTION_CLAIM:.0%} less training time"
-    ix = _index(rows)
     if not {"federa", "fft"} <= set(plan.methods):
         return Claim(title, "inconclusive", ["needs both fft and federa in --methods."])
-    outcomes, ev = [], []
+    verdicts, ev = [], []
     for a in heterogeneity_order(plan.alphas):
-        f, g = ix.get(("federa", a)), ix.get(("fft", a))
-        if f is None or g is None:
+        pairs = _pairs(cells, a, "federa", "fft")
+        if not pairs:
             continue
-        if g["reached"].startswith("0/"):
-            ev.append(f"alpha={a}: FFT never reached the target; nothing to compare.")
+        v, reached, usable = _time_verdict(pairs, "modelled_s_to_target")
+        if usable == 0:
+            ev.append(f"alpha={a}: FFT reached no target after training began in any seed; nothing to compare.")
             continue
-        if f["reached"].startswith("0/"):
-            outcomes.append(False)
-            ev.append(f"alpha={a}: FeDeRA never reached the target "
-                      f"({f['target_score_mean']:.4f}; its best {f['best_score_mean']:.4f}).")
+        if v is None:
+            # Missing the target on every seed refutes it, but one seed is no more evidence here than elsewhere.
+            verdict = "refuted" if usable >= 2 else "inconclusive"
+            verdicts.append(verdict)
+            ev.append(f"alpha={a}: FeDeRA never reached the target in the {usable} seed(s) where FFT did → {verdict}.")
             continue
-        rc, rw = f["client_compute_to_target_vs_fft"], f["train_wall_to_target_vs_fft"]
-        if rc is None:  # FFT at the target before any training (round 0): no time to divide by
-            ev.append(f"alpha={a}: FFT was at the target before training; no time ratio.")
-            continue
-        outcomes.append(1 - rc > TIME_REDUCTION_CLAIM)
-        ev.append(
-            f"alpha={a}: client compute to target FeDeRA {f['client_compute_s_to_target_mean']:.1f} s "
-            f"(round {f['rounds_to_target_mean']:.0f}) vs FFT {g['client_compute_s_to_target_mean']:.1f} s "
-            f"(round {g['rounds_to_target_mean']:.0f}) → ratio {rc:.3f} ({abs(1 - rc):.1%} {'less' if rc <= 1 else 'more'}); training wall "
-            f"{f['train_wall_s_to_target_mean']:.1f} s vs {g['train_wall_s_to_target_mean']:.1f} s"
-            + (f" → ratio {rw:.3f}" if rw is not None else ""))
+        verdict = v.verdict if reached == usable or v.verdict == "refuted" else "inconclusive"
+        verdicts.append(verdict)
+        iv = v.interval
+        ratio = (f"geometric-mean ratio {math.exp(iv.mean):.3f}"
+                 + (f" [{math.exp(iv.lo):.3f}, {math.exp(iv.hi):.3f}]" if iv.lo is not None else ""))
+        others = []
+        for attr, name in (("compute_s_to_target", "client compute"), ("wall_s_to_target", "measured wall")):
+            w, _, _ = _time_verdict(pairs, attr)
+            if w is not None:
+                others.append(f"{name} ratio {math.exp(w.interval.mean):.3f}")
+        ev.append(f"alpha={a}: modelled time to target, FeDeRA ÷ FFT: {ratio} over {reached}/{usable} seed(s) "
+                  f"(claim: < {1 - TIME_REDUCTION_CLAIM:.2f}) → {verdict}"
+                  + (f"; FeDeRA missed the target in {usable - reached} seed(s)" if reached < usable else "")
+                  + (f"; beside it: {', '.join(others)}" if others else ""))
     rule = (f"absolute target {plan.explicit_target:g}" if plan.explicit_target is not None
-            else "target = 99% of FFT's best score in the same cell")
-    ev.append(f"{rule}; ratios are per seed, then averaged.")
-    return Claim(title, _verdict(outcomes), ev)
+            else "target = 99% of FFT's score at convergence in the same cell (see summary.md)")
+    ev.append(f"{rule}; judged on modelled time under {plan.base.network.describe()}; the interval is over per-seed "
+              "log ratios.")
+    return Claim(title, combine(verdicts), ev)
 
 
-def claim_robustness(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> Claim:
+def claim_robustness(plan: Plan, cells: Sequence[CellResult]) -> Claim:
     title = "PEFT methods lose accuracy as heterogeneity grows, FeDeRA the least"
-    ix, order = _index(rows), heterogeneity_order(plan.alphas)
+    order = heterogeneity_order(plan.alphas)
     peft = [m for m in plan.methods if m != "fft"]
     if len(order) < 2 or "federa" not in peft or len(peft) < 2:
         return Claim(title, "inconclusive", ["needs two heterogeneity levels, federa and another PEFT method."])
     skewed, mild = order[0], order[-1]
-    drops: dict[str, float] = {}
-    ev = [f"drop = final score at {'IID' if mild == IID else 'alpha=' + mild} minus at alpha={skewed} "
-          "(positive = loses score under heterogeneity)"]
-    for m in plan.methods:
-        lo, hi = _acc(ix.get((m, skewed))), _acc(ix.get((m, mild)))
-        if lo is None or hi is None:
+
+    def drops(m: str) -> dict[int, float]:
+        lo = {c.seed: c.seeds[m].final_k for c in cells if c.alpha == skewed and m in c.seeds}
+        hi = {c.seed: c.seeds[m].final_k for c in cells if c.alpha == mild and m in c.seeds}
+        return {s: hi[s] - lo[s] for s in lo.keys() & hi.keys() if lo[s] is not None and hi[s] is not None}
+
+    where = "IID" if mild == IID else f"alpha={mild}"
+    ev = [f"drop = final-{plan.last_k} score at {where} minus at alpha={skewed}, same seed (positive = loses)"]
+    verdicts = []
+    d = {m: drops(m) for m in peft}
+    for m in peft:
+        v = paired_verdict(list(d[m].values()), ">", 0.0)
+        if v.interval is not None:
+            verdicts.append(v.verdict)
+            ev.append(f"{m} loses accuracy: drop {v.text()}")
+    for m in peft:
+        if m == "federa":
             continue
-        drops[m] = hi - lo
-        ref = " (reference, not PEFT)" if m == "fft" else ""
-        ev.append(f"{m}: {hi:.4f} → {lo:.4f}, drop {drops[m]:+.4f}{ref}")
-    peft_drops = {m: d for m, d in drops.items() if m != "fft"}
-    if "federa" not in peft_drops or len(peft_drops) < 2:
-        return Claim(title, "inconclusive", ev + ["not enough finished cells."])
-    lose = [d > 0 for d in peft_drops.values()]
-    least = peft_drops["federa"] <= min(peft_drops.values())
-    ev.append(f"PEFT methods that lose accuracy: {sum(lose)}/{len(lose)}; FeDeRA's drop is "
-              f"{'the smallest' if least else 'not the smallest'} among PEFT methods.")
-    # If no PEFT method loses accuracy, the claim's premise fails, whoever "loses least".
-    return Claim(title, _verdict([all(lose), least]) if any(lose) else "refuted", ev)
+        seeds = d[m].keys() & d["federa"].keys()
+        v = paired_verdict([d[m][s] - d["federa"][s] for s in seeds], ">", 0.0)
+        if v.interval is not None:
+            verdicts.append(v.verdict)
+            ev.append(f"FeDeRA loses less than {m}: {m}'s drop − FeDeRA's {v.text()}")
+    return Claim(title, combine(verdicts) if verdicts else "inconclusive", ev)
 
 
-def check_claims(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> list[Claim]:
-    return [claim_noniid(plan, rows), claim_matches_fft(plan, rows), claim_time(plan, rows),
-            claim_robustness(plan, rows)]
+def claim_oscillation(plan: Plan, cells: Sequence[CellResult]) -> Claim:
+    title = "FeDeRA's global weights oscillate less across rounds than LoRA's"
+    others = _peft(plan)
+    if "federa" not in plan.methods or not others:
+        return Claim(title, "inconclusive", ["needs federa and another PEFT method."])
+    verdicts, ev = [], []
+    for a in heterogeneity_order(plan.alphas):
+        for m in others:
+            v = paired_verdict(_diffs(cells, a, "federa", m, lambda s: s.update_cos_mean), ">", 0.0)
+            if v.interval is None:
+                continue
+            verdicts.append(v.verdict)
+            norms = {x: [c.seeds[x].update_norm_mean for c in cells if c.alpha == a and x in c.seeds]
+                     for x in ("federa", m)}
+            norm_text = ", ".join(f"{x} {sum(n) / len(n):.3g}" for x, n in norms.items() if n and None not in n)
+            ev.append(f"alpha={a}: FeDeRA − {m}, mean cosine between consecutive global updates per seed: "
+                      f"{v.text('+.3f')}" + (f"; mean update norm {norm_text}" if norm_text else ""))
+    ev.append("an update is one round's change of the global trainable state; oscillating less = a higher cosine "
+              "between consecutive updates (plots/update_cos_a<alpha>.png). Norms differ in scale between "
+              "parameterisations and are shown, not judged.")
+    return Claim(title, combine(verdicts), ev)
+
+
+def check_claims(plan: Plan, rows: Sequence[Mapping[str, Any]], cells: Sequence[CellResult]) -> list[Claim]:
+    return [claim_noniid(plan, cells), claim_matches_fft(plan, cells, rows), claim_time(plan, cells),
+            claim_robustness(plan, cells), claim_oscillation(plan, cells)]
 
 
 def claims_markdown(plan: Plan, claims: Sequence[Claim]) -> str:
     n = len(plan.seeds)
     lines = ["# The FeDeRA paper's claims, checked against this run", "",
-             f"Methods {', '.join(plan.methods)}; alphas {', '.join(plan.alphas)}; {n} seed(s). Accuracies are "
-             "mean final test score (the task's main metric) over seeds (see summary.md for best scores and spreads). "
-             "Verdicts: supported / refuted / mixed (holds in some settings only) / inconclusive (the run "
-             "lacks what the claim needs)." + (" With one seed, differences may be noise." if n < 2 else ""), ""]
+             f"Methods {', '.join(plan.methods)}; alphas {', '.join(plan.alphas)}; {n} seed(s). Each verdict reads "
+             "the 95% t-interval of per-seed paired differences (same partition, same seed): supported when it "
+             "lies wholly on the claimed side, refuted when wholly on the other, inconclusive otherwise (or with "
+             "fewer than two seeds); mixed when settings disagree. Accuracy = mean of each run's last "
+             f"{plan.last_k} evaluations (final-{plan.last_k}); summary.md also shows the last evaluation alone."
+             + (" With one seed no interval exists: every verdict is inconclusive." if n < 2 else ""), ""]
     for i, c in enumerate(claims, 1):
         lines += [f"## Claim {i}: {c.title}", "", f"**Verdict: {c.verdict}**", ""]
         lines += [f"- {e}" for e in c.evidence] + [""]
@@ -168,17 +217,25 @@ def claims_markdown(plan: Plan, claims: Sequence[Claim]) -> str:
 
 
 def headline(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The benchmark's numbers: time ratio, accuracy gaps per alpha, trainable % per method."""
+    """The benchmark's numbers: time ratios, accuracy gaps per alpha, trainable % per method."""
     ix = _index(rows)
     alphas = sorted({r["alpha"] for r in rows}, key=lambda a: (a == IID, float(a) if a != IID else 0.0))
     out: dict[str, Any] = {"trainable_pct": {r["method"]: r["trainable_pct"] for r in rows}}
+
+    def gap(f: Mapping[str, Any] | None, other: str, a: str) -> float | None:
+        o = ix.get((other, a))
+        if not f or not o or f.get("final_k_score_mean") is None or o.get("final_k_score_mean") is None:
+            return None
+        return f["final_k_score_mean"] - o["final_k_score_mean"]
+
     for a in alphas:
         f = ix.get(("federa", a))
         out[f"alpha={a}"] = {
-            "federa_minus_lora": (_acc(f) - _acc(ix[("lora", a)])) if f and ("lora", a) in ix else None,
-            "federa_minus_fft": (_acc(f) - _acc(ix[("fft", a)])) if f and ("fft", a) in ix else None,
+            "federa_minus_lora": gap(f, "lora", a),
+            "federa_minus_fft": gap(f, "fft", a),
             "federa_over_fft_compute_to_target": f["client_compute_to_target_vs_fft"] if f else None,
             "federa_over_fft_wall_to_target": f["train_wall_to_target_vs_fft"] if f else None,
+            "federa_over_fft_modelled_to_target": f.get("modelled_to_target_vs_fft") if f else None,
             "federa_reached": f["reached"] if f else None,
         }
     return out

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from federa.compare.lr_grid import LR_MULTIPLIERS
-from federa.compare.plan import DEFAULT_ALPHAS, Plan, parse_alphas, parse_methods, parse_seeds
+from federa.compare.plan import DEFAULT_ALPHAS, DEFAULT_LAST_K, Plan, parse_alphas, parse_methods, parse_seeds
 from federa.config import load_config
 from federa.errors import ConfigError
 from federa.methods import available_methods
@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-grid", action="store_true",
                    help=f"pick each method's lr from x{{{', '.join(f'{m:g}' for m in LR_MULTIPLIERS)}}} "
                         "on a validation split of the clients' training data")
+    p.add_argument("--last-k", type=int, default=DEFAULT_LAST_K,
+                   help=f"final score = mean of the last k evaluations in the claims (default {DEFAULT_LAST_K})")
     p.add_argument("--out", help="results folder (default: runs/compare-<name>); re-run the command to resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
 
@@ -36,13 +38,15 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     base = load_config(args.config, args.set)
     if args.target is not None and not 0 < args.target <= 1:
         raise ConfigError(f"--target must be a score in (0, 1], got {args.target}; e.g. --target 0.85")
+    if args.last_k < 1:
+        raise ConfigError(f"--last-k must be at least 1, got {args.last_k}; e.g. --last-k 3")
     return Plan(
         base=base,
         methods=parse_methods(args.methods) if args.methods else tuple(base.methods),
         alphas=parse_alphas(args.alphas),
         seeds=parse_seeds(args.seeds) if args.seeds else (base.seed,),
         out=Path(args.out) if args.out else Path("runs") / f"compare-{base.name}",
-        target=args.target, lr_grid=args.lr_grid,
+        target=args.target, lr_grid=args.lr_grid, last_k=args.last_k,
     )
 
 

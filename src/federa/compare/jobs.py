@@ -11,13 +11,18 @@ if TYPE_CHECKING:
     from federa.job import Job
 
 
-def cell_job(base: Job, cfg: Config) -> Job:
-    """``base`` re-partitioned for ``cfg``: cells differ only in partition and seed, never in data."""
-    from federa.partition import carve_client_val, client_val_fraction, partition_indices
+def cell_job(base: Job, cfg: Config) -> tuple[Job, int]:
+    """``base`` re-partitioned for ``cfg`` (cells differ only in partition and seed, never in data),
+    and which Dirichlet draw made the partition (0 unless ``partition.redraws`` was needed)."""
+    from datasets import Dataset
 
-    parts = partition_indices(base.data.train, cfg.partition, cfg.num_clients, cfg.seed)
+    from federa.partition import carve_client_val, client_val_fraction, partition_with_draw
+
+    # By the task's strata, as prepare_job does (labels for classification, bins for regression).
+    parts, draw = partition_with_draw(Dataset.from_dict({"label": base.strata}), cfg.partition, cfg.num_clients,
+                                      cfg.seed)
     parts, val_parts = carve_client_val(parts, client_val_fraction(cfg), cfg.seed)
-    return replace(base, cfg=cfg, parts=parts, val_parts=val_parts)
+    return replace(base, cfg=cfg, parts=parts, val_parts=val_parts), draw
 
 
 def with_lr(job: Job, method: str, lr: float | None) -> Job:

@@ -18,6 +18,7 @@ from federa.compare.tables import (
     _write_csv,
     load_cells,
     results_rows,
+    skipped_cells,
     summary_markdown,
     summary_rows,
 )
@@ -31,8 +32,9 @@ def write_outputs(plan: Plan) -> dict[str, Any]:
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
     _write_csv(plan.out / "results.csv", results_rows(cells), RESULT_COLUMNS)
     _write_csv(plan.out / "summary.csv", rows, SUMMARY_COLUMNS)
-    (plan.out / "summary.md").write_text(summary_markdown(plan, rows, info), encoding="utf-8")
-    claims = check_claims(plan, rows)
+    skipped = skipped_cells(plan)
+    (plan.out / "summary.md").write_text(summary_markdown(plan, rows, info, cells, skipped), encoding="utf-8")
+    claims = check_claims(plan, rows, cells)
     (plan.out / "claims.md").write_text(claims_markdown(plan, claims), encoding="utf-8")
     if plan.lr_grid:
         grid = [{"alpha": c.alpha, "seed": c.seed, **g} for c in plan.cells
@@ -40,4 +42,5 @@ def write_outputs(plan: Plan) -> dict[str, Any]:
         _write_csv(plan.out / "lr_grid.csv", grid, GRID_COLUMNS)
     plots = write_plots(plan, cells, rows)
     failed = [f"{r['method']}@alpha={r['alpha']}" for r in rows if r["done"] < r["seeds"]]
-    return {"rows": rows, "claims": claims, "plots": plots, "failed": failed, "headline": headline(rows)}
+    return {"rows": rows, "claims": claims, "plots": plots, "failed": failed, "headline": headline(rows),
+            "cells": cells, "skipped": skipped}

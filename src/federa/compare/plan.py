@@ -19,6 +19,9 @@ from federa.runlog import RunDir
 
 IID = "iid"
 DEFAULT_ALPHAS = "0.1,0.5,1,iid"
+DEFAULT_LAST_K = 3
+# Written in a cell's folder when its seed cannot be partitioned: the comparison records it and goes on.
+UNPARTITIONABLE = "unpartitionable.json"
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,9 @@ class Plan:
     alphas: tuple[str, ...]
     seeds: tuple[int, ...]
     out: Path
-    target: float | None = None  # absolute target; None: base.target_score, else 99% of FFT's best
+    target: float | None = None  # absolute target; None: base.target_score, else 99% of FFT's score at convergence
     lr_grid: bool = False
+    last_k: int = DEFAULT_LAST_K  # final accuracy = mean of the last k evaluations (the claims' yardstick)
 
     @property
     def cells(self) -> list[Cell]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -9,20 +10,29 @@ from typing import Any
 
 from federa.compare.plan import IID, Plan, heterogeneity_order
 from federa.compare.tables import CellResult, _index
+from federa.network import NetworkSettings, cumulative_modelled_s
 from federa.report import plot_client_scores, plot_curves
 
 
-def _mean_curve(cells: Sequence[CellResult], method: str) -> list[dict[str, float]]:
-    """Per round, the mean over seeds of accuracy and cumulative costs (rounds every seed has)."""
+def _mean_curve(cells: Sequence[CellResult], method: str, network: NetworkSettings | None = None,
+                num_clients: int = 0) -> list[dict[str, float]]:
+    """Per round, the mean over seeds of accuracy, cumulative costs and the update trajectory
+    (rounds every seed has; a figure some seed lacks is NaN, which matplotlib leaves out)."""
     by_round: dict[int, list[Mapping[str, Any]]] = {}
     for c in cells:
-        for r in c.records:
-            if r["method"] == method:
-                by_round.setdefault(r["round"], []).append(r)
+        mine = [r for r in c.records if r["method"] == method]
+        modelled = cumulative_modelled_s(mine, network, num_clients, c.seed) if network is not None else None
+        for r in mine:
+            extra = {"cum_modelled_s": modelled.get(r["round"], math.nan) if modelled else math.nan}
+            by_round.setdefault(r["round"], []).append({**r, **extra})
     n = max((len(v) for v in by_round.values()), default=0)
-    keys = ("score", "cum_train_wall_s", "cum_client_compute_s")
-    return [{"round": rnd, **{k: statistics.fmean(r[k] for r in rs) for k in keys}}
-            for rnd, rs in sorted(by_round.items()) if len(rs) == n]
+    keys = ("score", "cum_train_wall_s", "cum_client_compute_s", "cum_modelled_s", "update_cos", "update_norm")
+
+    def mean(rs: Sequence[Mapping[str, Any]], k: str) -> float:
+        vals = [r.get(k) for r in rs]
+        return math.nan if any(v is None for v in vals) else statistics.fmean(vals)
+
+    return [{"round": rnd, **{k: mean(rs, k) for k in keys}} for rnd, rs in sorted(by_round.items()) if len(rs) == n]
 
 
 def _pyplot():
@@ -85,6 +95,33 @@ def plot_time_vs_fft(plan: Plan, rows: Sequence[Mapping[str, Any]], path: Path) 
     plt.close(fig)
 
 
+def plot_trajectory(series: Mapping[str, Sequence[Mapping[str, float]]], key: str, label: str, path: Path,
+                    title: str) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    drawn = False
+    for m, curve in series.items():
+        pts = [(r["round"], r[key]) for r in curve if r["round"] > 0 and not math.isnan(r[key])]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", markersize=3, label=m)
+            drawn = True
+    if key == "update_cos":
+        ax.axhline(0.0, color="grey", linestyle="--", linewidth=1)
+    elif drawn:
+        ax.set_yscale("log")
+    if not drawn:  # one round has no pair of consecutive updates: say so instead of an empty frame
+        ax.text(0.5, 0.5, "needs two or more rounds", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("round")
+    ax.set_ylabel(label)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def write_plots(plan: Plan, cells: Sequence[CellResult], rows: Sequence[Mapping[str, Any]]) -> list[Path]:
     out = plan.out / "plots"
     out.mkdir(parents=True, exist_ok=True)
@@ -94,11 +131,13 @@ def write_plots(plan: Plan, cells: Sequence[CellResult], rows: Sequence[Mapping[
         ("time", lambda r: r["cum_train_wall_s"], "training wall-clock seconds (evaluation excluded)"),
         ("compute", lambda r: r["cum_client_compute_s"], "client compute seconds (sum over clients)"),
     ]
+    specs.append(("modelled", lambda r: r["cum_modelled_s"], f"modelled seconds ({plan.base.network.preset})"))
     for a in plan.alphas:
         at = [c for c in cells if c.alpha == a]
         if not at:
             continue
-        series = {m: curve for m in plan.methods if (curve := _mean_curve(at, m))}
+        series = {m: curve for m in plan.methods
+                  if (curve := _mean_curve(at, m, plan.base.network, plan.base.num_clients))}
         targets = [c.summary["target_score"] for c in at if c.summary["target_score"] is not None]
         target = statistics.fmean(targets) if targets else None
         where = "IID" if a == IID else f"α={a}"
@@ -106,6 +145,10 @@ def write_plots(plan: Plan, cells: Sequence[CellResult], rows: Sequence[Mapping[
             p = out / f"acc_vs_{name}_a{a}.png"
             plot_curves(series, x_of, label, p, f"{where}: test score (mean of {len(at)} seed(s))", target)
             paths.append(p)
+        for key, what in (("update_cos", "cosine between consecutive global updates"),
+                          ("update_norm", "global update norm")):
+            p = out / f"{key}_a{a}.png"
+            plot_trajectory(series, key, what, p, f"{where}: {what} (mean of {len(at)} seed(s))")
         # Held-out client splits: every (seed, client)'s final score, one column per method.
         finals = {m: [x for c in at for x in (c.summary["methods"].get(m, {}).get("final_client_scores") or [])]
                   for m in plan.methods}

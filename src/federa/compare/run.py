@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from federa.compare.jobs import cell_job, with_lr
-from federa.compare.lr_grid import LR_MULTIPLIERS, VAL_FRACTION, choose_lrs
+from federa.compare.lr_grid import LR_MULTIPLIERS, VAL_FRACTION, choose_lrs, grid_scores
 from federa.compare.outputs import write_outputs
-from federa.compare.plan import Plan
+from federa.compare.plan import UNPARTITIONABLE, Cell, Plan
 from federa.config import Config, build_config
-from federa.errors import ConfigError
+from federa.errors import ConfigError, DataError
 from federa.runlog import RunDir
 
 if TYPE_CHECKING:
@@ -49,13 +49,15 @@ def run_compare(plan: Plan, progress: bool = True, log=print) -> dict[str, Any]:
 
     plan.out.mkdir(parents=True, exist_ok=True)
     base: Job | None = None
+    grid_lrs: dict[str, dict[str, float]] = {}  # alpha → method → lr chosen on its first partitionable seed
     for cell in plan.cells:
         cfg = plan.cell_config(cell)
         rd = plan.cell_dir(cell)
         _claim_cell_dir(rd, cfg)
         pending = [m for m in plan.methods if not rd.result(m).is_file()]
-        if not pending:
-            log(f"[{cell.name}] every method finished; reading it back")
+        if not pending or (rd.root / UNPARTITIONABLE).is_file():
+            log(f"[{cell.name}] " + ("every method finished; reading it back" if not pending
+                                     else "recorded as un-partitionable; skipped"))
             continue
         if base is None:
             base = prepare_job(cfg)  # data, tokenizer and threads once; each cell re-partitions
@@ -64,9 +66,24 @@ def run_compare(plan: Plan, progress: bool = True, log=print) -> dict[str, Any]:
                 # A method that cannot apply to this model fails here, not after hours of other cells.
                 base.server_model(m)
             _write_compare_json(plan, run_info(base))
-        job = cell_job(base, cfg)
+        try:
+            job, draw = cell_job(base, cfg)
+        except DataError as err:
+            # One seed that cannot be partitioned must not end the comparison: record it, go on.
+            rd.write_json(rd.root / UNPARTITIONABLE, {"reason": str(err)})
+            log(f"[{cell.name}] cannot be partitioned, recorded and skipped: {err}")
+            continue
+        rd.write_json(rd.root / "partition_draw.json", {
+            "draw": draw, "self_balancing": cfg.partition.self_balancing, "min_examples": cfg.partition.min_examples,
+            "redraws": cfg.partition.redraws})
         pin_partition(rd, job)
-        lrs = choose_lrs(job, rd, pending, progress, log) if plan.lr_grid else {}
+        lrs: dict[str, float] = {}
+        if plan.lr_grid:
+            # One grid per (method, alpha), on the first seed of the alpha that partitions; the
+            # other seeds reuse its choice (read back from that cell's grid when resuming).
+            if cell.alpha not in grid_lrs:
+                grid_lrs[cell.alpha] = _earlier_grid(plan, cell) or choose_lrs(job, rd, plan.methods, progress, log)
+            lrs = grid_lrs[cell.alpha]
         engine = get_engine(cfg.engine)
 
         def run_one(job: Job, m: str, rd: RunDir, cell_name: str = cell.name) -> dict[str, Any]:
@@ -79,12 +96,26 @@ def run_compare(plan: Plan, progress: bool = True, log=print) -> dict[str, Any]:
     return write_outputs(plan)
 
 
+def _earlier_grid(plan: Plan, cell: Cell) -> dict[str, float]:
+    """The lrs chosen by a finished grid of an earlier seed of ``cell``'s alpha (a resumed comparison)."""
+    for s in plan.seeds:
+        if s == cell.seed:
+            break
+        rd = plan.cell_dir(Cell(cell.alpha, s))
+        chosen = {r["method"]: r["lr"] for r in grid_scores(rd, plan.methods) if r["chosen"]}
+        if set(chosen) == set(plan.methods):
+            return chosen
+    return {}
+
+
 def _write_compare_json(plan: Plan, info: Mapping[str, Any]) -> None:
     RunDir(plan.out).write_json(plan.out / "compare.json", {
         "methods": list(plan.methods), "alphas": list(plan.alphas), "seeds": list(plan.seeds),
         "target": plan.explicit_target, "lr_grid": plan.lr_grid,
         "lr_grid_settings": {"multipliers": list(LR_MULTIPLIERS), "val_fraction": VAL_FRACTION,
-                             "rounds": "half of rounds, at least 1"} if plan.lr_grid else None,
+                             "rounds": "half of rounds, at least 1",
+                             "scope": "per (method, alpha), on the alpha's first seed"} if plan.lr_grid else None,
+        "last_k": plan.last_k, "network": plan.base.network.describe(),
         "run": {k: v for k, v in info.items() if k not in ("partition", "seed")},
         "base_config": plan.base.model_dump(mode="json"),
     })

@@ -26,6 +26,8 @@ _REGISTRY: dict[str, str] = {
 _SECTIONS: dict[str, str] = {
     "inprocess": "federa.engines.settings:InprocessSettings",
     "flower": "federa.engines.flower.settings:FlowerSettings",
+    # Not an engine's own, but time is what engines account: the links that modelled round times assume.
+    "network": "federa.network:NetworkSettings",
 }
 
 

@@ -29,13 +29,15 @@ from federa.methods.base import (
 )
 from federa.runlog import RunDir
 from federa.methods.variants import VARIANTS, split_method
+from federa.network import record_round_s, speed_factors
 from federa.strategies.lora_math import aggregation_error
 from federa.strategies.base import Strategy
 from federa.strategies.stack import build_stack
 from federa.strategies.validate import check_count, check_metrics, step_examples, weight_cap
+from federa.trajectory import UpdateTrajectory
 from federa.types import LocalRule, State, TrainSettings, Update
 
-_COUNTERS = ("train_wall_s", "client_compute_s", "wall_s", "bytes_up", "bytes_down", "examples_seen")
+_COUNTERS = ("train_wall_s", "client_compute_s", "wall_s", "bytes_up", "bytes_down", "examples_seen", "modelled_s")
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Totals:
     bytes_up: int = 0
     bytes_down: int = 0
     examples_seen: int = 0
+    modelled_s: float = 0.0  # Σ of modelled round times under cfg.network (federa.network)
     contacted: set[int] = field(default_factory=set)  # clients that already hold the setup broadcast
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,7 +58,8 @@ class Totals:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Totals:
-        return cls(**{k: d[k] for k in _COUNTERS}, contacted=set(d["contacted"]))
+        # A checkpoint written before modelled time existed resumes with it at 0.
+        return cls(**{k: d[k] for k in _COUNTERS if k in d}, contacted=set(d["contacted"]))
 
 
 def min_replies(cfg) -> int:
@@ -110,6 +114,8 @@ class ServerRun:
         self.run_token = uuid.uuid4().hex
         self.round = 0
         self.last_metrics: dict[str, float] = {}
+        self.trajectory = UpdateTrajectory()  # update norm and cosine to the previous round's update
+        self.link, self.speeds = cfg.network.link(), speed_factors(cfg.network, cfg.num_clients, cfg.seed)
         run_dir.method_dir(method_name).mkdir(parents=True, exist_ok=True)
         if not self._resume():
             self._log_round(0, self._evaluate(), {})
@@ -221,9 +227,12 @@ class ServerRun:
         """
         cfg = self.job.cfg
         # What was sent beside the state, read before aggregation moves the strategy's state on.
-        payload_down = sum(self.down_bytes(rnd, c) for c in updates)
+        ids = sorted(updates)
+        payload_each = {c: self.down_bytes(rnd, c) for c in updates}
+        payload_down = sum(payload_each.values())
         # Each client's own state: smaller than the global one for a lower LoRA rank (FlexLoRA, ...).
-        states_down = sum(state_bytes(self.client_state(rnd, c)) for c in updates)
+        states_each = {c: state_bytes(self.client_state(rnd, c)) for c in updates}
+        states_down = sum(states_each.values())
         t_agg = time.perf_counter()
         if aggregate is None:
             new_state = self.strategy.aggregate_round(rnd, self.state, updates)
@@ -267,7 +276,16 @@ class ServerRun:
             **strategy_metrics,
             "round_s": t_eval - started,
             "aggregate_s": t_eval - t_agg,
+            # Per sampled client, in the order of "clients": what a network model (federa.network) prices.
+            "client_train_s": [updates[c].metrics.get("train_seconds", 0.0) for c in ids],
+            "client_bytes_down": [states_each[c] + state_bytes(self.setup) * (c in newly) + payload_each[c]
+                                  for c in ids],
+            "client_bytes_up": [state_bytes(updates[c].state) + state_bytes(updates[c].extra) if aggregate is None
+                                else state_bytes(aggregate) for c in ids],
+            **self.trajectory.observe(self.state, new_state),
         }
+        # What this round would take on cfg.network's links (pure arithmetic; see federa.network).
+        round_stats["modelled_round_s"] = record_round_s({"round": rnd, **round_stats}, self.link, self.speeds)
         self.state, self.round = new_state, rnd
         t = self.totals
         t.contacted |= newly
@@ -276,6 +294,7 @@ class ServerRun:
         t.bytes_up += round_stats["bytes_up"]
         t.bytes_down += round_stats["bytes_down"]
         t.examples_seen += round_stats["examples_seen"]
+        t.modelled_s += round_stats["modelled_round_s"]
         record: dict[str, Any] = {}
         due = rnd % cfg.eval_every == 0 or rnd == cfg.rounds
         if due:
@@ -313,6 +332,7 @@ class ServerRun:
             "cum_train_wall_s": t.train_wall_s, "cum_client_compute_s": t.client_compute_s,
             "cum_wall_s": t.wall_s,
             "cum_bytes_up": t.bytes_up, "cum_bytes_down": t.bytes_down, "cum_examples_seen": t.examples_seen,
+            "cum_modelled_s": t.modelled_s,
         }
         self.run_dir.append_metrics(record)
         return record

@@ -51,7 +51,9 @@ _EXPORTS: dict[str, str] = {
     "plot_robustness": "plots", "plot_time_vs_fft": "plots", "write_plots": "plots", "run_compare": "run",
     "SeedResult": "seeds", "converged_score": "seeds", "convergence_target": "seeds", "Interval": "stats",
     "Verdict": "stats", "combine": "stats", "last_k_mean": "stats", "paired_verdict": "stats",
-    "t_interval": "stats",
+    "t_interval": "stats", "RESULT_COLUMNS": "tables", "SUMMARY_COLUMNS": "tables", "CellResult": "tables",
+    "load_cells": "tables", "results_rows": "tables", "skipped_cells": "tables", "summary_markdown": "tables",
+    "summary_rows": "tables",
 }
 
 

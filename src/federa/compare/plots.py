@@ -149,6 +149,7 @@ def write_plots(plan: Plan, cells: Sequence[CellResult], rows: Sequence[Mapping[
                           ("update_norm", "global update norm")):
             p = out / f"{key}_a{a}.png"
             plot_trajectory(series, key, what, p, f"{where}: {what} (mean of {len(at)} seed(s))")
+            paths.append(p)
         # Held-out client splits: every (seed, client)'s final score, one column per method.
         finals = {m: [x for c in at for x in (c.summary["methods"].get(m, {}).get("final_client_scores") or [])]
                   for m in plan.methods}

@@ -77,7 +77,7 @@ def test_readme_example_runs(tmp_path, monkeypatch, tiny_model_dir, small_csv):
 
     assert isinstance(model, PreTrainedModel) and not any("lora_" in n for n, _ in model.named_parameters())
     assert isinstance(adapter, PeftModel)
-    assert {r["alpha"] for r in grid.rows} == {"0.1", "iid"} and len(grid.claims) == 4
+    assert {r["alpha"] for r in grid.rows} == {"0.1", "iid"} and len(grid.claims) == 5
     assert (tmp_path / "runs/notebook-compare/summary.md").is_file()
 
 

@@ -31,7 +31,7 @@ CASES = [
     (["data.label_column=category"], r"has no column 'category' \(set data.label_column\); available columns: text, label"),
     (["clients_per_round=9"], r"clients_per_round \(9\) > num_clients \(4\); set clients_per_round<=4"),
     (["num_clients=150", "clients_per_round=2", "partition.alpha=0.01"],
-     r"could not give every client 1\+ examples.*raise partition.alpha or lower num_clients"),
+     r"could not give every client 1\+ examples.*raise partition.alpha, lower num_clients.*or try another seed"),
     (["rounds=0"], r"config key 'rounds': Input should be greater than or equal to 1"),
 ]
 

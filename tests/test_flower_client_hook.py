@@ -23,8 +23,8 @@ from federa.job import prepare_job
 from federa.runlog import RunDir
 
 # Wall-clock numbers legitimately differ between engines; nothing else in a metrics line may.
-_TIMING = {"round_s", "aggregate_s", "eval_s", "client_compute_s", "cum_train_wall_s", "cum_client_compute_s",
-           "cum_wall_s"}
+_TIMING = {"round_s", "aggregate_s", "eval_s", "client_compute_s", "client_train_s", "cum_train_wall_s",
+           "cum_client_compute_s", "cum_wall_s", "modelled_round_s", "cum_modelled_s"}
 
 
 @pytest.fixture(autouse=True)

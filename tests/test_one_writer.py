@@ -165,7 +165,7 @@ def test_allow_changed_rounds_continues_the_run(finished, capsys):
 
 
 @pytest.mark.parametrize("sets, message", [
-    (["num_clients=150", "partition.alpha=0.01"], "raise partition.alpha or lower num_clients"),
+    (["num_clients=150", "partition.alpha=0.01"], "raise partition.alpha, lower num_clients or partition.min_examples"),
     (["lora.r=64"], "set lora.r<=32"),
 ])
 @pytest.mark.parametrize("existed", [False, True])

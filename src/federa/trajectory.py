@@ -14,8 +14,8 @@ from federa.types import State
 
 
 class UpdateTrajectory:
-    """Remembers the previous global update (one vector of the trainable size); after a resume the
-    first round has no predecessor, so its cosine is None."""
+    """Remembers the previous global update (one vector of the trainable size), checkpointed with
+    the server so a resumed run logs the same cosines (a checkpoint from before has none: None)."""
 
     def __init__(self) -> None:
         self._prev: torch.Tensor | None = None
@@ -32,3 +32,9 @@ class UpdateTrajectory:
             cos = float(torch.dot(delta.double(), self._prev.double()) / denom) if denom > 0 else None
         self._prev = delta
         return {"update_norm": norm, "update_cos": cos}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {} if self._prev is None else {"prev": self._prev}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._prev = state.get("prev")

@@ -142,6 +142,7 @@ class ServerRun:
         load_tensors(self.model, self.strategy.client_private(None))
         self.totals = Totals.from_dict(payload["totals"])
         self.last_metrics = payload["last_metrics"]
+        self.trajectory.load_state_dict(payload.get("trajectory", {}))
         # Keep this method's lines up to the checkpointed round: a line written after it
         # belongs to a round that will be run again.
         mine = [r for r in self.run_dir.read_metrics() if r.get("method") == self.name and r["round"] <= self.round]
@@ -154,6 +155,8 @@ class ServerRun:
             "method": self.name, "round": self.round, "state": self.state,
             "strategy": self.strategy.state_dict(), "totals": self.totals.as_dict(),
             "last_metrics": self.last_metrics, "run_token": self.run_token,
+            # The last global update, so the first resumed round's update_cos equals the uninterrupted run's.
+            "trajectory": self.trajectory.state_dict(),
         })
 
     def register_shards(self, sizes: Mapping[int, int]) -> None:

@@ -97,9 +97,9 @@ class CoreConfig(_Strict):
     metric: str | None = Field(None, description="The task's main metric (targets, claims, plots); None: its default.")
     methods: NameList = Field(default_factory=lambda: ["fft", "lora", "federa"])
     engine: str = "inprocess"
-    rounds: int = Field(10, ge=1)
+    rounds: int = Field(5, ge=1)
     num_clients: int = Field(10, ge=1)
-    clients_per_round: int = Field(5, ge=1)
+    clients_per_round: int = Field(3, ge=1)
     local_epochs: float | None = Field(None, gt=0, description="Local passes over the shard (overrides local_steps).")
     local_steps: int | None = Field(8, ge=1, description="Local optimiser steps per round.")
     batch_size: int = Field(16, ge=1)

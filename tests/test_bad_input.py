@@ -158,3 +158,32 @@ def test_report_with_corrupt_result_and_summary(capsys, tiny_model_dir, small_cs
     err = capsys.readouterr().err.strip()
     assert err == (f"error: {out / 'lora' / 'result.json'} is corrupt (not JSON); delete it and "
                    f"`federa run --resume {out}` rewrites it from the method's last checkpoint")
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["rounds=true"], "'rounds' must be a number, got true"),
+    (["lora.alpha=.inf"], "config key 'lora.alpha': Input should be a finite number"),
+    (["weight_decay=.inf"], "config key 'weight_decay': Input should be a finite number"),
+    (["lr.lora=.nan"], "config key 'lr.lora': Input should be a finite number"),
+    (["partition.alpha=.inf"], "config key 'partition.alpha': Input should be a finite number"),
+    (["seed=-1"], "config key 'seed': Input should be greater than or equal to 0"),
+    (["data.split_seed=-1"], "config key 'data.split_seed': Input should be greater than or equal to 0"),
+])
+def test_values_that_used_to_train_or_fail_late(capsys, tiny_model_dir, small_csv, tmp_path, sets, message):
+    """Before: .inf trained a NaN model, true was taken as 1, seed -1 was misreported as a partition failure."""
+    code, err = _run(capsys, tiny_model_dir, small_csv, tmp_path, *sets)
+    assert code == 2 and len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_key_twice_in_a_yaml_file(capsys, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("rounds: 3\nseed: 1\nrounds: 4\n")
+    assert main(["run", "--config", str(cfg)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: config file {cfg} is not valid YAML: key 'rounds' appears "
+                                               "twice (line 3); keep one")
+
+
+def test_compare_refuses_a_negative_seed(capsys, tmp_path):
+    assert main(["compare", "--seeds=-1", "--out", str(tmp_path / "c")]) == 2
+    assert "--seeds must lie in 0..4294967295" in capsys.readouterr().err

@@ -67,7 +67,8 @@ class DataConfig(_Strict):
     tokens_column: str = Field("tokens", description="token_classification: the column of word lists.")
     tags_column: str = Field("tags", description="token_classification: the column of per-word tags.")
     test_size: float = Field(0.2, gt=0, lt=1, description="Held-out fraction when the source has no test split.")
-    split_seed: int = Field(0, description="Seed of the train/test split: fixed so every run sees one test set.")
+    split_seed: int = Field(0, ge=0, le=2**32 - 1,
+                            description="Seed of the train/test split: fixed so every run sees one test set.")
     max_train_examples: int | None = Field(None, ge=1, description="Stratified subsample of train (quick runs).")
     max_test_examples: int | None = Field(None, ge=1, description="Stratified subsample of test (quick runs).")
 
@@ -107,7 +108,7 @@ class CoreConfig(_Strict):
     max_length: int = Field(64, ge=8)
     max_grad_norm: float | None = Field(1.0, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's SeedSequence takes non-negative seeds
     eval_every: int = Field(1, ge=1)
     target_score: float | None = Field(
         None, gt=0, le=1, description="Target of the main metric; None: 99% of the best FFT score of the run (or of any method)."
@@ -286,6 +287,21 @@ def build_config(raw: dict[str, Any] | None = None, overrides: list[str] | None 
         raise ConfigError(_format_validation_error(err)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: PyYAML keeps the
+    last one silently, so a versioned config could say one thing and run another."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice (line {key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load YAML from ``path`` (or the built-in default when None) and apply overrides."""
     raw: dict[str, Any] = {}
@@ -294,7 +310,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}; pass an existing YAML file to --config")
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+            loaded = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (safe loader)
         except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise ConfigError(f"config file {p} is not valid YAML: {str(err).splitlines()[0]}") from None
         if loaded is not None and not isinstance(loaded, dict):

@@ -9,11 +9,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf/nan are never a meaningful setting (an lr or alpha of .inf trains nothing and fails late).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools_for_numbers(cls, data: Any) -> Any:
+        # YAML reads `rounds: true` as a bool, which pydantic would quietly take as 1.
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                value = data.get(name)
+                kinds = getattr(field.annotation, "__args__", (field.annotation,))
+                if isinstance(value, bool) and bool not in kinds and any(k in (int, float) for k in kinds):
+                    raise ValueError(f"'{name}' must be a number, got {str(value).lower()}")
+        return data
 
 
 def split_list(v: Any) -> Any:

@@ -110,6 +110,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         raise ConfigError(f"--seeds must be integers separated by commas, got '{text}'; e.g. --seeds 0,1,2") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds needs distinct integers, got '{text}'; e.g. --seeds 0,1,2")
+    if any(not 0 <= s <= 2**32 - 1 for s in seeds):
+        raise ConfigError(f"--seeds must lie in 0..{2**32 - 1}, got '{text}'; e.g. --seeds 0,1,2")
     return seeds
 
 

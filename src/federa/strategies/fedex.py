@@ -24,13 +24,34 @@ if TYPE_CHECKING:
 BASE_SUFFIX = ".base_layer.weight"  # peft keeps the frozen matrix of an adapted module here
 
 
-class FedExLoRA(Strategy):
+class FoldsIntoBase:
+    """The part of a strategy that moves frozen weights (FedEx-LoRA's residual, FLoRA's stacked
+    update): the cumulative fold per frozen weight, in float64, which the engines apply and ship
+    as :meth:`base_fold` and which checkpoints keep."""
+
+    fold: State  # frozen weight name → cumulative change
+
+    def add_fold(self, module: str, change: Any) -> None:
+        name = module + BASE_SUFFIX
+        self.fold[name] = self.fold[name] + change if name in self.fold else change
+
+    def base_fold(self) -> State:
+        return {k: v.float() for k, v in self.fold.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fold": self.fold}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.fold = dict(state.get("fold", {}))
+
+
+class FedExLoRA(FoldsIntoBase, Strategy):
     name = "fedex"
 
     def __init__(self, clients_per_round: int, seed: int, scaling: float = 2.0) -> None:
         super().__init__(clients_per_round, seed)
         self.scaling = scaling
-        self.fold: State = {}  # frozen weight name → cumulative s·(avg(BA) − avg(B)avg(A)), float64
+        self.fold = {}  # cumulative s·(avg(BA) − avg(B)avg(A)) per adapted matrix
 
     @classmethod
     def from_config(cls, cfg: Config) -> FedExLoRA:
@@ -43,17 +64,6 @@ class FedExLoRA(Strategy):
             mean_product = weighted_mean([s[b_key].double() @ s[a_key].double() for s in states], weights)
             product_of_means = weighted_mean([s[b_key] for s in states], weights) @ weighted_mean(
                 [s[a_key] for s in states], weights)
-            name = module + BASE_SUFFIX
-            residual = self.scaling * (mean_product - product_of_means)
-            self.fold[name] = self.fold[name] + residual if name in self.fold else residual
+            self.add_fold(module, self.scaling * (mean_product - product_of_means))
         return weighted_average(states, weights)
-
-    def base_fold(self) -> State:
-        return {k: v.float() for k, v in self.fold.items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"fold": self.fold}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.fold = dict(state.get("fold", {}))
 

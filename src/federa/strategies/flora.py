@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 
 from federa.strategies.base import Updates
-from federa.strategies.fedex import BASE_SUFFIX
+from federa.strategies.fedex import FoldsIntoBase
 from federa.strategies.hetrank import HeterogeneousRanks
 from federa.strategies.lora_math import lora_pairs, with_rank
 from federa.types import State
@@ -48,7 +48,7 @@ def stack(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], weights: Sequ
     return b, a
 
 
-class FLoRA(HeterogeneousRanks):
+class FLoRA(FoldsIntoBase, HeterogeneousRanks):
     name = "flora"
 
     def __init__(self, clients_per_round: int, seed: int, **kwargs: Any) -> None:
@@ -75,17 +75,6 @@ class FLoRA(HeterogeneousRanks):
                 as_ += [u.state[a_key], with_rank(a_key, global_state[a_key], rank)]
                 ws += [pk, pk]
             b_stack, a_stack = stack(bs, as_, ws)
-            name = module + BASE_SUFFIX
-            update = self.scaling * (b_stack @ a_stack)
-            self.fold[name] = self.fold[name] + update if name in self.fold else update
+            self.add_fold(module, self.scaling * (b_stack @ a_stack))
         # The adapter starts the next round where this one started; the head is averaged.
         return {**global_state, **self.averaged_rest(updates)}
-
-    def base_fold(self) -> State:
-        return {k: v.float() for k, v in self.fold.items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"fold": self.fold}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.fold = dict(state.get("fold", {}))

@@ -15,6 +15,7 @@ from federa.job import prepare_job
 from federa.runlog import RunDir
 from federa.strategies.fedsa import FedSA, FedSAClient
 from federa.types import TrainSettings, Update
+from crash_resume import run_and_crash_resume
 
 A, B, H = "m.lora_A.default.weight", "m.lora_B.default.weight", "classifier.modules_to_save.default.weight"
 quiet = lambda *_: None  # noqa: E731
@@ -158,26 +159,7 @@ def test_end_to_end_bytes_and_personalised_evaluation(tiny_cfg, tmp_path, init):
 def test_crash_mid_round_then_resume_is_exact_including_private_b(tiny_cfg, tmp_path, monkeypatch):
     cfg = tiny_cfg("methods=federa+fedsa", "rounds=4")
     job = prepare_job(cfg)
-    ref = RunDir(tmp_path / "ref")
-    ref.root.mkdir()
-    run_method(job, "federa+fedsa", ref, progress=False, log=quiet)
-
-    real, calls = inprocess.local_update, []
-
-    def crashing(*args, **kwargs):
-        calls.append(1)
-        if len(calls) > 2 * cfg.clients_per_round:  # the first client of round 3
-            raise RuntimeError("simulated crash")
-        return real(*args, **kwargs)
-
-    crash = RunDir(tmp_path / "crash")
-    crash.root.mkdir()
-    monkeypatch.setattr(inprocess, "local_update", crashing)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run_method(job, "federa+fedsa", crash, progress=False, log=quiet)
-    monkeypatch.setattr(inprocess, "local_update", real)
-    assert load_checkpoint(crash.checkpoint("federa+fedsa"))[0]["round"] == 2
-    run_method(job, "federa+fedsa", crash, progress=False, log=quiet)
+    ref, crash = run_and_crash_resume(job, "federa+fedsa", tmp_path, monkeypatch, 3)
 
     a = load_checkpoint(ref.checkpoint("federa+fedsa"))[0]
     b = load_checkpoint(crash.checkpoint("federa+fedsa"))[0]

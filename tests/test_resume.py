@@ -27,11 +27,11 @@ from safetensors.torch import load_file
 from federa.checkpoint import CheckpointError, load_checkpoint
 from federa.cli import main
 from federa.types import TrainSettings
-from federa.engines import inprocess
 from federa.engines.inprocess import run_method
 from federa.job import prepare_job
 from federa.runlog import RunDir
 from federa.strategies.fedavg import FedAvg
+from crash_resume import run_and_crash_resume
 
 ROUNDS = 5
 METHODS = ("lora", "federa")
@@ -210,27 +210,7 @@ def test_crash_mid_round_resume_with_dp_and_robust(tiny_cfg, tmp_path, monkeypat
     """DP noise and robust strategies are resumable too (in-process crash in round 3 of 4)."""
     cfg = tiny_cfg("methods=federa", "rounds=4", *extra)
     job = prepare_job(cfg)
-    quiet = lambda *_: None  # noqa: E731
-    ref = RunDir(tmp_path / "ref")
-    ref.root.mkdir()
-    run_method(job, "federa", ref, progress=False, log=quiet)
-
-    real, calls = inprocess.local_update, []
-
-    def crashing(*args, **kwargs):
-        calls.append(1)
-        if len(calls) > 2 * cfg.clients_per_round:  # the first client of round 3
-            raise RuntimeError("simulated crash")
-        return real(*args, **kwargs)
-
-    crash = RunDir(tmp_path / "crash")
-    crash.root.mkdir()
-    monkeypatch.setattr(inprocess, "local_update", crashing)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run_method(job, "federa", crash, progress=False, log=quiet)
-    monkeypatch.setattr(inprocess, "local_update", real)
-    assert load_checkpoint(crash.checkpoint("federa"))[0]["round"] == 2
-    run_method(job, "federa", crash, progress=False, log=quiet)
+    ref, crash = run_and_crash_resume(job, "federa", tmp_path, monkeypatch, 3)
 
     a = load_checkpoint(ref.checkpoint("federa"))[0]["state"]
     b = load_checkpoint(crash.checkpoint("federa"))[0]["state"]

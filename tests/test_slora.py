@@ -18,7 +18,6 @@ from transformers.pytorch_utils import Conv1D
 from federa.checkpoint import load_checkpoint
 from federa.client import local_update
 from federa.config import build_config
-from federa.engines import inprocess
 from federa.engines.inprocess import run_method
 from federa.engines.server import ServerRun
 from federa.errors import ConfigError
@@ -27,6 +26,7 @@ from federa.methods.base import load_trainable_state, trainable_state
 from federa.methods.lora import find_target_linears
 from federa.methods.slora_layers import SparseDelta, stored_index
 from federa.runlog import RunDir
+from crash_resume import run_and_crash_resume
 
 quiet = lambda *_: None  # noqa: E731
 DELTA = ".parametrizations.weight.0.delta"
@@ -187,26 +187,7 @@ def test_resume_across_the_boundary_is_exact(tiny_cfg, tmp_path, monkeypatch, cr
     cfg = tiny_cfg("methods=slora", "rounds=3", "slora.warmup_rounds=1", "slora.density=0.1",
                    "server_opt.name=adam")
     job = prepare_job(cfg)
-    ref = RunDir(tmp_path / "ref")
-    ref.root.mkdir()
-    run_method(job, "slora", ref, progress=False, log=quiet)
-
-    real, calls = inprocess.local_update, []
-
-    def crashing(*args, **kwargs):
-        calls.append(1)
-        if len(calls) > (crash_round - 1) * cfg.clients_per_round:
-            raise RuntimeError("simulated crash")
-        return real(*args, **kwargs)
-
-    crash = RunDir(tmp_path / "crash")
-    crash.root.mkdir()
-    monkeypatch.setattr(inprocess, "local_update", crashing)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run_method(job, "slora", crash, progress=False, log=quiet)
-    monkeypatch.setattr(inprocess, "local_update", real)
-    assert load_checkpoint(crash.checkpoint("slora"))[0]["round"] == crash_round - 1
-    run_method(job, "slora", crash, progress=False, log=quiet)
+    ref, crash = run_and_crash_resume(job, "slora", tmp_path, monkeypatch, crash_round)
 
     a = load_checkpoint(ref.checkpoint("slora"))[0]
     b = load_checkpoint(crash.checkpoint("slora"))[0]

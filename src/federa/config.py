@@ -16,9 +16,10 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, create_m
 from federa.engines import available_engines, engine_sections
 from federa.errors import ConfigError
 from federa.methods import available_methods, default_lr, method_class, method_sections
-from federa.methods.variants import VARIANTS, split_method, method_problem
+from federa.methods.variants import VARIANTS, aggregator_of, method_problem, split_method
 from federa.settings import NameList, Section
 from federa.strategies import available_strategies
+from federa.strategies.per_method import aggregator_problem, method_config
 from federa.strategies.stack import stack_problem, strategy_sections
 from federa.tasks import available_tasks, task_class
 from federa.trackers import tracker_problem, tracker_sections
@@ -138,7 +139,7 @@ class CoreConfig(_Strict):
         if not methods:
             raise ValueError("methods is empty; name at least one of " + ", ".join(available_methods()))
         for m in methods:
-            if (problem := method_problem(m, available_methods())) is not None:
+            if (problem := method_problem(m, available_methods()) or aggregator_problem(m)) is not None:
                 raise ValueError(problem)
         if len(set(methods)) != len(methods):
             raise ValueError(f"methods lists a method twice: {methods}")
@@ -159,7 +160,7 @@ class CoreConfig(_Strict):
     @classmethod
     def _fill_lr(cls, lr: dict[str, float]) -> dict[str, float]:
         for m, v in lr.items():
-            if method_problem(m, available_methods()) is not None:
+            if (method_problem(m, available_methods()) or aggregator_problem(m)) is not None:
                 raise ValueError(f"lr.{m}: unknown method; choose from {', '.join(available_methods())} "
                                  "(or a variant such as federa+ffa)")
             if not v > 0:
@@ -189,11 +190,13 @@ class CoreConfig(_Strict):
             )
         # The server-side stack (strategy + wrappers) must be one that can work: checked by what
         # each part declares it needs (individual updates, a mean), never by a list of names.
-        for strategy in {VARIANTS[v].strategy for m in self.methods if (v := split_method(m)[1])} - {None}:
-            if (problem := stack_problem(self, strategy)) is not None:
-                raise ValueError(problem)
         if (problem := stack_problem(self)) is not None:
             raise ValueError(problem)
+        for m in self.methods:  # a variant's own rule (+fedex) or an @aggregator: that method's stack
+            variant = split_method(m)[1]
+            if (variant and VARIANTS[variant].strategy) or aggregator_of(m):
+                if (problem := stack_problem(method_config(self, m), VARIANTS[variant].strategy if variant else None)):
+                    raise ValueError(problem)
         for m in self.methods:  # a method's own limits (an engine, a schedule)
             if (problem := method_class(split_method(m)[0]).check(self)) is not None:
                 raise ValueError(problem)

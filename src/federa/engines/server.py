@@ -32,7 +32,7 @@ from federa.methods.variants import VARIANTS, split_method
 from federa.network import record_round_s, speed_factors
 from federa.strategies.lora_math import aggregation_error
 from federa.strategies.base import Strategy
-from federa.strategies.stack import build_stack
+from federa.strategies.per_method import method_stack
 from federa.strategies.validate import check_count, check_metrics, step_examples, weight_cap
 from federa.trajectory import UpdateTrajectory
 from federa.types import LocalRule, State, TrainSettings, Update
@@ -174,9 +174,8 @@ class ServerRun:
 
     def _new_strategy(self) -> Strategy:
         # The strategy inside its wrappers (validation, clipping, DP, ...); a method variant
-        # (federa+rolora) may bring its own aggregation rule.
-        variant = split_method(self.name)[1]
-        return build_stack(self.job.cfg, VARIANTS[variant].strategy if variant else None)
+        # (federa+rolora) may bring its own aggregation rule, an @aggregator its own (federa@fedadam).
+        return method_stack(self.job.cfg, self.name)
 
     def _stage_settings(self, stage: int) -> TrainSettings:
         base = self.job.train_settings(self.name)

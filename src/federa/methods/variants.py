@@ -50,9 +50,15 @@ LORA_BASES = ("lora", "federa")  # the initialisations a variant applies to
 
 
 def split_method(name: str) -> tuple[str, str | None]:
-    """``"federa+ffa"`` → ("federa", "ffa"); ``"lora"`` → ("lora", None)."""
-    base, _, variant = name.partition("+")
+    """``"federa+ffa"`` → ("federa", "ffa"); ``"lora"`` → ("lora", None); an ``@aggregator`` suffix
+    (``"federa+ffa@fedprox"``, see :mod:`federa.strategies.per_method`) is not part of either."""
+    base, _, variant = name.partition("@")[0].partition("+")
     return base, variant or None
+
+
+def aggregator_of(name: str) -> str | None:
+    """``"federa@fedadam"`` → "fedadam"; None without ``@``."""
+    return name.partition("@")[2] or None
 
 
 def method_problem(name: str, known: tuple[str, ...]) -> str | None:
@@ -60,8 +66,12 @@ def method_problem(name: str, known: tuple[str, ...]) -> str | None:
     base, variant = split_method(name)
     if base not in known:
         return f"unknown method '{base}'; choose from {', '.join(known)}"
-    if variant is None:
-        return None
+    if variant is not None:
+        if variant not in VARIANTS:
+            return f"unknown federated-LoRA variant '{variant}' in '{name}'; choose from {', '.join(VARIANTS)}"
+        if base not in LORA_BASES:
+            return f"'{name}': variants apply to {' and '.join(LORA_BASES)} only, e.g. federa+{variant}"
+    return None  # an @aggregator is checked by federa.strategies.per_method.aggregator_problem
     if variant not in VARIANTS:
         return f"unknown federated-LoRA variant '{variant}' in '{name}'; choose from {', '.join(VARIANTS)}"
     if base not in LORA_BASES:

@@ -148,11 +148,9 @@ def node_model(job_key: tuple, job, method: str, setup: dict) -> NodeModel:
 def client_rule(cfg, method: str):
     """The run's client rule for ``method`` (None: plain local training), from the config the
     server sent: the same stack the server builds, so any strategy's rule runs here unchanged."""
-    from federa.methods.variants import VARIANTS, split_method
-    from federa.strategies.stack import build_stack
+    from federa.strategies.per_method import method_stack
 
-    variant = split_method(method)[1]
-    return build_stack(cfg, VARIANTS[variant].strategy if variant else None).client_rule
+    return method_stack(cfg, method).client_rule
 
 
 def train_content(content: RecordDict, context: Context) -> RecordDict:

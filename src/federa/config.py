@@ -43,7 +43,7 @@ class PartitionConfig(_Strict):
     client_val_fraction: float | None = Field(
         None, ge=0, lt=1, description="Share of each client's shard held out (seeded) to score every evaluated "
         "model on each client's own data; at least 1 example where a shard has 2+. None: 0.1 when a method is "
-        "personalised (…+fedsa), else 0 (off).")
+        "personalised (…+fedsa, …+local), else 0 (off).")
 
 
 class ModelConfig(_Strict):

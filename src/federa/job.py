@@ -48,6 +48,9 @@ class Job:
     # Each client's held-out examples (indices into ``train``, disjoint from ``parts``), on which
     # every evaluation also scores the model client by client; empty arrays (or none): off.
     val_parts: list[np.ndarray] = field(default_factory=list)
+    # Method → names of the tensors its variant keeps on each client (FedSA's B, everything under
+    # +local), recorded when its model is placed: afterwards they are frozen like the pretrained weights.
+    private_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def label_names(self) -> list[str]:
@@ -65,8 +68,14 @@ class Job:
     def collate(self):
         return self.task.collator(self.tokenizer)
 
+    @property
+    def pooled_id(self) -> int:
+        """The id of the one machine of a centralized baseline, which holds every client's training
+        data: the first id no client has."""
+        return len(self.parts)
+
     def shard(self, cid: int) -> Dataset:
-        idx = self.parts[cid]
+        idx = np.sort(np.concatenate(self.parts)) if cid == self.pooled_id else self.parts[cid]
         if len(idx) == 0:
             raise DataError(f"client {cid} has no examples; lower num_clients or raise partition.alpha")
         return self.train.select(idx)
@@ -115,10 +124,13 @@ class Job:
     def _placed(self, model: nn.Module, method_name: str) -> nn.Module:
         """On the job's device, with a variant's fixed factors frozen and activation checkpointing
         when the config asks for it."""
-        variant = split_method(method_name)[1]
-        fixed = VARIANTS[variant].frozen + VARIANTS[variant].private if variant is not None else ()
+        variant = VARIANTS[v] if (v := split_method(method_name)[1]) is not None else None
+        frozen, private = (variant.frozen, variant.private) if variant is not None else ((), ())
+        # Among what the method trains: +local's EVERYTHING fragment must not reach the pretrained weights.
+        self.private_names[method_name] = tuple(n for n, p in model.named_parameters()
+                                                if p.requires_grad and any(f in n for f in private))
         for name, p in model.named_parameters():
-            if any(f in name for f in fixed):
+            if name in self.private_names[method_name] or any(f in name for f in frozen):
                 # FFA: A never trains, so it never travels either; FedSA: B trains on each client
                 # only (see LocalRule.private), so the global state never holds it.
                 p.requires_grad_(False)

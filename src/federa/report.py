@@ -201,7 +201,7 @@ def client_section(summary: Mapping[str, Any], metric: str) -> list[str]:
     head = ["method", "clients scored", f"mean {metric}", "worst client", "10th percentile", "std across clients"]
     lines = ["", "## Per-client scores", "",
              f"Each client's held-out split (`partition.client_val_fraction`), {metric} of the last evaluated "
-             "model: the global model, or for a personalised method (…+fedsa) each client's own model. Mean is "
+             "model: the global model, or for a personalised method (…+fedsa, …+local) each client's own model. Mean is "
              "unweighted over clients; plot: `client_scores.png`.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m, s in rows.items():

@@ -87,6 +87,15 @@ def check_replies(rnd: int, sampled: int, updates: Mapping[int, Update], failed:
             f"(clients {sorted(failed)} failed; first: {first})")
 
 
+def mean_metrics(scored: list[tuple[dict[str, float], int]]) -> dict[str, float]:
+    """Each metric averaged over models, each weighted by the clients that hold it; one model's
+    metrics come back as they are (no float rounding for the usual single global model)."""
+    if len(scored) == 1:
+        return dict(scored[0][0])
+    total = sum(n for _, n in scored)
+    return {k: sum(m[k] * n for m, n in scored) / total for k in scored[0][0]}
+
+
 class ServerRun:
     """Global state of one method: built fresh, or resumed from its last checkpoint."""
 
@@ -99,14 +108,17 @@ class ServerRun:
         self.settings = self._stage_settings(0)
         # The partition the server computed: a reply weighs at most its client's shard.
         self.shard_sizes: dict[int, int] = {}
-        self.register_shards({c: len(p) for c, p in enumerate(job.parts)})
+        sizes = {c: len(p) for c, p in enumerate(job.parts)}
+        self.register_shards({**sizes, job.pooled_id: sum(sizes.values())})  # a centralized baseline's machine: all
         self.state = trainable_state(self.model)
         self.trainable, self.total = count_parameters(self.model)
         # What a variant keeps on each client (FedSA-LoRA's B and head): frozen here, trained there;
         # the strategy holds every simulated client's copy, starting from these values.
         variant = split_method(method_name)[1]
-        private = private_tensors(self.model, VARIANTS[variant].private if variant else ())
+        private = private_tensors(self.model, job.private_names.get(method_name, ()))
         self.strategy.start_private(private)
+        # A baseline (+local, +centralized) sends nothing anywhere: its bytes are 0 by definition.
+        self.travels = VARIANTS[variant].travels if variant else True
         self.trainable += sum(t.numel() for t in private.values())
         self.totals = Totals()
         self._folded: State = {}  # the unfolded frozen weights under the strategy's base fold (FedEx-LoRA)
@@ -115,7 +127,9 @@ class ServerRun:
         self.round = 0
         self.last_metrics: dict[str, float] = {}
         self.trajectory = UpdateTrajectory()  # update norm and cosine to the previous round's update
-        self.link, self.speeds = cfg.network.link(), speed_factors(cfg.network, cfg.num_clients, cfg.seed)
+        # One more speed, nominal, for a centralized baseline's machine (Job.pooled_id): no straggler.
+        self.link = cfg.network.link()
+        self.speeds = [*speed_factors(cfg.network, cfg.num_clients, cfg.seed), cfg.network.compute_scale]
         run_dir.method_dir(method_name).mkdir(parents=True, exist_ok=True)
         if not self._resume():
             self._log_round(0, self._evaluate(), {})
@@ -286,6 +300,9 @@ class ServerRun:
                                 else state_bytes(aggregate) for c in ids],
             **self.trajectory.observe(self.state, new_state),
         }
+        if not self.travels:
+            round_stats.update({"bytes_down": 0, "bytes_up": 0, "client_bytes_down": [0] * len(ids),
+                                "client_bytes_up": [0] * len(ids)})
         # What this round would take on cfg.network's links (pure arithmetic; see federa.network).
         round_stats["modelled_round_s"] = record_round_s({"round": rnd, **round_stats}, self.link, self.speeds)
         self.state, self.round = new_state, rnd
@@ -318,9 +335,15 @@ class ServerRun:
 
     def _evaluate(self) -> dict[str, Any]:
         job = self.job
-        load_tensors(self.model, self.strategy.client_private(None))  # FedSA: the clients' mean B; else nothing
-        metrics = job.task.evaluate(self.model, job.test, job.collate, job.label_names, job.cfg.eval_batch_size,
-                                    job.device, job.cfg.model.precision)
+        scored = []
+        # The global model (FedSA: global A with the clients' mean B), or with no global model (+local)
+        # each client's own, averaged over clients.
+        for private, clients in self.strategy.test_privates():
+            load_tensors(self.model, private)
+            scored.append((job.task.evaluate(self.model, job.test, job.collate, job.label_names,
+                                             job.cfg.eval_batch_size, job.device, job.cfg.model.precision), clients))
+        load_tensors(self.model, self.strategy.client_private(None))  # what is checkpointed and saved
+        metrics = mean_metrics(scored)
         # "score" is the task's main metric under one name, for targets, claims, plots and reports;
         # with held-out client splits, each client's score too (its own model where it has one).
         self.last_metrics = {"score": metrics[job.main_metric], **metrics,
@@ -351,8 +374,9 @@ class ServerRun:
             # Each way, per sampled client (the mean over clients, whose states differ by LoRA rank under
             # FLoRA/FlexLoRA/HetLoRA; the global state's size otherwise).
             "bytes_per_client_round": sum(state_bytes(self.client_state(self.round + 1, c))
-                                          for c in range(self.job.cfg.num_clients)) // self.job.cfg.num_clients,
-            "setup_bytes_per_client": state_bytes(self.setup),  # once, at a client's first round
+                                          for c in range(self.job.cfg.num_clients)) // self.job.cfg.num_clients
+            if self.travels else 0,
+            "setup_bytes_per_client": state_bytes(self.setup) if self.travels else 0,  # once, at a client's first round
             "lr": self.settings.lr,
         }
 

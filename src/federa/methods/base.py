@@ -84,12 +84,12 @@ def load_trainable_state(model: nn.Module, state: State) -> None:
             p.copy_(state[name])
 
 
-def private_tensors(model: nn.Module, fragments: tuple[str, ...]) -> State:
-    """Detached CPU copies of the parameters whose names hold one of ``fragments`` (those a method
-    variant keeps on each client, e.g. FedSA-LoRA's ``lora_B``); empty when there are none."""
-    if not fragments:
+def private_tensors(model: nn.Module, names: tuple[str, ...]) -> State:
+    """Detached CPU copies of the parameters ``names`` (those a method variant keeps on each
+    client, e.g. FedSA-LoRA's ``lora_B``); empty when there are none."""
+    if not names:
         return {}
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if any(f in n for f in fragments)}
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in names}
 
 
 def load_tensors(model: nn.Module, tensors: State) -> None:

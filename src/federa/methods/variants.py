@@ -1,14 +1,19 @@
-"""Federated-LoRA variants, combinable with either LoRA initialisation: ``<method>+<variant>``.
+"""Method variants, ``<method>+<variant>``: federated-LoRA schemes and the reference baselines.
 
 ``lora+ffa``, ``federa+ffa``, ``federa+rolora`` ... name an initialisation (plain LoRA or FeDeRA's
 SVD) and a federated-LoRA scheme; the scheme may freeze factors (what trains, hence what
-travels) and replace the run's strategy for that method. Adding one is one entry here (plus
-its strategy module when it has its own aggregation rule).
+travels) and replace the run's strategy for that method. ``<any method>+local`` and
+``+centralized`` are the baselines a federated run is read against (each client alone; all data
+pooled on one machine); they apply to every method. Adding one is one entry here (plus its
+strategy module when it has its own aggregation rule).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+LORA_BASES = ("lora", "federa")  # the initialisations the federated-LoRA variants apply to
 
 
 @dataclass(frozen=True)
@@ -20,7 +25,17 @@ class Variant:
     # Parameter-name fragments that train on every client but never travel (personalised parts):
     # frozen in the global model, each client keeps its own copy between its rounds.
     private: tuple[str, ...] = ()
+    # The methods it applies to; None: every method.
+    bases: tuple[str, ...] | None = LORA_BASES
+    # Methods it cannot follow, each with the reason (one clear line when refused).
+    refuses: tuple[tuple[str, str], ...] = ()
+    # False for a baseline in which nothing crosses a network: its bytes are 0 by definition,
+    # setup broadcast included (each client computes FeDeRA's SVD of the weights it already holds).
+    travels: bool = True
 
+
+# The empty fragment is in every name: every tensor the method trains is private to its client.
+EVERYTHING = ("",)
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
     # FFA-LoRA (Sun et al., ICLR 2024): A stays at its initial value on every client, only B trains
@@ -45,8 +60,15 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     # client, as in the paper's code (personalization.local_param: lora_B, classifier).
     Variant("fedsa", "Guo et al., Selective Aggregation for Low-Rank Adaptation in Federated Learning, ICLR 2025",
             strategy="fedsa", private=("lora_B", "modules_to_save")),
+    # Reference baselines (strategies/local.py, strategies/centralized.py), any method underneath.
+    # local: every client trains alone on its own shard, in the rounds it is sampled, and keeps its model.
+    Variant("local", "baseline: each client fine-tunes alone, no aggregation", strategy="local",
+            private=EVERYTHING, bases=None, travels=False,
+            refuses=(("slora", "its stage switch rebuilds the model, which would drop every client's own tensors"),)),
+    # centralized: one machine trains on every client's training data pooled, the round's example budget.
+    Variant("centralized", "baseline: all clients' training data pooled on one machine", strategy="centralized",
+            bases=None, travels=False),
 ]}
-LORA_BASES = ("lora", "federa")  # the initialisations a variant applies to
 
 
 def split_method(name: str) -> tuple[str, str | None]:
@@ -62,18 +84,21 @@ def aggregator_of(name: str) -> str | None:
 
 
 def method_problem(name: str, known: tuple[str, ...]) -> str | None:
-    """Why ``name`` is not a method (with or without a variant), or None."""
+    """Why ``name`` is not a method (with or without a variant), or None; an ``@aggregator`` is
+    checked by :func:`federa.strategies.per_method.aggregator_problem`."""
     base, variant = split_method(name)
     if base not in known:
         return f"unknown method '{base}'; choose from {', '.join(known)}"
-    if variant is not None:
-        if variant not in VARIANTS:
-            return f"unknown federated-LoRA variant '{variant}' in '{name}'; choose from {', '.join(VARIANTS)}"
-        if base not in LORA_BASES:
-            return f"'{name}': variants apply to {' and '.join(LORA_BASES)} only, e.g. federa+{variant}"
-    return None  # an @aggregator is checked by federa.strategies.per_method.aggregator_problem
+    if variant is None:
+        return None
     if variant not in VARIANTS:
         return f"unknown federated-LoRA variant '{variant}' in '{name}'; choose from {', '.join(VARIANTS)}"
-    if base not in LORA_BASES:
-        return f"'{name}': variants apply to {' and '.join(LORA_BASES)} only, e.g. federa+{variant}"
+    v = VARIANTS[variant]
+    if v.bases is not None and base not in v.bases:
+        anywhere = [f"+{n}" for n, w in VARIANTS.items() if w.bases is None]
+        return (f"'{name}': variants apply to {' and '.join(v.bases)} only, e.g. federa+{variant} "
+                f"(the baselines {' and '.join(anywhere)} apply to every method)")
+    for refused, why in v.refuses:
+        if base == refused:
+            return f"'{name}': variant {variant} cannot follow {base}: {why}"
     return None

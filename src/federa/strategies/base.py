@@ -53,6 +53,9 @@ class Strategy(ABC):
     # Whether that client rule sends tensors of its own beside the state (SCAFFOLD's Δcᵢ): a wrapper
     # that covers only the state (DP, SecAgg+) cannot stand around it. FedSA's rule sends none.
     client_sends_extra: ClassVar[bool] = True
+    # False for a baseline whose rounds aggregate nothing (+local, +centralized): wrappers that act
+    # on an aggregate (clipping, server optimiser, DP, SecAgg+) have nothing to act on there.
+    aggregates: ClassVar[bool] = True
 
     def __init__(self, clients_per_round: int, seed: int, **settings: Any) -> None:
         self.clients_per_round = clients_per_round
@@ -121,6 +124,12 @@ class Strategy(ABC):
         model is the global model."""
         return {}
 
+    def test_privates(self) -> list[tuple[State, int]]:
+        """The models the test-set score averages over, each as the private tensors it adds to the
+        global state with the number of clients that hold it: the one global model by default;
+        several when no global model exists (+local: every client's own)."""
+        return [(self.client_private(None), 1)]
+
     def sample_clients(self, rnd: int, clients: Sequence[int]) -> list[int]:
         """Uniform sample without replacement, a pure function of (seed, round, client ids)."""
         import numpy as np
@@ -168,6 +177,8 @@ class Wrapper(Strategy):
     # Its guarantee covers the model update only (DP's noise, SecAgg+'s masks): it cannot
     # stand around a strategy whose replies carry other tensors too (``expected_extra``).
     covers_state_only: ClassVar[bool] = False
+    # It acts on what a round aggregates: meaningless around a baseline that aggregates nothing.
+    needs_aggregation: ClassVar[bool] = True
 
     def __init__(self, inner: Strategy) -> None:
         self.inner = inner
@@ -203,6 +214,10 @@ class Wrapper(Strategy):
     def client_rule(self) -> type[LocalRule] | None:  # type: ignore[override]
         return self.inner.client_rule
 
+    @property
+    def aggregates(self) -> bool:  # type: ignore[override]
+        return self.inner.aggregates
+
     def configure_round(self, rnd: int, clients: Sequence[int], base: TrainSettings) -> dict[int, TrainSettings]:
         return self.inner.configure_round(rnd, clients, base)
 
@@ -233,6 +248,9 @@ class Wrapper(Strategy):
 
     def client_private(self, client: int | None) -> State:
         return self.inner.client_private(client)
+
+    def test_privates(self) -> list[tuple[State, int]]:
+        return self.inner.test_privates()
 
     def before(self, rnd: int, global_state: State, updates: Updates) -> Updates:
         return updates

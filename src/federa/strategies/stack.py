@@ -49,6 +49,10 @@ def stack_problem(cfg: Config, strategy: str | None = None) -> str | None:
         if w.covers_state_only and core.client_rule is not None and core.client_sends_extra:
             return (f"{_label(w)} covers only the model update, but strategy={core.name}'s clients also send "
                     "tensors of their own that it would not cover; turn one of them off")
+    for w in wrappers:
+        if w.needs_aggregation and not core.aggregates:
+            return (f"{_label(w)} acts on what a round aggregates, and the {core.name} baseline aggregates "
+                    "nothing; turn it off for this run")
     for part in [*wrappers, core]:
         if (why := part.check(cfg)) is not None:
             return why

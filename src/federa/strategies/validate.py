@@ -173,6 +173,7 @@ class Validate(Wrapper):
 
     section = "robust"
     settings = RobustSettings
+    needs_aggregation = False  # a broken reply is refused in every round, a baseline's too
 
     def __init__(self, inner: Strategy, max_update_norm: float | None = None, outlier_k: float | None = None,
                  max_abs_value: float | None = None, steps_cap: int | None = None) -> None:

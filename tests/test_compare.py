@@ -295,3 +295,19 @@ def test_cli_compare_reads_a_finished_comparison_back(tiny_compare, tmp_path, mo
     assert code == 0 and calls == []
     printed = capsys.readouterr().out
     assert "| iid | federa |" in printed and printed.count("claim ") >= 4
+
+
+def test_a_cell_resumes_under_other_threads_but_not_under_other_settings(tiny_cfg, tmp_path):
+    """Threads and the evaluation batch change how fast a cell runs, not what it computes: a resume may
+    change them (a benchmark restarted on a busier machine); anything else is refused in one line."""
+    from federa.compare.run import _claim_cell_dir
+    from federa.runlog import RunDir
+
+    rd = RunDir(tmp_path / "cell")
+    _claim_cell_dir(rd, tiny_cfg("methods=lora"))
+    _claim_cell_dir(rd, tiny_cfg("methods=lora,federa", "model.num_threads=2", "eval_batch_size=7"))
+    assert "federa" in rd.config.read_text()  # methods added: the cell's config now lists them
+    with pytest.raises(ConfigError, match="was run with a different 'lora.r'"):
+        _claim_cell_dir(rd, tiny_cfg("methods=lora", "lora.r=2"))
+    with pytest.raises(ConfigError, match="was run with a different 'lr.lora'"):
+        _claim_cell_dir(rd, tiny_cfg("methods=lora", "lr.lora=0.5"))

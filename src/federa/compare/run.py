@@ -18,10 +18,15 @@ from federa.compare.outputs import write_outputs
 from federa.compare.plan import UNPARTITIONABLE, Cell, Plan
 from federa.config import Config, build_config
 from federa.errors import ConfigError, DataError
+from federa.fingerprint import flatten
 from federa.runlog import RunDir
 
 if TYPE_CHECKING:
     from federa.job import Job
+
+
+# Keys that change how fast a cell runs, not what it computes.
+_HOW = ("model.num_threads", "eval_batch_size")
 
 
 def _claim_cell_dir(rd: RunDir, cfg: Config) -> None:
@@ -30,11 +35,13 @@ def _claim_cell_dir(rd: RunDir, cfg: Config) -> None:
     if not rd.config.is_file():
         rd.config.write_text(cfg.to_yaml(), encoding="utf-8")
         return
-    old = build_config(yaml.safe_load(rd.config.read_text(encoding="utf-8"))).model_dump()
-    new = cfg.model_dump()
-    # Adding methods to a comparison is fine; anything else changes what finished cells mean.
-    diff = [k for k in new if k not in ("methods", "lr") and old.get(k) != new[k]]
-    diff += [f"lr.{m}" for m in old["methods"] if m in new["methods"] and old["lr"].get(m) != new["lr"][m]]
+    old = flatten(build_config(yaml.safe_load(rd.config.read_text(encoding="utf-8"))).model_dump())
+    new = flatten(cfg.model_dump())
+    # Adding methods to a comparison is fine, and so is how it runs (threads, evaluation batch,
+    # Flower's address); anything else changes what finished cells mean.
+    diff = [k for k in new if k != "methods" and not k.startswith(("lr.", "flower.")) and k not in _HOW
+            and old.get(k) != new[k]]
+    diff += [f"lr.{m}" for m in old["methods"] if m in new["methods"] and old.get(f"lr.{m}") != new[f"lr.{m}"]]
     if diff:
         raise ConfigError(f"{rd.root} was run with a different '{diff[0]}'; pass a new --out for these settings")
     if old["methods"] != new["methods"]:

@@ -332,3 +332,43 @@ def test_node_metrics_leave_a_silent_client_unscored_and_need_one_test_score():
     assert "client_score" not in node_metrics(replies, [0], 4, "accuracy", held_out=False)
     with pytest.raises(FederaError, match="no node scored the test set"):
         node_metrics({1: {"val.accuracy": 0.5}}, [1], 4, "accuracy", held_out=True)
+
+
+# -- SLoRA: the model changes at round slora.warmup_rounds+1 ----------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "scaffold"])
+def test_slora_switches_stage_on_flower_as_inprocess(tiny_cfg, tmp_path, strategy):
+    """Sparse round 1, LoRA rounds 2-3 from the SVD of the sparse update: every node builds the stage-2
+    model itself from the pretrained one (with one cached model across nodes), and the run equals the
+    in-process one bit for bit. A client first sampled after the switch never gets the masks.
+    Under SCAFFOLD a node's cᵢ of the stage-1 tensors is not carried into stage 2 (the server restarts)."""
+    over = ("methods=slora", "rounds=3", "slora.warmup_rounds=1", "slora.density=0.1", f"strategy={strategy}")
+    grid = InProcessGrid(4, **{"memory-dir": str(tmp_path / "mem")})
+    assert _flower(tiny_cfg(*over, "engine=flower"), "slora", tmp_path / "flower", grid)["status"] == "done"
+    assert _inprocess(tiny_cfg(*over), "slora", tmp_path / "inprocess")["status"] == "done"
+    _assert_same_run(tmp_path / "flower", tmp_path / "inprocess", "slora")
+    trains = [m.content for m in grid.sent if m.metadata.message_type == "train"]
+    names = [set(wire.record_state(c.array_records[wire.STATE])) for c in trains]
+    assert any("lora_A" in k for k in names[-1]) and not any("lora_A" in k for k in names[0])
+    rows = _rows(tmp_path / "flower", "slora")
+    assert set(rows[2]["clients"]) - set(rows[1]["clients"])  # a node that never received the masks
+
+
+def test_slora_flower_resume_across_the_switch_is_exact(tiny_cfg, tmp_path):
+    """The nodes go silent in round 2 (the first LoRA round): the method stops after the sparse round 1;
+    resumed in a new Flower run (fresh node state and model cache), the server switches, the nodes
+    build stage 2, and the run equals the uninterrupted in-process run bit for bit."""
+
+    class SilentFromRound2(InProcessGrid):
+        def send_and_receive(self, msgs, timeout=None):
+            return [] if any(m.metadata.group_id == "slora:2" for m in msgs) else super().send_and_receive(msgs)
+
+    over = ("methods=slora", "slora.warmup_rounds=1", "slora.density=0.1", "rounds=3")
+    assert _inprocess(tiny_cfg(*over), "slora", tmp_path / "whole")["status"] == "done"
+    cfg = tiny_cfg(*over, "engine=flower")
+    assert _flower(cfg, "slora", tmp_path / "split", SilentFromRound2(4))["status"] == "stopped"
+    assert load_checkpoint(RunDir(tmp_path / "split").checkpoint("slora"))[0]["round"] == 1
+    client_app._MODELS.clear()
+    assert _flower(cfg, "slora", tmp_path / "split", InProcessGrid(4))["status"] == "done"
+    _assert_same_run(tmp_path / "split", tmp_path / "whole", "slora")

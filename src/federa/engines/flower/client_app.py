@@ -145,17 +145,18 @@ class NodeModel:
         return self.model
 
 
-def node_model(job_key: tuple, job, method: str, setup: dict) -> NodeModel:
+def node_model(job_key: tuple, job, method: str, setup: dict, stage: int = 0) -> NodeModel:
+    """The node's model of ``method`` at ``stage`` (a multi-stage method, SLoRA, switches models)."""
     from federa.methods.base import private_tensors
     from federa.methods.variants import VARIANTS, split_method
 
     def build() -> NodeModel:
-        model = job.client_model(method, setup)
+        model = job.client_model(method, setup, stage)
         variant = split_method(method)[1]
         return NodeModel(model, private_tensors(model, VARIANTS[variant].private if variant else ()))
 
     digest = hashlib.sha256(b"".join(setup[k].numpy().tobytes() for k in sorted(setup))).hexdigest()
-    return _MODELS.get((job_key, method, digest), build)
+    return _MODELS.get((job_key, method, digest, stage), build)
 
 
 def client_rule(cfg, method: str):
@@ -184,13 +185,17 @@ def train_content(content: RecordDict, context: Context) -> RecordDict:
     method, cid = str(rec["method"]), int(rec["client_id"])
     setup = node_setup(content, context, method)
     key, job, shard = node_shard(str(rec["config_yaml"]), context.node_config, cid, list(rec["label_names"]))
-    node = node_model(key, job, method, setup)
+    rnd = int(rec.get("round", 0))
+    # The round tells the stage: at SLoRA's switch the node builds the stage-2 model itself.
+    stage = job.stage_of(method, rnd)
+    node = node_model(key, job, method, setup, stage)
     model = node.with_fold(wire.optional_state(content, wire.FOLD))
     state, settings = wire.record_state(content.array_records[wire.STATE]), wire.record_settings(rec)
     rule_class, memory, rule = client_rule(job.cfg, method), None, None
-    rnd = int(rec.get("round", 0))
     if rule_class is not None:
-        memory = NodeMemory(context, str(rec.get("run_token", "")), method, cid)
+        # A new stage's tensors are new: memory of the old ones (SCAFFOLD's cᵢ) is not carried over,
+        # as the server restarts its strategy at the switch.
+        memory = NodeMemory(context, str(rec.get("run_token", "")), method if stage == 0 else f"{method}@{stage}", cid)
         # No memory yet: SCAFFOLD reads {} as cᵢ = 0; FedSA-LoRA starts from B and head as built.
         kept = memory.load(rnd) or node.initial_private
         rule = rule_class(state, wire.optional_state(content, wire.PAYLOAD), kept, settings)
@@ -217,7 +222,7 @@ def evaluate_content(content: RecordDict, context: Context) -> RecordDict:
     method, cid, rnd = str(rec["method"]), int(rec["client_id"]), int(rec["round"])
     setup = node_setup(content, context, method)
     key, job, _ = node_shard(str(rec["config_yaml"]), context.node_config, cid, list(rec["label_names"]))
-    node = node_model(key, job, method, setup)
+    node = node_model(key, job, method, setup, job.stage_of(method, rnd))
     model = node.with_fold(wire.optional_state(content, wire.FOLD))
     load_trainable_state(model, wire.record_state(content.array_records[wire.STATE]))
     # The memory round rnd left (peek: evaluation runs before the server checkpoints round rnd, so

@@ -213,3 +213,162 @@ def test_fedex_resume_is_exact_in_process_too(tiny_cfg, tmp_path):
     _inprocess(tiny_cfg(*over, "rounds=2"), "lora+fedex", tmp_path / "split")
     assert _inprocess(tiny_cfg(*over, "rounds=3"), "lora+fedex", tmp_path / "split")["status"] == "done"
     _assert_same_run(tmp_path / "split", tmp_path / "whole", "lora+fedex")
+
+
+# -- FedSA-LoRA: each client's B and head stay on its node -----------------------------------
+
+# Test-set metrics: in-process they score the mean-B model, on Flower the mean of the personalised
+# models' scores (no party may build the mean B); everything else in a metrics line must be equal.
+_TEST_SET = {"accuracy", "macro_f1", "mcc", "loss", "score", "personal_test_clients"}
+
+
+def _private(model) -> dict:
+    """FedSA's private tensors, found by name fragment (independently of Job.private_names)."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters()
+            if any(f in n for f in ("lora_B", "modules_to_save"))}
+
+
+@pytest.mark.parametrize("method", ["lora+fedsa", "federa+fedsa"])
+def test_a_node_builds_the_private_start_values_the_server_holds(tiny_cfg, method):
+    """A client's first round starts from its node's freshly built B and head: bit for bit the tensors
+    the server's strategy starts every simulated client from (FeDeRA's B from the broadcast SVD)."""
+    job = prepare_job(tiny_cfg(f"methods={method}"))
+    _, server_model, setup = job.server_model(method)
+    on_server = _private(server_model)
+    on_node = client_app.node_model(("k",), job, method, setup).initial_private
+    assert on_server.keys() == on_node.keys() and any("lora_B" in k for k in on_node)
+    assert any("modules_to_save" in k for k in on_node)  # the head is private too
+    assert all(torch.equal(on_server[k], on_node[k]) for k in on_server)
+    if method == "federa+fedsa":  # not a trivial zero: FeDeRA's B is the SVD factor
+        assert any(t.abs().sum() > 0 for k, t in on_node.items() if "lora_B" in k)
+    client_app._MODELS.clear()
+
+
+@pytest.mark.parametrize("method", ["lora+fedsa", "federa+fedsa"])
+def test_fedsa_on_flower_equals_inprocess(tiny_cfg, tmp_path, method):
+    """3 rounds, 2 of 4 clients a round: clients skip rounds and come back to the B their node kept.
+    The global A, the bytes and every client's personalised score equal the in-process run bit for bit;
+    the test-set metrics are the mean of the personalised models' (recomputed here from the in-process
+    clients' B), and each node holds exactly the B the in-process strategy kept for its client."""
+    over = (f"methods={method}", "rounds=3", "lr.lora=0.05", "lr.federa=0.05")
+    # lora+fedsa on one cached model (it carries the last client's B: a client must never start from it),
+    # federa+fedsa with a fresh model per message, as a deployment SuperNode.
+    grid = InProcessGrid(4, fresh=method == "federa+fedsa", **{"memory-dir": str(tmp_path / "mem")})
+    assert _flower(tiny_cfg(*over, "engine=flower"), method, tmp_path / "flower", grid)["status"] == "done"
+    assert _inprocess(tiny_cfg(*over), method, tmp_path / "inprocess")["status"] == "done"
+    pa = load_checkpoint(RunDir(tmp_path / "flower").checkpoint(method))[0]
+    pb = load_checkpoint(RunDir(tmp_path / "inprocess").checkpoint(method))[0]
+    assert pa["state"].keys() == pb["state"].keys() and all("lora_A" in k for k in pa["state"])
+    assert all(torch.equal(pa["state"][k], pb["state"][k]) for k in pa["state"])
+    assert pa["strategy"]["inner"]["kept"] == {}  # the server never held a B
+    kept = pb["strategy"]["inner"]["kept"]
+    flower, inproc = _rows(tmp_path / "flower", method), _rows(tmp_path / "inprocess", method)
+    assert flower[0] == inproc[0]  # round 0: every B is the start value, which the server holds too
+    assert [{k: v for k, v in r.items() if k not in _TEST_SET} for r in flower] == \
+           [{k: v for k, v in r.items() if k not in _TEST_SET} for r in inproc]
+    assert len({c for r in flower[1:] for c in r["clients"]}) > 2 and flower[-1]["client_score"]
+    # Every node keeps its client's B and head, exactly the in-process strategy's copy.
+    for cid, own in kept.items():
+        mem = NodeMemory(grid.contexts[100 + cid], pa["run_token"], method, cid).peek(4)
+        assert mem.keys() == own.keys() and all(torch.equal(mem[k], own[k]) for k in own), cid
+    # The test-set line: the mean over the clients that trained of their personalised models' metrics.
+    job = prepare_job(tiny_cfg(*over))
+    _, model, _ = job.server_model(method)
+    from federa.methods.base import load_tensors, load_trainable_state
+
+    load_trainable_state(model, pb["state"])
+    each = []
+    for cid in sorted(kept):
+        load_tensors(model, kept[cid])
+        each.append(job.task.evaluate(model, job.test, job.collate, job.label_names, job.cfg.eval_batch_size, "cpu"))
+    last = flower[-1]
+    assert last["personal_test_clients"] == sorted(kept)
+    for k in ("accuracy", "macro_f1", "mcc", "loss"):
+        assert last[k] == sum(m[k] for m in each) / len(each), k
+    assert last["score"] == last["accuracy"]
+    # Evaluation asked every node (held-out scores for all 4 clients), the test set only of those that trained.
+    evals = [m.content for m in grid.sent if m.metadata.message_type == "evaluate"]
+    assert len(evals) == 3 * 4
+    final = RunDir(tmp_path / "flower").final_model(method)
+    assert (final / "private_on_nodes.json").exists() and not (final / "client_private.safetensors").exists()
+
+
+def test_fedsa_node_memory_survives_a_flower_resume_exactly(tiny_cfg, tmp_path):
+    """Stop after round 1, resume in a new Flower run (fresh Context.state): each client's B comes
+    from its node's memory-dir, a stale entry of an unfinished round 2 is dropped, and the run equals
+    the uninterrupted Flower run bit for bit (metrics, test-set means and global A)."""
+    method = "lora+fedsa"
+    over = (f"methods={method}", "lr.lora=0.05", "engine=flower")
+    whole = tmp_path / "whole"
+    assert _flower(tiny_cfg(*over, "rounds=3"), method, whole,
+                   InProcessGrid(4, **{"memory-dir": str(tmp_path / "mem-whole")}))["status"] == "done"
+    mem = {"memory-dir": str(tmp_path / "mem")}
+    split = tmp_path / "split"
+    _flower(tiny_cfg(*over, "rounds=1"), method, split, InProcessGrid(4, **mem))
+    # An attempt at round 2 that the server never completed left entries for that round's clients
+    # (the same ones again: sampling is a pure function of seed and round) ...
+    payload = load_checkpoint(RunDir(split).checkpoint(method))[0]
+    stale = Context(run_id=9, node_id=1, state=RecordDict(), run_config={}, node_config=mem)
+    shapes = NodeMemory(stale, payload["run_token"], method, min(payload["totals"]["contacted"])).peek(2)
+    for cid in _rows(whole, method)[2]["clients"]:
+        NodeMemory(stale, payload["run_token"], method, cid).keep(2, {k: torch.ones_like(v) for k, v in shapes.items()})
+    # ... which the resumed run drops (nodes start their B from disk: a fresh Context.state).
+    assert _flower(tiny_cfg(*over, "rounds=3"), method, split, InProcessGrid(4, **mem))["status"] == "done"
+    _assert_same_run(split, whole, method)
+
+
+def test_node_metrics_leave_a_silent_client_unscored_and_need_one_test_score():
+    from federa.client_eval import node_metrics
+    from federa.errors import FederaError
+
+    replies = {0: {"val.accuracy": 0.5, "test.accuracy": 0.6, "test.loss": 1.0},
+               2: {"val.accuracy": 1.0, "test.accuracy": 0.8, "test.loss": 3.0},
+               3: {"val.accuracy": float("nan")}}  # never trained: scored on its split, not on the test set
+    m = node_metrics(replies, [0, 1, 2], 4, "accuracy", held_out=True)
+    assert (m["accuracy"], m["loss"], m["score"]) == ((0.6 + 0.8) / 2, 2.0, (0.6 + 0.8) / 2)
+    assert m["personal_test_clients"] == [0, 2]  # client 1 trained but its node did not answer
+    assert m["client_score"] == [0.5, None, 1.0, None]
+    assert (m["client_score_mean"], m["client_score_worst"]) == (0.75, 0.5)
+    assert "client_score" not in node_metrics(replies, [0], 4, "accuracy", held_out=False)
+    with pytest.raises(FederaError, match="no node scored the test set"):
+        node_metrics({1: {"val.accuracy": 0.5}}, [1], 4, "accuracy", held_out=True)
+
+
+# -- SLoRA: the model changes at round slora.warmup_rounds+1 ----------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "scaffold"])
+def test_slora_switches_stage_on_flower_as_inprocess(tiny_cfg, tmp_path, strategy):
+    """Sparse round 1, LoRA rounds 2-3 from the SVD of the sparse update: every node builds the stage-2
+    model itself from the pretrained one (with one cached model across nodes), and the run equals the
+    in-process one bit for bit. A client first sampled after the switch never gets the masks.
+    Under SCAFFOLD a node's cᵢ of the stage-1 tensors is not carried into stage 2 (the server restarts)."""
+    over = ("methods=slora", "rounds=3", "slora.warmup_rounds=1", "slora.density=0.1", f"strategy={strategy}")
+    grid = InProcessGrid(4, **{"memory-dir": str(tmp_path / "mem")})
+    assert _flower(tiny_cfg(*over, "engine=flower"), "slora", tmp_path / "flower", grid)["status"] == "done"
+    assert _inprocess(tiny_cfg(*over), "slora", tmp_path / "inprocess")["status"] == "done"
+    _assert_same_run(tmp_path / "flower", tmp_path / "inprocess", "slora")
+    trains = [m.content for m in grid.sent if m.metadata.message_type == "train"]
+    names = [set(wire.record_state(c.array_records[wire.STATE])) for c in trains]
+    assert any("lora_A" in k for k in names[-1]) and not any("lora_A" in k for k in names[0])
+    rows = _rows(tmp_path / "flower", "slora")
+    assert set(rows[2]["clients"]) - set(rows[1]["clients"])  # a node that never received the masks
+
+
+def test_slora_flower_resume_across_the_switch_is_exact(tiny_cfg, tmp_path):
+    """The nodes go silent in round 2 (the first LoRA round): the method stops after the sparse round 1;
+    resumed in a new Flower run (fresh node state and model cache), the server switches, the nodes
+    build stage 2, and the run equals the uninterrupted in-process run bit for bit."""
+
+    class SilentFromRound2(InProcessGrid):
+        def send_and_receive(self, msgs, timeout=None):
+            return [] if any(m.metadata.group_id == "slora:2" for m in msgs) else super().send_and_receive(msgs)
+
+    over = ("methods=slora", "slora.warmup_rounds=1", "slora.density=0.1", "rounds=3")
+    assert _inprocess(tiny_cfg(*over), "slora", tmp_path / "whole")["status"] == "done"
+    cfg = tiny_cfg(*over, "engine=flower")
+    assert _flower(cfg, "slora", tmp_path / "split", SilentFromRound2(4))["status"] == "stopped"
+    assert load_checkpoint(RunDir(tmp_path / "split").checkpoint("slora"))[0]["round"] == 1
+    client_app._MODELS.clear()
+    assert _flower(cfg, "slora", tmp_path / "split", InProcessGrid(4))["status"] == "done"
+    _assert_same_run(tmp_path / "split", tmp_path / "whole", "slora")

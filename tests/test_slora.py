@@ -204,8 +204,10 @@ def test_resume_across_the_boundary_is_exact(tiny_cfg, tmp_path, monkeypatch, cr
 
 
 def test_slora_is_refused_where_it_cannot_run():
-    with pytest.raises(ConfigError, match="engine=flower does not carry"):
-        build_config({}, ["methods=slora", "engine=flower"])
+    # Flower nodes build stage 2 at the switch (tests/test_flower_client_hook.py); SecAgg+ carries no round.
+    assert build_config({}, ["methods=slora", "engine=flower"]).engine == "flower"
+    with pytest.raises(ConfigError, match="SecAgg\\+ rounds do not carry; set secure_aggregation=false"):
+        build_config({}, ["methods=slora", "engine=flower", "secure_aggregation=true"])
     with pytest.raises(ConfigError, match=r"slora.warmup_rounds=3 leaves no LoRA round of rounds=3"):
         build_config({}, ["methods=slora", "rounds=3"])
     with pytest.raises(ConfigError, match="variants apply to lora and federa only"):

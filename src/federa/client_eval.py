@@ -11,12 +11,13 @@ private tensors, which the strategy provides.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import nn
 
+from federa.errors import FederaError
 from federa.methods.base import load_tensors
 from federa.types import State
 
@@ -61,3 +62,30 @@ def evaluate_clients(job: Job, model: nn.Module, private_of: Callable[[int | Non
         scores.append(score if math.isfinite(score) else None)
     load_tensors(model, private_of(None))
     return {"client_score": scores, **spread(scores)}
+
+
+def node_metrics(replies: Mapping[int, Mapping[str, float]], trained: Sequence[int], num_clients: int,
+                 main_metric: str, held_out: bool) -> dict[str, Any]:
+    """The evaluation record when only the nodes hold the clients' private tensors (FedSA-LoRA on Flower).
+
+    ``replies``: client id → the node's scores of that client's personalised model (global state +
+    its own private tensors): ``val.<metric>`` on its held-out split, ``test.<metric>`` on the run's
+    test set. The test-set metrics are the unweighted mean, in client-id order, over the clients of
+    ``trained`` (those that have trained so far, the clients whose B the in-process engine averages)
+    that replied with them: the mean *score* of the personalised models, since no party may build the
+    mean-B model the in-process simulation scores. ``client_score`` is exactly the in-process value.
+    """
+    scored = [c for c in trained if any(k.startswith("test.") for k in replies.get(c, {}))]
+    tests = [{k[len("test."):]: v for k, v in replies[c].items() if k.startswith("test.")} for c in scored]
+    if not tests:
+        raise FederaError(f"no node scored the test set with its personalised model (clients {list(trained)} "
+                          "trained; a node with its own data-path holds no copy of the server's test set)")
+    metrics: dict[str, Any] = {k: sum(t[k] for t in tests) / len(tests) for k in tests[0]}
+    out: dict[str, Any] = {"score": metrics[main_metric], **metrics, "personal_test_clients": scored}
+    if held_out:
+        scores: list[float | None] = []
+        for cid in range(num_clients):
+            score = replies.get(cid, {}).get(f"val.{main_metric}")
+            scores.append(float(score) if score is not None and math.isfinite(score) else None)
+        out.update({"client_score": scores, **spread(scores)})
+    return out

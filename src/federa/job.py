@@ -115,11 +115,18 @@ class Job:
             model = self._placed(method.apply(base, setup), method_name)
         return method, model, setup
 
-    def client_model(self, method_name: str, setup: State) -> nn.Module:
-        """What a client builds from the broadcast setup (never its own SVD)."""
+    def client_model(self, method_name: str, setup: State, stage: int = 0) -> nn.Module:
+        """What a client builds from the broadcast setup (never its own SVD); for a later stage of a
+        multi-stage method (SLoRA), that stage's model from the pretrained one."""
         method = get_method(split_method(method_name)[0], self.cfg, self.task.peft_task_type)
         with self._seeded():
+            if stage:
+                return self._placed(method.stage_model(stage, self.base_model()), method_name)
             return self._placed(method.apply(self.base_model(), setup), method_name)
+
+    def stage_of(self, method_name: str, rnd: int) -> int:
+        """The stage in which round ``rnd`` of ``method_name`` trains (0 but for multi-stage methods)."""
+        return get_method(split_method(method_name)[0], self.cfg, self.task.peft_task_type).stage_of(rnd)
 
     def _placed(self, model: nn.Module, method_name: str) -> nn.Module:
         """On the job's device, with a variant's fixed factors frozen and activation checkpointing

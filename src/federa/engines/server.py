@@ -12,7 +12,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,7 +22,7 @@ from federa.checkpoint import load_checkpoint, save_checkpoint
 from federa.errors import NonFiniteLossError
 from federa.export import self_contained_adapter
 from federa.job import Job
-from federa.client_eval import evaluate_clients
+from federa.client_eval import evaluate_clients, node_metrics
 from federa.methods.base import (
     apply_base_fold, count_parameters, load_tensors, load_trainable_state, private_tensors, state_bytes,
     trainable_state,
@@ -119,7 +119,12 @@ class ServerRun:
         self.strategy.start_private(private)
         # A baseline (+local, +centralized) sends nothing anywhere: its bytes are 0 by definition.
         self.travels = VARIANTS[variant].travels if variant else True
+        self.private_names = sorted(private)
         self.trainable += sum(t.numel() for t in private.values())
+        # Set by an engine whose clients keep their private tensors where the server cannot read them
+        # (Flower): (clients to score, those also on the test set) → each client's scores of its
+        # personalised model, computed on its node. None: the strategy holds every client's copy.
+        self.node_scores: Callable[[Sequence[int], set[int]], dict[int, dict[str, float]]] | None = None
         self.totals = Totals()
         self._folded: State = {}  # the unfolded frozen weights under the strategy's base fold (FedEx-LoRA)
         # Names this run (and its resumes) to the Flower nodes that keep a client's memory on disk.
@@ -335,6 +340,15 @@ class ServerRun:
 
     def _evaluate(self) -> dict[str, Any]:
         job = self.job
+        if self.node_scores is not None and self.private_names and self.totals.contacted:
+            # FedSA-LoRA on Flower: the clients' B live on their nodes, which score the personalised
+            # models themselves (before any client trained, every B is the start value the server
+            # holds too, and the server evaluates as in-process).
+            trained = sorted(self.totals.contacted)
+            held_out = any(len(v) for v in job.val_parts)
+            replies = self.node_scores(range(job.cfg.num_clients) if held_out else trained, set(trained))
+            self.last_metrics = node_metrics(replies, trained, job.cfg.num_clients, job.main_metric, held_out)
+            return self.last_metrics
         scored = []
         # The global model (FedSA: global A with the clients' mean B), or with no global model (+local)
         # each client's own, averaged over clients.
@@ -394,9 +408,17 @@ class ServerRun:
                        "federa.strategies.fedex.apply_base_fold(model, fold, {}) does it"}, indent=2))
         # Cloned: clients never sampled share the initial tensors, which safetensors refuses to save twice.
         personal = {f"client{c}/{k}": v.clone() for c in range(self.job.cfg.num_clients)
-                    for k, v in self.strategy.client_private(c).items()}
+                    for k, v in self.strategy.client_private(c).items()} if self.node_scores is None else {}
         if personal:  # FedSA-LoRA: each client's own B and head, for its personalised model
             save_file(personal, str(final / "client_private.safetensors"))
+        elif self.private_names:
+            # On Flower no client's B ever reaches the server: the adapter holds the shared part.
+            (final / "private_on_nodes.json").write_text(json.dumps({
+                "how": "this adapter holds the global (shared) tensors; the private ones (listed below) are at "
+                       "their initial values. Each client's own copies stay on its node, under the node's memory-dir "
+                       "(<key>/<round>.safetensors, federa.engines.flower.node_memory); load them over this "
+                       "adapter for that client's personalised model",
+                "private": self.private_names}, indent=2))
         result = {**self.info(), "status": "done", "rounds": self.round, "final_model": str(final)}
         self.run_dir.write_json(self.run_dir.result(self.name), result)
         return result

@@ -52,6 +52,13 @@ class Method(ABC):
         stage's model, final global state and setup. Clients get the new state as in any round."""
         raise NotImplementedError(f"method {self.name} has one stage")
 
+    def stage_model(self, stage: int, base: nn.Module) -> nn.Module:
+        """A client's model for ``stage`` (≥ 1), built from the pretrained ``base``: its structure and
+        frozen weights, which must equal those of the server's model after :meth:`next_stage`; the
+        trainables arrive with each round's state. A client on another machine builds it this way
+        (Flower), so it needs neither the earlier stages' models nor their setup."""
+        raise NotImplementedError(f"method {self.name} has one stage")
+
     def server_setup(self, model: nn.Module) -> State:
         """Computed once by the server from the pretrained model and broadcast to clients."""
         return {}

@@ -18,7 +18,9 @@ W0 + (best rank-r approximation of ΔW) on each target, with the stage-1 head ca
 dense stage-1 ΔW is not kept beside the adapter, so the final model is a plain peft LoRA adapter
 for the original pretrained model (as for ``lora``). Nothing but the targets and the head trains
 in stage 1, so nothing else is lost at the switch. The server computes the SVD once (in float64)
-and sends the factors as the ordinary round-(warmup+1) state; clients never decompose.
+and sends the factors as the ordinary round-(warmup+1) state; clients never decompose. A Flower
+node builds the stage-2 model itself from the pretrained model (:meth:`SLoRA.stage_model`), at the
+round number's stage, so nothing but that state travels at the switch.
 """
 
 from __future__ import annotations
@@ -68,9 +70,10 @@ class SLoRA(Lora):
     @classmethod
     def check(cls, cfg: Config) -> str | None:
         s = cfg.slora
-        if cfg.engine == "flower":
-            return "method slora changes what trains at round slora.warmup_rounds+1, which engine=flower does not carry " \
-                   "yet; use engine=inprocess"
+        if cfg.secure_aggregation:
+            # SecAgg+'s legacy messages carry no round number, from which a node tells the stage.
+            return "method slora changes what trains at round slora.warmup_rounds+1, which SecAgg+ rounds do not " \
+                   "carry; set secure_aggregation=false"
         if cfg.inprocess.workers > 1:
             # Worker processes build their client model once per method, before the switch.
             return "method slora changes its model at round slora.warmup_rounds+1, which inprocess.workers>1 " \
@@ -139,10 +142,7 @@ class SLoRA(Lora):
             factors[f"{name}.lora_A"], factors[f"{name}.lora_B"] = svd_factors(delta_w, self.cfg.lora.r, scaling)
             # Back to W0 exactly: the parametrisation kept the original tensor untouched.
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
-        model.requires_grad_(False)
-        # peft draws (and then we overwrite) the new factors: keep the global stream as it was.
-        with torch.random.fork_rng(devices=[]):
-            pm = self.adapted(model, init_lora_weights=False)
+        pm = self.stage_model(1, model)
         with torch.no_grad():
             for name, layer in pm.named_modules():
                 if isinstance(layer, peft.tuners.lora.LoraLayer):
@@ -151,3 +151,18 @@ class SLoRA(Lora):
                     layer.lora_B["default"].weight.copy_(factors[f"{key}.lora_B"])
         # peft's modules_to_save copied the head as stage 1 left it: it carries over unchanged.
         return pm, trainable_state(pm), {}
+
+    def stage_model(self, stage: int, base: nn.Module) -> nn.Module:
+        """Stage 2's structure: LoRA on the pretrained W0 (the server's model after the switch has W0
+        back on every target). A node builds it from the pretrained model, without the masks, which a
+        node first sampled in stage 2 never receives; the factors and the head come with the state
+        (peft keeps the head it wraps as a frozen, unused copy: stage 1's on the server, the initial
+        one on a node, with no effect on any output)."""
+        if stage != 1:
+            raise ValueError(f"SLoRA has stages 0 and 1, not {stage}")
+        import torch
+
+        base.requires_grad_(False)
+        # peft draws factors that the state overwrites: keep the global stream as it was.
+        with torch.random.fork_rng(devices=[]):
+            return self.adapted(base, init_lora_weights=False)

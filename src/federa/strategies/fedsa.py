@@ -10,13 +10,20 @@ model (:class:`~federa.methods.variants.Variant` ``private``), so they are not i
 
 Where Bᵢ lives: in-process, this strategy keeps every simulated client's copy for it, keyed by
 client id and checkpointed; a client never sampled yet holds B as the method built it (LoRA: 0;
-FeDeRA: its SVD factor). The Flower engine cannot carry it yet and is refused.
+FeDeRA: its SVD factor; the head: the seeded initialisation every party draws alike). On Flower
+the node keeps it as the client's memory (``federa.engines.flower.node_memory``: Context.state and
+``memory-dir``, round-tagged, so a resume is exact); a client with no memory yet starts from the
+values its node's freshly built model holds, the same tensors as :meth:`FedSA.start_private`'s.
 
 Evaluation: each client's personalised model (global A + its Bᵢ and head) is scored on its own
 held-out split (``partition.client_val_fraction``, 0.1 by default for this variant). The global
-test set needs one model: federa uses global A with the mean of the B (and head) of every client
-that has trained so far, each client counted once (the initial values before round 1). That mean
-is an evaluation artefact of the simulation: the protocol itself never sends B anywhere.
+test set needs one model: in-process, federa uses global A with the mean of the B (and head) of every
+client that has trained so far, each client counted once (the initial values before round 1). That
+mean is an evaluation artefact of the simulation: the protocol itself never sends B anywhere. On
+Flower no party can build it, so the nodes score the personalised models (an evaluate message per
+node, :func:`federa.client_eval.node_metrics`): ``client_score`` is exactly the in-process value,
+and the test-set metrics are the *mean of the test-set metrics* of the personalised models of the
+clients that have trained so far (round 0, when every B is the start value, is the same on both).
 """
 
 from __future__ import annotations
@@ -57,9 +64,10 @@ class FedSA(FedAvg):
     def check(cls, cfg: Config) -> str | None:
         if cfg.strategy == cls.name:
             return "strategy=fedsa is FedSA-LoRA's rule and needs its variant; select methods=lora+fedsa or federa+fedsa"
-        if cfg.engine != "inprocess":
-            return (f"FedSA-LoRA (…+fedsa) keeps each client's B on the client between rounds, which "
-                    f"engine={cfg.engine} does not carry yet; use engine=inprocess")
+        if cfg.secure_aggregation:
+            # SecAgg+'s legacy messages carry no round tag, so a node could not tell which kept B is valid.
+            return ("FedSA-LoRA (…+fedsa) keeps each client's B on its node, round by round, which SecAgg+ rounds "
+                    "do not carry; set secure_aggregation=false")
         return super().check(cfg)
 
     def start_private(self, initial: State) -> None:

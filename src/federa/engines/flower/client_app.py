@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from federa.errors import ConfigError, DataError, FederaError
@@ -126,10 +126,15 @@ def node_setup(content: RecordDict, context: Context, method: str) -> dict:
 
 
 class NodeModel:
-    """A node's model and the unfolded frozen weights under the base fold it holds (FedEx-LoRA)."""
+    """A node's model and the unfolded frozen weights under the base fold it holds (FedEx-LoRA).
 
-    def __init__(self, model) -> None:
-        self.model, self.originals = model, {}
+    ``initial_private``: what a method variant keeps on each client (FedSA-LoRA's B and head) as the
+    model was built, copied before any training. A client with no memory yet starts from these, as
+    the in-process strategy hands a never-sampled client its ``start_private`` values; the model's
+    own tensors will not do, since a cached model holds the last client's trained B."""
+
+    def __init__(self, model, initial_private: dict) -> None:
+        self.model, self.originals, self.initial_private = model, {}, initial_private
 
     def with_fold(self, fold: dict):
         """The model with exactly ``fold`` on its frozen weights (this node's earlier fold replaced)."""
@@ -140,9 +145,16 @@ class NodeModel:
         return self.model
 
 
-def node_model(job_key: tuple, job, method: str, setup: dict) -> NodeModel:
+def node_model(job_key: tuple, job, method: str, setup: dict, stage: int = 0) -> NodeModel:
+    """The node's model of ``method`` at ``stage`` (a multi-stage method, SLoRA, switches models)."""
+    from federa.methods.base import private_tensors
+
+    def build() -> NodeModel:
+        model = job.client_model(method, setup, stage)  # records the names its variant keeps private
+        return NodeModel(model, private_tensors(model, job.private_names.get(method, ())))
+
     digest = hashlib.sha256(b"".join(setup[k].numpy().tobytes() for k in sorted(setup))).hexdigest()
-    return _MODELS.get((job_key, method, digest), lambda: NodeModel(job.client_model(method, setup)))
+    return _MODELS.get((job_key, method, digest, stage), build)
 
 
 def client_rule(cfg, method: str):
@@ -169,17 +181,60 @@ def train_content(content: RecordDict, context: Context) -> RecordDict:
     method, cid = str(rec["method"]), int(rec["client_id"])
     setup = node_setup(content, context, method)
     key, job, shard = node_shard(str(rec["config_yaml"]), context.node_config, cid, list(rec["label_names"]))
-    model = node_model(key, job, method, setup).with_fold(wire.optional_state(content, wire.FOLD))
+    rnd = int(rec.get("round", 0))
+    # The round tells the stage: at SLoRA's switch the node builds the stage-2 model itself.
+    stage = job.stage_of(method, rnd)
+    node = node_model(key, job, method, setup, stage)
+    model = node.with_fold(wire.optional_state(content, wire.FOLD))
     state, settings = wire.record_state(content.array_records[wire.STATE]), wire.record_settings(rec)
     rule_class, memory, rule = client_rule(job.cfg, method), None, None
-    rnd = int(rec.get("round", 0))
     if rule_class is not None:
-        memory = NodeMemory(context, str(rec.get("run_token", "")), method, cid)
-        rule = rule_class(state, wire.optional_state(content, wire.PAYLOAD), memory.load(rnd), settings)
+        # A new stage's tensors are new: memory of the old ones (SCAFFOLD's cᵢ) is not carried over,
+        # as the server restarts its strategy at the switch.
+        memory = NodeMemory(context, str(rec.get("run_token", "")), method if stage == 0 else f"{method}@{stage}", cid)
+        # No memory yet: SCAFFOLD reads {} as cᵢ = 0; FedSA-LoRA starts from B and head as built.
+        kept = memory.load(rnd) or node.initial_private
+        rule = rule_class(state, wire.optional_state(content, wire.PAYLOAD), kept, settings)
     update = local_update(model, state, shard, job.collate, settings, job.device, client_id=cid, rule=rule)
     if memory is not None:
         memory.keep(rnd, update.memory)
     return wire.update_content(update)
+
+
+def evaluate_content(content: RecordDict, context: Context) -> RecordDict:
+    """Score this node's client's personalised model (FedSA-LoRA): global state + its own private tensors.
+
+    The server never holds a client's B and head, so it asks the node: the model is the global
+    ``state`` with the private tensors the client kept after its last completed round (its
+    start values if it has not trained), scored on the client's held-out split (``val.<metric>``)
+    and, when ``test`` is set, on the run's test set (``test.<metric>``). A node with its own data
+    file holds no copy of the server's test set and no held-out split: it reports neither.
+    """
+    from federa.engines.flower import wire
+    from federa.engines.flower.node_memory import NodeMemory
+    from federa.methods.base import load_tensors, load_trainable_state
+
+    rec = content.config_records[wire.SETTINGS]
+    method, cid, rnd = str(rec["method"]), int(rec["client_id"]), int(rec["round"])
+    setup = node_setup(content, context, method)
+    key, job, _ = node_shard(str(rec["config_yaml"]), context.node_config, cid, list(rec["label_names"]))
+    node = node_model(key, job, method, setup, job.stage_of(method, rnd))
+    model = node.with_fold(wire.optional_state(content, wire.FOLD))
+    load_trainable_state(model, wire.record_state(content.array_records[wire.STATE]))
+    # The memory round rnd left (peek: evaluation runs before the server checkpoints round rnd, so
+    # nothing may be dropped yet), or the start values of a client that has not trained.
+    load_tensors(model, NodeMemory(context, str(rec["run_token"]), method, cid).peek(rnd + 1) or node.initial_private)
+    own_data = bool(context.node_config.get("data-path"))
+    cfg = job.cfg
+    metrics: dict[str, float] = {}
+    splits = {"val": None if own_data else job.client_val(cid),
+              "test": job.test if bool(rec["test"]) and not own_data else None}
+    for prefix, data in splits.items():
+        if data is not None:
+            scores = job.task.evaluate(model, data, job.collate, job.label_names, cfg.eval_batch_size, job.device,
+                                       cfg.model.precision)
+            metrics.update({f"{prefix}.{k}": float(v) for k, v in scores.items()})
+    return RecordDict({wire.METRICS: MetricRecord(metrics)})
 
 
 def secagg_when_requested(msg: Message, context: Context, call_next) -> Message:
@@ -210,6 +265,14 @@ def train(msg: Message, context: Context) -> Message:
 
             return Message(train_secagg(msg.content, context, train_content), reply_to=msg)
         return Message(train_content(msg.content, context), reply_to=msg)
+    except FederaError as err:
+        return _error(msg, err)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    try:
+        return Message(evaluate_content(msg.content, context), reply_to=msg)
     except FederaError as err:
         return _error(msg, err)
 

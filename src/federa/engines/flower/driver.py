@@ -37,8 +37,8 @@ from federa.runlog import RunDir
 class _Round:
     """Sends one round's work to the nodes and turns the replies into federa Updates."""
 
-    def __init__(self, grid: Grid, server: ServerRun, nodes: NodeMap, context: Context | None) -> None:
-        self.grid, self.server, self.nodes, self.context = grid, server, nodes, context
+    def __init__(self, grid: Grid, server: ServerRun, nodes: NodeMap, context: Context | None, log=print) -> None:
+        self.grid, self.server, self.nodes, self.context, self.log = grid, server, nodes, context, log
         job = server.job
         self.cfg_yaml, self.labels = job.cfg.to_yaml(), list(job.label_names)
         self.timeout = job.cfg.flower.round_timeout_s
@@ -92,6 +92,41 @@ class _Round:
         # Replies arrive in any order; FedAvg sums in client order, like the in-process engine.
         return {c: updates[c] for c in sorted(updates)}
 
+    def personal_scores(self, clients, test: set[int]) -> dict[int, dict[str, float]]:
+        """Each node's scores of its client's personalised model (FedSA-LoRA), after the server's last
+        round: ``val.<metric>`` for every client in ``clients``, ``test.<metric>`` too for those in
+        ``test``. Not counted in the bytes: evaluation traffic is not part of the protocol (the
+        in-process engine counts none either). A node that does not answer leaves its client unscored."""
+        server = self.server
+        rnd, fold = server.round, server.strategy.base_fold()
+        targets = {cid: self.nodes.node_of[cid] for cid in clients if cid in self.nodes.node_of}
+        msgs = []
+        for cid, nid in targets.items():
+            content = RecordDict({
+                wire.SETTINGS: wire.evaluate_record(server.name, cid, self.cfg_yaml, self.labels, rnd,
+                                                    server.run_token, cid in test),
+                wire.STATE: wire.state_record(server.client_state(rnd, cid)),
+            })
+            if nid not in self.has_setup:  # a client never sampled yet still needs the model's setup
+                content.array_records[wire.SETUP] = wire.state_record(server.setup)
+            if fold:
+                content.array_records[wire.FOLD] = wire.state_record(fold)
+            msgs.append(Message(content, nid, MessageType.EVALUATE, group_id=f"{server.name}:{rnd}:evaluate",
+                                ttl=self.timeout))
+        client_of = {nid: cid for cid, nid in targets.items()}
+        scores: dict[int, dict[str, float]] = {}
+        for reply in self.grid.send_and_receive(msgs, timeout=self.timeout):
+            cid = client_of.get(reply.metadata.src_node_id)
+            if cid is None:
+                continue
+            if reply.has_error():
+                self.log(f"[{server.name}] round {rnd}: client {cid} did not evaluate: {reply.error.reason}")
+            elif (err := wire.content_error(reply.content)) is not None:
+                self.log(f"[{server.name}] round {rnd}: client {cid} did not evaluate: {err[1]}")
+            elif wire.METRICS in reply.content.metric_records:
+                scores[cid] = {k: float(v) for k, v in reply.content.metric_records[wire.METRICS].items()}
+        return scores
+
     def secure(self, rnd: int, plan: dict, need: int) -> tuple[dict[int, Update], dict | None]:
         from federa.engines.flower.secagg import apply_average, fit_ins, secagg_round
 
@@ -129,7 +164,9 @@ def drive_method(grid: Grid, job: Job, method: str, run_dir: RunDir, context: Co
     server = ServerRun(job, method, run_dir, log=log)
     stop_file(run_dir, method).unlink(missing_ok=True)
     nodes = NodeMap(grid, cfg.num_clients, cfg.flower.round_timeout_s, log=log)
-    rounds = _Round(grid, server, nodes, context)
+    rounds = _Round(grid, server, nodes, context, log=log)
+    # A client's private tensors (FedSA-LoRA's B and head) stay on its node: the nodes score its model.
+    server.node_scores = rounds.personal_scores
     shards = dict(server.shard_sizes)
     try:
         nodes.wait(need)

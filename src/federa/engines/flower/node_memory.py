@@ -16,7 +16,8 @@ checkpoint, so the same across resumes), the method and the client id.
 
 With no valid entry (first round, ``memory-dir=off`` after a resume or a node restart, a
 wiped disk) the client gets an empty memory, which a client rule must read as "no memory yet":
-SCAFFOLD then starts the client from cᵢ = 0, as the paper does for a client never sampled.
+SCAFFOLD then starts the client from cᵢ = 0, as the paper does for a client never sampled, and
+FedSA-LoRA from the private tensors as the method built them (the ClientApp fills those in).
 """
 
 from __future__ import annotations
@@ -96,6 +97,15 @@ class NodeMemory:
             if r >= rnd or (valid and r < valid[-1]):
                 self._drop(r)
         return self._read(valid[-1]) if valid else {}
+
+    def peek(self, rnd: int) -> State:
+        """What :meth:`load` would return for round ``rnd``, dropping nothing.
+
+        For evaluation (FedSA-LoRA's personalised scores after round ``rnd - 1``): it runs before the
+        server checkpoints that round, so the entry that round started from must stay, in case the
+        server stops and runs the round again."""
+        valid = [r for r in self._rounds() if r < rnd]
+        return self._read(max(valid)) if valid else {}
 
     def keep(self, rnd: int, memory: State) -> None:
         """Store the memory round ``rnd`` produced (the one it started from stays until a later

@@ -9,6 +9,11 @@ weights). The reply carries ``state`` (ArrayRecord: the client's trainable tenso
 (ArrayRecord, when the client rule sends tensors up: SCAFFOLD's Δcᵢ) and ``metrics``
 (MetricRecord: example count and training metrics), or ``error`` (ConfigRecord) for a problem
 the user must fix. Nothing else crosses the wire: a client's memory stays on its node.
+
+An evaluate message (only for a method whose clients keep private tensors, FedSA-LoRA) carries
+``settings`` (:func:`evaluate_record`), ``state`` and, as a train message, ``setup``/``fold`` when
+needed; the reply's ``metrics`` are the node's scores of its client's personalised model
+(``val.<metric>``: its held-out split; ``test.<metric>``: the run's test set, when asked).
 """
 
 from __future__ import annotations
@@ -43,6 +48,14 @@ def settings_record(method: str, client_id: int, cfg_yaml: str, settings: TrainS
     return ConfigRecord({"method": method, "client_id": client_id, "round": rnd, "run_token": run_token,
                          "config_yaml": cfg_yaml, "label_names": list(label_names),
                          **{f"s.{k}": v for k, v in values.items()}})
+
+
+def evaluate_record(method: str, client_id: int, cfg_yaml: str, label_names: list[str], rnd: int, run_token: str,
+                    test: bool) -> ConfigRecord:
+    """An evaluate message's settings: whose personalised model to score after round ``rnd`` (FedSA-LoRA),
+    and whether on the run's test set too (``test``) or on the client's held-out split only."""
+    return ConfigRecord({"method": method, "client_id": client_id, "round": rnd, "run_token": run_token,
+                         "config_yaml": cfg_yaml, "label_names": list(label_names), "test": test})
 
 
 def record_settings(record: ConfigRecord) -> TrainSettings:

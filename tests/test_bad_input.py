@@ -187,3 +187,49 @@ def test_a_key_twice_in_a_yaml_file(capsys, tmp_path):
 def test_compare_refuses_a_negative_seed(capsys, tmp_path):
     assert main(["compare", "--seeds=-1", "--out", str(tmp_path / "c")]) == 2
     assert "--seeds must lie in 0..4294967295" in capsys.readouterr().err
+
+
+# -- damaged weight files (issue 14): one line naming the file, never safetensors' traceback -------
+
+
+@pytest.mark.parametrize("keep", [0.5, 10, 0], ids=["half", "10_bytes", "empty"])
+def test_truncated_model_weights(capsys, tiny_model_dir, small_csv, tmp_path, keep):
+    import shutil
+
+    bad = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, bad)
+    weights = bad / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:int(len(data) * keep) if isinstance(keep, float) else keep])
+    code, err = _run(capsys, tiny_model_dir, small_csv, tmp_path, f"model.path={bad}")
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: model.path {bad}: {weights} is truncated (")
+    assert err.endswith("copy the model's weight files again from where they came from")
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_final_model_names_the_file_and_resume_saves_it_again(capsys, tiny_model_dir, small_csv, tmp_path):
+    import federa
+    from federa import runlock
+    from federa.errors import ModelError
+
+    code, _ = _run(capsys, tiny_model_dir, small_csv, tmp_path, "methods=lora")
+    out = tmp_path / "out"
+    assert code == 0
+    runlock.release(out)
+    adapter = out / "lora" / "final" / "adapter_model.safetensors"
+    size = adapter.stat().st_size
+    adapter.write_bytes(adapter.read_bytes()[:size - 100])  # e.g. copied onto a disk that filled up
+    with pytest.raises(ModelError) as caught:
+        federa.load_model(out, "lora")
+    msg = str(caught.value)
+    assert "\n" not in msg and msg.startswith(f"{adapter} is truncated ({size - 100} of the {size} bytes its header describes)")
+    assert msg.endswith(f"delete {out / 'lora' / 'final'} and {out / 'lora' / 'result.json'}, then "
+                        f"`federa run --resume {out}` saves the final model again from the method's last checkpoint")
+    import shutil
+
+    shutil.rmtree(out / "lora" / "final")
+    (out / "lora" / "result.json").unlink()
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0
+    runlock.release(out)
+    assert federa.load_model(out, "lora") is not None

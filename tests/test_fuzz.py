@@ -343,3 +343,180 @@ def test_random_replies_are_rejected_or_bounded(hostile, count, bad_count, loss,
             mixed = (1 - share) * honest_avg[k].double() + share * state[k].double()
             assert float((got[k].double() - mixed).abs().max()) <= 1e-6
         OUTCOMES["reply accepted"] += 1
+
+
+# -- refused values (issue 14): inf/nan, a bool for a number, a seed out of range, a key twice ----------
+
+
+def _numeric_keys() -> list[tuple[str, str]]:
+    """(dotted key, "scalar" | "list" | "dict") for every config key that holds numbers."""
+    from federa.settings import _leaf_types
+
+    found = []
+    sections = [("", Config)] + [(f"{name}.", Config.model_fields[name].annotation) for name in _SECTIONS]
+    for prefix, model in sections:
+        for name, field in model.model_fields.items():
+            kinds = _leaf_types(field.annotation)
+            if bool in kinds or not kinds & {int, float}:
+                continue
+            shape = "dict" if dict in kinds else "list" if list in kinds else "scalar"
+            found.append((prefix + name, shape))
+    return found
+
+
+_NUMERIC = _numeric_keys()
+
+
+@settings(FUZZ, max_examples=80)
+@given(key=st.sampled_from(_NUMERIC), bad=st.sampled_from([float("inf"), float("-inf"), float("nan"), True, False]),
+       as_override=st.booleans())
+def test_inf_nan_and_bools_are_refused_for_every_numeric_key(key, bad, as_override):
+    CASES["refused-value"] += 1
+    name, shape = key
+    value = {"lora": bad} if shape == "dict" else [bad] if shape == "list" else bad
+    text = {float("inf"): ".inf", float("-inf"): "-.inf", True: "true", False: "false"}.get(bad, ".nan")
+    raw = f"{{lora: {text}}}" if shape == "dict" else f"[{text}]" if shape == "list" else text
+    with pytest.raises(FederaError) as caught:
+        if as_override:
+            build_config({}, [f"{name}={raw}"])
+        else:
+            build_config(_nest([(name, value)]))
+    _one_line(caught.value)
+    assert name.rsplit(".", 1)[-1] in str(caught.value), (name, str(caught.value))
+
+
+@settings(FUZZ, max_examples=30)
+@given(key=st.sampled_from(["seed", "data.split_seed"]),
+       seed=st.one_of(st.integers(max_value=-1), st.integers(min_value=2**32)))
+def test_seeds_outside_0_to_2_32_are_refused(key, seed):
+    from federa.compare.plan import parse_seeds
+
+    CASES["refused-value"] += 1
+    with pytest.raises(FederaError, match=key.replace(".", r"\.")) as caught:
+        build_config({}, [f"{key}={seed}"])
+    _one_line(caught.value)
+    with pytest.raises(FederaError, match="--seeds must lie in 0..4294967295"):
+        parse_seeds(f"0,{seed}")
+
+
+@settings(FUZZ, max_examples=30)
+@given(keys=st.lists(st.sampled_from([k for k in _KEYS if "." not in k]), min_size=1, max_size=5, unique=True),
+       twice=st.integers(0, 4), nested=st.booleans())
+def test_a_key_twice_anywhere_in_a_yaml_file_is_refused(keys, twice, nested, tmp_path_factory):
+    CASES["refused-value"] += 1
+    dup = keys[twice % len(keys)]
+    lines = [f"{k}: 1" for k in keys] + [f"{dup}: 2"]
+    if nested:  # the same rule inside a section
+        lines = ["partition:"] + [f"  {line}" for line in lines]
+    path = tmp_path_factory.mktemp("dup") / "c.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(FederaError) as caught:
+        load_config(path)
+    _one_line(caught.value)
+    assert f"key '{dup}' appears twice (line {len(lines)}); keep one" in str(caught.value)
+
+
+# -- damaged weight files (issue 14): cut or flipped, never past the model check as a traceback -------------
+
+
+@settings(FUZZ, max_examples=40)
+@given(damage=st.sampled_from(["cut", "flip"]), where=st.floats(0, 1, exclude_max=True), xor=st.integers(1, 255))
+def test_damaged_model_weights_fail_in_one_line(damage, where, xor, tiny_model_dir, tmp_path_factory):
+    import shutil
+
+    from federa.pretrained import load_base_model, resolve_model_path
+    from federa.tasks import task_class
+
+    CASES["weights"] += 1
+    folder = tmp_path_factory.mktemp("weights") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    data = bytearray((tiny_model_dir / "model.safetensors").read_bytes())  # (not an argument: hypothesis prints those)
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    if damage == "cut":  # anywhere: in the header, between tensors, one byte short
+        data = data[:int(where * len(data))]
+    else:  # one byte of the header flipped: lengths, offsets, dtypes, names
+        data[int(where * header_end)] ^= xor
+    (folder / "model.safetensors").write_bytes(bytes(data))
+    try:
+        with no_hang():
+            path = resolve_model_path(str(folder))
+            load_base_model(task_class("classification")(build_config({}).data), path, ["a", "b"], 0)
+    except FederaError as err:
+        _one_line(err)
+        OUTCOMES["weights refused"] += 1
+        if damage == "cut":
+            assert f"{folder / 'model.safetensors'} is truncated" in str(err)
+        return
+    assert damage == "flip"  # a cut file never loads
+    OUTCOMES["weights loaded (a flip that left a valid file)"] += 1
+
+
+# -- a full disk at any write (issue 14): the folder always resumes to the uninterrupted result ------------
+
+
+@pytest.fixture(scope="module")
+def disk_job(tiny_model_dir, small_csv):
+    from federa.job import prepare_job
+
+    return prepare_job(build_config({}, [
+        f"model.path={tiny_model_dir}", f"data.path={small_csv}", "rounds=2", "num_clients=4", "clients_per_round=2",
+        "local_steps=1", "batch_size=8", "max_length=32", "lora.r=2", "model.num_threads=1", "methods=lora"]))
+
+
+@pytest.fixture(scope="module")
+def disk_reference(disk_job, tmp_path_factory):
+    """The uninterrupted run, and the files it fsyncs in order (each a write a full disk can fail)."""
+    import os
+
+    from federa.engines.inprocess import run_method
+    from federa.runlog import RunDir
+
+    rd = RunDir(tmp_path_factory.mktemp("disk-ref"))
+    real, names = os.fsync, []
+
+    def counting(fd: int) -> None:
+        p = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if p.is_file():
+            names.append(p.name)
+        real(fd)
+
+    os.fsync = counting
+    try:
+        run_method(disk_job, "lora", rd, progress=False, log=lambda *_: None)
+    finally:
+        os.fsync = real
+    return rd, names
+
+
+@settings(FUZZ, max_examples=8)
+@given(pick=st.floats(0, 1, exclude_max=True), cut_line=st.booleans())
+def test_a_full_disk_at_any_write_resumes_to_the_same_result(pick, cut_line, disk_job, disk_reference,
+                                                            tmp_path_factory, monkeypatch):
+    import errno
+    import os
+
+    import torch
+
+    from federa.checkpoint import load_checkpoint
+    from federa.engines.inprocess import run_method
+    from federa.runlog import RunDir
+    from full_disk import FullDisk
+
+    CASES["disk-full"] += 1
+    ref, names = disk_reference
+    k = int(pick * len(names))
+    name = names[k]
+    full = FullDisk(name, names[:k + 1].count(name), cut_line and name == "metrics.jsonl")
+    rd = RunDir(tmp_path_factory.mktemp("disk"))
+    monkeypatch.setattr(os, "fsync", full)
+    with no_hang(), pytest.raises(OSError) as caught:
+        run_method(disk_job, "lora", rd, progress=False, log=lambda *_: None)
+    monkeypatch.setattr(os, "fsync", full.real)
+    assert caught.value.errno == errno.ENOSPC and not list(rd.root.rglob("*.tmp"))
+    with no_hang():
+        run_method(disk_job, "lora", rd, progress=False, log=lambda *_: None)
+    got, want = load_checkpoint(rd.checkpoint("lora"))[0], load_checkpoint(ref.checkpoint("lora"))[0]
+    assert got["round"] == want["round"] and all(torch.equal(got["state"][t], want["state"][t]) for t in want["state"])
+    assert [r["round"] for r in rd.read_metrics()] == [r["round"] for r in ref.read_metrics()]
+    assert [r["score"] for r in rd.read_metrics()] == [r["score"] for r in ref.read_metrics()]
+    OUTCOMES[f"disk full at {name}"] += 1

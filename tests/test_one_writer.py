@@ -194,3 +194,44 @@ def test_an_earlier_runs_finished_work_is_never_removed(finished, tiny_model_dir
     assert main(["run", "--resume", str(finished), "--no-progress", "--allow-changed", "data.path"]) == 2
     runlock.release(finished)
     assert sorted(p.relative_to(finished) for p in finished.rglob("*")) == files
+
+
+# -- report and compare take the lock too (issue 14) --------------------------------------------------
+
+
+def test_report_while_another_process_writes_is_refused(finished, capsys):
+    def files() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file() and p.name != runlock.LOCK_NAME}
+
+    before = files()
+    proc = _hold(finished)
+    try:
+        assert main(["report", str(finished)]) == 2
+        err = _err_lines(capsys)
+        assert len(err) == 1 and err[0].startswith(f"error: results folder {finished} is being written by "
+                                                   f"federa ServerApp (pid {proc.pid} "), err
+        assert files() == before  # summary.json, report.md, plots untouched
+    finally:
+        proc.kill()
+        proc.wait()
+    assert main(["report", str(finished)]) == 0  # the holder gone, the report is rebuilt
+    assert not runlock.is_held(finished)  # and given back: a later `federa run --resume` may write
+
+
+@pytest.mark.parametrize("held", ["out", "cell"])
+def test_compare_on_a_folder_being_written_is_refused(tmp_path, capsys, held):
+    out = tmp_path / "cmp"
+    cell = out / "cells" / "a0.1-s0"
+    cell.mkdir(parents=True)
+    proc = _hold(out if held == "out" else cell)
+    try:
+        assert main(["compare", "--no-progress", "--alphas", "0.1", "--seeds", "0", "--methods", "lora",
+                     "--out", str(out)]) == 2
+        err = _err_lines(capsys)
+        assert len(err) == 1 and err[0].startswith(f"error: results folder {out if held == 'out' else cell} is being "
+                                                   f"written by federa ServerApp (pid {proc.pid} "), err
+        assert not (cell / "config.yaml").exists()  # nothing written into the cell
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not runlock.is_held(out) and not runlock.is_held(cell)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from federa.errors import ConfigError, FederaError, ModelError
+from federa.errors import ConfigError, DiskFullError, FederaError, ModelError, is_disk_full
 
 if TYPE_CHECKING:
     import pandas
@@ -208,7 +208,7 @@ def run(config: PathLike | Mapping[str, Any] | Config | Settings | None = None, 
     on disk and :class:`~federa.interrupt.RunInterrupted` (a ``KeyboardInterrupt``) says the
     ``federa run --resume`` command that continues.
     """
-    from federa.runlog import default_run_dir, discard_unstarted, open_run_dir
+    from federa.runlog import RunDir, default_run_dir, discard_unstarted, open_run_dir
 
     log = log or _quiet
     if resume:
@@ -224,7 +224,13 @@ def run(config: PathLike | Mapping[str, Any] | Config | Settings | None = None, 
         cfg = _settings(config)
         out = Path(out) if out is not None else default_run_dir(cfg)
     created = not out.exists()
-    run_dir = open_run_dir(cfg, out, resume=resume, allow_changed=allow_changed)
+    try:
+        run_dir = open_run_dir(cfg, out, resume=resume, allow_changed=allow_changed)
+    except OSError as err:  # config.yaml or its fingerprint did not fit on the disk
+        if not is_disk_full(err):
+            raise
+        raise _disk_full(err, out, removed=not resume and discard_unstarted(RunDir(out), created_root=created)) \
+            from None
     log(f"results: {run_dir.root}")
     from federa.experiment import run_experiment
 
@@ -235,7 +241,29 @@ def run(config: PathLike | Mapping[str, Any] | Config | Settings | None = None, 
         if not resume:
             discard_unstarted(run_dir, created_root=created)
         raise
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        raise _disk_full(err, run_dir.root, removed=not resume and discard_unstarted(run_dir, created_root=created)) \
+            from None
     return RunResult(run_dir=run_dir.root, config=Config(cfg), summary=summary, metrics=run_dir.read_metrics())
+
+
+def _disk_full(err: OSError, root: Path, removed: bool) -> DiskFullError:
+    """The one line for a disk that filled up mid-run: what is kept and the command that goes on.
+
+    Every write of a run is atomic or append-only with a cut line dropped on resume
+    (:mod:`federa.checkpoint`, :class:`~federa.runlog.RunDir`), so what a full disk leaves is the
+    state after the last checkpointed round, which ``--resume`` continues.
+    """
+    import shlex
+
+    what = f"{err.strerror or os.strerror(err.errno)}" + (f" writing {err.filename}" if err.filename else "")
+    if removed:
+        return DiskFullError(f"the disk holding {root} is full ({what}); no round had finished, so "
+                             "the folder was removed: free some space and run the same command again")
+    return DiskFullError(f"the disk holding {root} is full ({what}); finished rounds are kept: free "
+                         f"some space, then continue with `federa run --resume {shlex.quote(str(root))}`")
 
 
 @dataclass(frozen=True)

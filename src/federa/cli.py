@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from federa.errors import FederaError
+from federa.errors import FederaError, is_disk_full
 from federa.interrupt import RunInterrupted
 
 EXIT_USAGE = 2  # bad input: config, data, model
@@ -109,7 +109,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             # summary.json is rebuilt here from metrics and results; its run block is a nicety.
             print(f"warning: {run_dir.summary} is corrupt; rebuilding it without its run details", file=sys.stderr)
-    write_report(run_dir, cfg, info)
+    from federa import runlock
+
+    # A run (or another report) writing the folder meanwhile would interleave summary.json and plots.
+    with runlock.held(run_dir.root, role="federa report"):
+        write_report(run_dir, cfg, info)
     print(run_dir.report.read_text(encoding="utf-8"))
     return 0
 
@@ -200,6 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted by {signal.Signals(stop.signum).name}: finished rounds are saved in {stop.run_dir}; "
               f"continue with:\n{stop.resume_command}", file=sys.stderr)
         return stop.exit_code
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        # `federa run` says this itself, with its --resume line (federa.api); compare and report
+        # continue where they stopped when run again.
+        what = err.strerror or os.strerror(err.errno)
+        print(f"error: the disk is full ({what}{f' writing {err.filename}' if err.filename else ''}); finished "
+              "work is kept: free some space and run the same command again", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         how = ("re-run the same `federa compare` command" if args.command == "compare"
                else "`federa run --resume <results folder>`")

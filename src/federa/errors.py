@@ -1,5 +1,10 @@
 """User-facing errors: the CLI prints ``str(error)`` as one line and exits non-zero."""
 
+import errno
+
+# What a write returns when the disk (or the user's quota on it) is full.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
 
 class FederaError(Exception):
     """A problem with the user's input or environment, with the fix in the message."""
@@ -19,3 +24,11 @@ class ModelError(FederaError):
 
 class NonFiniteLossError(FederaError):
     """Training produced a NaN/inf loss; the method is stopped, other methods go on."""
+
+
+class DiskFullError(FederaError):
+    """The disk filled up during a run; finished rounds are kept and the message says how to go on."""
+
+
+def is_disk_full(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS

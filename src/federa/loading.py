@@ -49,6 +49,7 @@ def load_final_model(run_dir: Path, method: str, as_peft: bool = False) -> nn.Mo
         done = sorted(p.parent.name for p in rd.root.glob("*/final") if p.is_dir())
         raise FederaError(f"{final}: no final model of '{method}' there (did it finish?); "
                           f"finished here: {', '.join(done) or 'none'}")
+    _check_weights(rd, final, method)
     if (final / "adapter_config.json").is_file():
         return _load_peft(rd, final, method, as_peft)
     if as_peft:
@@ -71,6 +72,18 @@ def load_final_model(run_dir: Path, method: str, as_peft: bool = False) -> nn.Mo
     from federa.methods.bitfit import load_bitfit
 
     return load_bitfit(base, final)
+
+
+def _check_weights(rd: RunDir, final: Path, method: str) -> None:
+    """Refuse, in one line with the fix, a cut weight file (a disk that filled up, a partial copy)."""
+    from federa.weight_files import weights_problem
+
+    if (why := weights_problem(final)) is not None:
+        raise ModelError(f"{why}; delete {final} and {rd.result(method)}, then `federa run --resume {rd.root}` "
+                         "saves the final model again from the method's last checkpoint")
+    if (final / "base").is_dir() and (why := weights_problem(final / "base")) is not None:
+        raise ModelError(f"the pretrained model this adapter was trained on is damaged: {why}; copy that model's "
+                         "weight files again from where they came from")
 
 
 def _load_peft(rd: RunDir, final: Path, method: str, as_peft: bool) -> nn.Module:

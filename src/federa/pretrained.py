@@ -84,6 +84,11 @@ def resolve_model_path(path: str | None, builtin: str = "minilm") -> Path:
     if not isinstance(cfg, dict) or "model_type" not in cfg:
         raise ModelError(f"model.path {p}: config.json has no model_type, so transformers cannot tell the "
                          "architecture; restore the model's config.json")
+    from federa.weight_files import weights_problem
+
+    if (why := weights_problem(p)) is not None:
+        raise ModelError(f"model.path {p}: {why}; the download or copy did not finish: copy the model's "
+                         "weight files again from where they came from")
     return p
 
 

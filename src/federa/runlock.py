@@ -58,7 +58,11 @@ def holder(root: Path) -> str:
 
 
 def _lock(root: Path, role: str) -> int:
-    fd = os.open(Path(root) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(Path(root) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:  # a read-only folder (someone else's results), or a full disk
+        raise FederaError(f"results folder {root}: cannot write its lock file {LOCK_NAME} ({err.strerror}); "
+                          "pass a folder you can write to") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -159,7 +159,7 @@ def open_run_dir(cfg: Config, out: Path, resume: bool, allow_changed: Sequence[s
     if _has_content(out):  # another writer created it between our check and our lock
         runlock.release(out)
         raise ConfigError(f"output folder {out} is not empty; pass a new --out, or --resume {out} to continue it")
-    run_dir.config.write_text(cfg.to_yaml(), encoding="utf-8")
+    atomic_write_bytes(run_dir.config, cfg.to_yaml().encode("utf-8"))
     fingerprint.save(run_dir, cfg)
     return run_dir
 

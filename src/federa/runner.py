@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from federa.checkpoint import atomic_write_bytes
 from federa.config import Config
 from federa.errors import DataError
 from federa.job import Job
@@ -98,7 +99,7 @@ def write_report(run_dir: RunDir, cfg: Config, info: dict[str, Any]) -> dict[str
             part_text = format_stats(json.loads(run_dir.partition.read_text(encoding="utf-8")))
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
             part_text = f"(client partition not shown: {run_dir.partition} is corrupt)"
-    run_dir.report.write_text(report_markdown(summary, part_text), encoding="utf-8")
+    atomic_write_bytes(run_dir.report, report_markdown(summary, part_text).encode("utf-8"))
     if records:
         write_plots(records, run_dir.root, summary["target_score"], info.get("metric", "accuracy"))
     return summary

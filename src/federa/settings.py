@@ -19,14 +19,35 @@ class Section(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_bools_for_numbers(cls, data: Any) -> Any:
-        # YAML reads `rounds: true` as a bool, which pydantic would quietly take as 1.
+        # YAML reads `rounds: true` as a bool, which pydantic would quietly take as 1; inside a
+        # container too (`lr.lora: true` trained at lr 1.0, `lora.client_ranks: [2, true]` at rank 1).
         if isinstance(data, dict):
             for name, field in cls.model_fields.items():
-                value = data.get(name)
-                kinds = getattr(field.annotation, "__args__", (field.annotation,))
-                if isinstance(value, bool) and bool not in kinds and any(k in (int, float) for k in kinds):
-                    raise ValueError(f"'{name}' must be a number, got {str(value).lower()}")
+                kinds = _leaf_types(field.annotation)
+                if bool in kinds or not kinds & {int, float}:
+                    continue
+                if (where := _first_bool(data.get(name), name)) is not None:
+                    raise ValueError(f"'{where[0]}' must be a number, got {str(where[1]).lower()}")
         return data
+
+
+def _leaf_types(annotation: Any) -> set[Any]:
+    """The types at the leaves of ``annotation``: ``dict[str, float] | None`` → {str, float, NoneType}."""
+    args = getattr(annotation, "__args__", None)
+    if not args:
+        return {annotation}
+    return set().union(*(_leaf_types(a) for a in args))
+
+
+def _first_bool(value: Any, where: str) -> tuple[str, bool] | None:
+    """(the dotted place, the bool) of the first bool in ``value``, looking inside lists and mappings."""
+    if isinstance(value, bool):
+        return where, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if (found := _first_bool(item, f"{where}.{key}")) is not None:
+            return found
+    return None
 
 
 def split_list(v: Any) -> Any:

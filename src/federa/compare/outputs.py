@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from federa.checkpoint import atomic_write_bytes
 from federa.compare.claims import check_claims, claims_markdown, headline
 from federa.compare.lr_grid import GRID_COLUMNS, grid_scores
 from federa.compare.plan import Plan
@@ -33,9 +34,9 @@ def write_outputs(plan: Plan) -> dict[str, Any]:
     _write_csv(plan.out / "results.csv", results_rows(cells), RESULT_COLUMNS)
     _write_csv(plan.out / "summary.csv", rows, SUMMARY_COLUMNS)
     skipped = skipped_cells(plan)
-    (plan.out / "summary.md").write_text(summary_markdown(plan, rows, info, cells, skipped), encoding="utf-8")
+    atomic_write_bytes(plan.out / "summary.md", summary_markdown(plan, rows, info, cells, skipped).encode("utf-8"))
     claims = check_claims(plan, rows, cells)
-    (plan.out / "claims.md").write_text(claims_markdown(plan, claims), encoding="utf-8")
+    atomic_write_bytes(plan.out / "claims.md", claims_markdown(plan, claims).encode("utf-8"))
     if plan.lr_grid:
         grid = [{"alpha": c.alpha, "seed": c.seed, **g} for c in plan.cells
                 for g in grid_scores(plan.cell_dir(c), plan.methods)]

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from federa import runlock
+from federa.checkpoint import atomic_write_bytes
 from federa.compare.jobs import cell_job, with_lr
 from federa.compare.lr_grid import LR_MULTIPLIERS, VAL_FRACTION, choose_lrs, grid_scores
 from federa.compare.outputs import write_outputs
@@ -33,7 +35,7 @@ def _claim_cell_dir(rd: RunDir, cfg: Config) -> None:
     """Write the cell's config.yaml, or check a folder being resumed was made with the same one."""
     rd.root.mkdir(parents=True, exist_ok=True)
     if not rd.config.is_file():
-        rd.config.write_text(cfg.to_yaml(), encoding="utf-8")
+        atomic_write_bytes(rd.config, cfg.to_yaml().encode("utf-8"))  # a cut config.yaml would stop every later resume
         return
     old = flatten(build_config(yaml.safe_load(rd.config.read_text(encoding="utf-8"))).model_dump())
     new = flatten(cfg.model_dump())
@@ -45,62 +47,75 @@ def _claim_cell_dir(rd: RunDir, cfg: Config) -> None:
     if diff:
         raise ConfigError(f"{rd.root} was run with a different '{diff[0]}'; pass a new --out for these settings")
     if old["methods"] != new["methods"]:
-        rd.config.write_text(cfg.to_yaml(), encoding="utf-8")
+        atomic_write_bytes(rd.config, cfg.to_yaml().encode("utf-8"))
 
 
 def run_compare(plan: Plan, progress: bool = True, log=print) -> dict[str, Any]:
     """Run every pending (method, cell) of ``plan``, then write all outputs; returns the outputs' data."""
+    plan.out.mkdir(parents=True, exist_ok=True)
+    # One writer per folder (federa.runlock): a second `federa compare` on the same --out would run
+    # the same cells twice into one metrics.jsonl; a `federa run --resume` or `federa report` of a
+    # cell would write beside this one, so each cell is held too while it runs.
+    with runlock.held(plan.out, role="federa compare"):
+        base: Job | None = None
+        grid_lrs: dict[str, dict[str, float]] = {}  # alpha → method → lr chosen on its first partitionable seed
+        for cell in plan.cells:
+            rd = plan.cell_dir(cell)
+            rd.root.mkdir(parents=True, exist_ok=True)
+            with runlock.held(rd.root, role="federa compare"):
+                base = _run_cell(plan, cell, rd, base, grid_lrs, progress, log)
+        if not (plan.out / "compare.json").is_file():
+            _write_compare_json(plan, {})
+        return write_outputs(plan)
+
+
+def _run_cell(plan: Plan, cell: Cell, rd: RunDir, base: Job | None, grid_lrs: dict[str, dict[str, float]],
+              progress: bool, log) -> Job | None:
+    """Run the pending methods of one cell; returns the shared job (prepared by the first cell with work)."""
     from federa.engines import get_engine
     from federa.job import prepare_job
     from federa.runner import pin_partition, run_info, run_pending
 
-    plan.out.mkdir(parents=True, exist_ok=True)
-    base: Job | None = None
-    grid_lrs: dict[str, dict[str, float]] = {}  # alpha → method → lr chosen on its first partitionable seed
-    for cell in plan.cells:
-        cfg = plan.cell_config(cell)
-        rd = plan.cell_dir(cell)
-        _claim_cell_dir(rd, cfg)
-        pending = [m for m in plan.methods if not rd.result(m).is_file()]
-        if not pending or (rd.root / UNPARTITIONABLE).is_file():
-            log(f"[{cell.name}] " + ("every method finished; reading it back" if not pending
-                                     else "recorded as un-partitionable; skipped"))
-            continue
-        if base is None:
-            base = prepare_job(cfg)  # data, tokenizer and threads once; each cell re-partitions
-            log(f"data: {base.data.source}: {len(base.train)} train / {len(base.test)} test")
-            for m in plan.methods:
-                # A method that cannot apply to this model fails here, not after hours of other cells.
-                base.server_model(m)
-            _write_compare_json(plan, run_info(base))
-        try:
-            job, draw = cell_job(base, cfg)
-        except DataError as err:
-            # One seed that cannot be partitioned must not end the comparison: record it, go on.
-            rd.write_json(rd.root / UNPARTITIONABLE, {"reason": str(err)})
-            log(f"[{cell.name}] cannot be partitioned, recorded and skipped: {err}")
-            continue
-        rd.write_json(rd.root / "partition_draw.json", {
-            "draw": draw, "self_balancing": cfg.partition.self_balancing, "min_examples": cfg.partition.min_examples,
-            "redraws": cfg.partition.redraws})
-        pin_partition(rd, job)
-        lrs: dict[str, float] = {}
-        if plan.lr_grid:
-            # One grid per (method, alpha), on the first seed of the alpha that partitions; the
-            # other seeds reuse its choice (read back from that cell's grid when resuming).
-            if cell.alpha not in grid_lrs:
-                grid_lrs[cell.alpha] = _earlier_grid(plan, cell) or choose_lrs(job, rd, plan.methods, progress, log)
-            lrs = grid_lrs[cell.alpha]
-        engine = get_engine(cfg.engine)
+    cfg = plan.cell_config(cell)
+    _claim_cell_dir(rd, cfg)
+    pending = [m for m in plan.methods if not rd.result(m).is_file()]
+    if not pending or (rd.root / UNPARTITIONABLE).is_file():
+        log(f"[{cell.name}] " + ("every method finished; reading it back" if not pending
+                                 else "recorded as un-partitionable; skipped"))
+        return base
+    if base is None:
+        base = prepare_job(cfg)  # data, tokenizer and threads once; each cell re-partitions
+        log(f"data: {base.data.source}: {len(base.train)} train / {len(base.test)} test")
+        for m in plan.methods:
+            # A method that cannot apply to this model fails here, not after hours of other cells.
+            base.server_model(m)
+        _write_compare_json(plan, run_info(base))
+    try:
+        job, draw = cell_job(base, cfg)
+    except DataError as err:
+        # One seed that cannot be partitioned must not end the comparison: record it, go on.
+        rd.write_json(rd.root / UNPARTITIONABLE, {"reason": str(err)})
+        log(f"[{cell.name}] cannot be partitioned, recorded and skipped: {err}")
+        return base
+    rd.write_json(rd.root / "partition_draw.json", {
+        "draw": draw, "self_balancing": cfg.partition.self_balancing, "min_examples": cfg.partition.min_examples,
+        "redraws": cfg.partition.redraws})
+    pin_partition(rd, job)
+    lrs: dict[str, float] = {}
+    if plan.lr_grid:
+        # One grid per (method, alpha), on the first seed of the alpha that partitions; the
+        # other seeds reuse its choice (read back from that cell's grid when resuming).
+        if cell.alpha not in grid_lrs:
+            grid_lrs[cell.alpha] = _earlier_grid(plan, cell) or choose_lrs(job, rd, plan.methods, progress, log)
+        lrs = grid_lrs[cell.alpha]
+    engine = get_engine(cfg.engine)
 
-        def run_one(job: Job, m: str, rd: RunDir, cell_name: str = cell.name) -> dict[str, Any]:
-            log(f"[{cell_name}] {m}")
-            return engine(with_lr(job, m, lrs.get(m)), m, rd, progress=progress, log=log)
+    def run_one(job: Job, m: str, rd: RunDir) -> dict[str, Any]:
+        log(f"[{cell.name}] {m}")
+        return engine(with_lr(job, m, lrs.get(m)), m, rd, progress=progress, log=log)
 
-        run_pending(job, rd, plan.methods, run_one, log=lambda msg, c=cell.name: log(f"[{c}] {msg}"))
-    if not (plan.out / "compare.json").is_file():
-        _write_compare_json(plan, {})
-    return write_outputs(plan)
+    run_pending(job, rd, plan.methods, run_one, log=lambda msg: log(f"[{cell.name}] {msg}"))
+    return base
 
 
 def _earlier_grid(plan: Plan, cell: Cell) -> dict[str, float]:

@@ -63,6 +63,7 @@ class Task(ABC):
     def load_model(self, path: Path, label_names: list[str], seed: int) -> nn.Module:
         """Pretrained body + a fresh head initialised from ``seed`` (so every party builds the same one)."""
         import torch
+        from safetensors import SafetensorError
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -71,7 +72,8 @@ class Task(ABC):
                 # replaced by this task's fresh head (prepare_job says so in one warning line).
                 return self.auto_model_class().from_pretrained(str(path), ignore_mismatched_sizes=True,
                                                                **self.head_config(label_names))
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError, SafetensorError) as err:
+                # SafetensorError: a weight file damaged in a way resolve_model_path's size check missed.
                 raise ModelError(f"cannot load model from {path}: {str(err).splitlines()[0]}") from None
 
     @abstractmethod

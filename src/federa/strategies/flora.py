@@ -55,14 +55,6 @@ class FLoRA(FoldsIntoBase, HeterogeneousRanks):
         super().__init__(clients_per_round, seed, **kwargs)
         self.fold: State = {}  # frozen weight name → cumulative s·Σ_rounds B_stack·A_stack, float64
 
-    @classmethod
-    def check(cls, cfg: Config) -> str | None:
-        if cfg.engine != "inprocess":
-            # The fold crosses Flower (as FedEx-LoRA's does), but FLoRA's per-round adapter restart
-            # has not been checked there against the in-process engine: refuse rather than guess.
-            return "strategy=flora (its per-round adapter restart) is not verified on engine=flower yet; " \
-                   "use engine=inprocess"
-        return super().check(cfg)
 
     def aggregate(self, rnd: int, global_state: State, updates: Updates) -> State:
         p = self.example_weights(updates)

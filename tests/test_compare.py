@@ -304,10 +304,12 @@ def test_a_cell_resumes_under_other_threads_but_not_under_other_settings(tiny_cf
     from federa.runlog import RunDir
 
     rd = RunDir(tmp_path / "cell")
-    _claim_cell_dir(rd, tiny_cfg("methods=lora"))
-    _claim_cell_dir(rd, tiny_cfg("methods=lora,federa", "model.num_threads=2", "eval_batch_size=7"))
+    _claim_cell_dir(rd, tiny_cfg("methods=lora,lora@fedadam"))  # a method whose lr is its initialisation's
+    _claim_cell_dir(rd, tiny_cfg("methods=lora,lora@fedadam,federa", "model.num_threads=2", "eval_batch_size=7"))
     assert "federa" in rd.config.read_text()  # methods added: the cell's config now lists them
     with pytest.raises(ConfigError, match="was run with a different 'lora.r'"):
         _claim_cell_dir(rd, tiny_cfg("methods=lora", "lora.r=2"))
     with pytest.raises(ConfigError, match="was run with a different 'lr.lora'"):
         _claim_cell_dir(rd, tiny_cfg("methods=lora", "lr.lora=0.5"))
+    with pytest.raises(ConfigError, match="was run with a different 'lr.lora@fedadam'"):
+        _claim_cell_dir(rd, tiny_cfg("methods=lora@fedadam", "lr.lora@fedadam=0.5"))

@@ -37,13 +37,14 @@ def _claim_cell_dir(rd: RunDir, cfg: Config) -> None:
     if not rd.config.is_file():
         atomic_write_bytes(rd.config, cfg.to_yaml().encode("utf-8"))  # a cut config.yaml would stop every later resume
         return
-    old = flatten(build_config(yaml.safe_load(rd.config.read_text(encoding="utf-8"))).model_dump())
-    new = flatten(cfg.model_dump())
+    before = build_config(yaml.safe_load(rd.config.read_text(encoding="utf-8")))
+    old, new = flatten(before.model_dump()), flatten(cfg.model_dump())
     # Adding methods to a comparison is fine, and so is how it runs (threads, evaluation batch,
     # Flower's address); anything else changes what finished cells mean.
     diff = [k for k in new if k != "methods" and not k.startswith(("lr.", "flower.")) and k not in _HOW
             and old.get(k) != new[k]]
-    diff += [f"lr.{m}" for m in old["methods"] if m in new["methods"] and old.get(f"lr.{m}") != new[f"lr.{m}"]]
+    # A method's rate as it trains (a variant or @aggregator falls back to its initialisation's lr).
+    diff += [f"lr.{m}" for m in before.methods if m in cfg.methods and before.lr_of(m) != cfg.lr_of(m)]
     if diff:
         raise ConfigError(f"{rd.root} was run with a different '{diff[0]}'; pass a new --out for these settings")
     if old["methods"] != new["methods"]:

@@ -159,3 +159,11 @@ def test_centralized_trains_one_model_on_pooled_data_with_the_federated_budget(t
                                      seed=derive_seed(cfg.seed, rnd, pooled))).state
     final = load_checkpoint(rd.checkpoint(method))[0]["state"]
     assert final.keys() == state.keys() and all(torch.equal(final[k], state[k]) for k in state)
+
+
+def test_centralized_runs_when_the_federated_run_would_need_several_replies(tiny_cfg, tmp_path):
+    """3 sampled clients need 2 replies by default (flower.min_replies: half, rounded up); the centralized
+    baseline asks its one machine, whose reply is all a round can have (found on the built-in default)."""
+    cfg = tiny_cfg("methods=lora+centralized", "clients_per_round=3", "rounds=1")
+    assert run_method(prepare_job(cfg), "lora+centralized", RunDir(tmp_path), progress=False,
+                      log=quiet)["status"] == "done"

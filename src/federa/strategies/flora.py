@@ -34,8 +34,6 @@ from federa.types import State
 if TYPE_CHECKING:
     import torch
 
-    from federa.config import Config
-
 
 def stack(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], weights: Sequence[float]
           ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
+from federa.fingerprint import flatten
 from federa.settings import Section
 from federa.trackers.base import Tracker
 
@@ -23,16 +24,6 @@ _STATUS = {"done": "FINISHED", "interrupted": "KILLED", "failed": "FAILED"}
 class MlflowSettings(Section):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; None: sqlite:///<run folder>/mlflow.db.")
     experiment: str = Field("federa", description="MLflow experiment the run goes to.")
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = str(v)[:6000]  # MLflow's limit on a param value
-    return out
 
 
 class MlflowTracker(Tracker):
@@ -78,7 +69,7 @@ class MlflowTracker(Tracker):
     def start(self, config: dict[str, Any], info: dict[str, Any], partition: dict[str, Any]) -> None:
         from mlflow.entities import Metric, Param
 
-        params = _flatten(config)
+        params = {k: str(v)[:6000] for k, v in flatten(config).items()}  # MLflow's limit on a param value
         items = list(params.items())
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in items[i:i + 100]])

@@ -16,10 +16,10 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, create_m
 from federa.engines import available_engines, engine_sections
 from federa.errors import ConfigError
 from federa.methods import available_methods, default_lr, method_class, method_sections
-from federa.methods.variants import VARIANTS, aggregator_of, method_problem, split_method
+from federa.methods.variants import method_problem, split_method
 from federa.settings import NameList, Section
 from federa.strategies import available_strategies
-from federa.strategies.per_method import aggregator_problem, method_config
+from federa.strategies.per_method import aggregator_problem, method_stack_problem
 from federa.strategies.stack import stack_problem, strategy_sections
 from federa.tasks import available_tasks, task_class
 from federa.trackers import tracker_problem, tracker_sections
@@ -193,10 +193,8 @@ class CoreConfig(_Strict):
         if (problem := stack_problem(self)) is not None:
             raise ValueError(problem)
         for m in self.methods:  # a variant's own rule (+fedex) or an @aggregator: that method's stack
-            variant = split_method(m)[1]
-            if (variant and VARIANTS[variant].strategy) or aggregator_of(m):
-                if (problem := stack_problem(method_config(self, m), VARIANTS[variant].strategy if variant else None)):
-                    raise ValueError(problem)
+            if (problem := method_stack_problem(self, m)) is not None:
+                raise ValueError(problem)
         for m in self.methods:  # a method's own limits (an engine, a schedule)
             if (problem := method_class(split_method(m)[0]).check(self)) is not None:
                 raise ValueError(problem)

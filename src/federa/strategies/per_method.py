@@ -66,10 +66,25 @@ def method_config(cfg: Config, method: str) -> Config:
     return cfg.model_copy(update={"strategy": agg})
 
 
+def own_strategy(method: str) -> str | None:
+    """The aggregation rule ``method``'s variant brings (``lora+fedex`` → "fedex"), or None."""
+    variant = split_method(method)[1]
+    return VARIANTS[variant].strategy if variant else None
+
+
 def method_stack(cfg: Config, method: str) -> Strategy:
     """The server-side stack ``method`` aggregates with: its variant's rule (``+fedex``) or its
     ``@aggregator`` or the run's strategy, inside the wrappers its config turns on."""
     from federa.strategies.stack import build_stack
 
-    variant = split_method(method)[1]
-    return build_stack(method_config(cfg, method), VARIANTS[variant].strategy if variant else None)
+    return build_stack(method_config(cfg, method), own_strategy(method))
+
+
+def method_stack_problem(cfg: Config, method: str) -> str | None:
+    """Why ``method``'s own stack cannot work, or None; None too for a method that aggregates with
+    the run's stack (checked once for the run)."""
+    from federa.strategies.stack import stack_problem
+
+    if own_strategy(method) is None and aggregator_of(method) is None:
+        return None
+    return stack_problem(method_config(cfg, method), own_strategy(method))

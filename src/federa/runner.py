@@ -66,7 +66,9 @@ def run_info(job: Job) -> dict[str, Any]:
     cfg = job.cfg
     p = cfg.partition
     return {
-        "name": run_name(cfg), "model": str(job.model_path), "data": job.data.source,
+        # A built-in model is named as such: its folder differs from machine to machine.
+        "name": run_name(cfg), "data": job.data.source,
+        "model": str(job.model_path) if cfg.model.path else f"builtin:{cfg.model.builtin}",
         "task": job.task.name, "metric": job.main_metric,
         "num_train": len(job.train), "num_test": len(job.test), "num_labels": len(job.label_names),
         "num_clients": cfg.num_clients, "clients_per_round": cfg.clients_per_round, "rounds": cfg.rounds,

@@ -73,8 +73,9 @@ class Method(ABC):
 
 
 def trainable_state(model: nn.Module) -> State:
-    """The tensors that train, hence the only ones that travel (detached copies)."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """The tensors that train, hence the only ones that travel: detached copies, on the CPU whatever the
+    model's device, since the global state is what the server aggregates, checkpoints and sends."""
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
 
 
 def load_trainable_state(model: nn.Module, state: State) -> None:

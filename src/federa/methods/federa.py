@@ -165,7 +165,7 @@ class FeDeRA(Lora):
         from safetensors.torch import save_file
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        state = get_peft_model_state_dict(model)
+        state = {k: v.cpu() for k, v in get_peft_model_state_dict(model).items()}  # the setup lives on the CPU
         for key in list(state):
             if ".lora_A." in key or ".lora_B." in key:
                 module = key.removeprefix(_PEFT_PREFIX).rsplit(".lora_", 1)[0]

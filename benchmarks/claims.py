@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/claims.py --threads 2      # the benchmark (designed for <= 2 h on 2 idle cores)
     .venv/bin/python benchmarks/claims.py --quick          # the same code path on slivers: proves it runs
+    python benchmarks/claims.py --jobs 4 --threads 3       # a GPU machine: four datasets at once on one card
 
 For each built-in dataset (``federa datasets``: bbc_news, rotten_tomatoes, sts_b, wnut16) it runs
 ``federa compare`` with methods fft, lora, federa at Dirichlet alpha 0.1, 0.5 and IID, three seeds,
@@ -20,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -122,8 +125,66 @@ def measured_s(out: Path) -> float:
     return total
 
 
+def where() -> str:
+    """The machine the runs used, as the pages should name it: the GPU's name, else the CPU's core count."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (cuda, torch {torch.__version__})"
+    return f"CPU, {os.cpu_count()} cores (torch {torch.__version__})"
+
+
+def machines(out_root: Path, run_s: Mapping[str, float]) -> str:
+    """Which machine(s) computed the runs: each dataset's folder keeps machines.json (seconds of runs per
+    machine), so a benchmark resumed elsewhere, or read back on another machine, still names its card."""
+    import json
+
+    here, total = where(), {}
+    for name, seconds in run_s.items():
+        path = out_root / name / "machines.json"
+        seen: dict[str, float] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if seconds - sum(seen.values()) > 1.0:  # runs no machine was credited with: this invocation's
+            seen[here] = seen.get(here, 0.0) + seconds - sum(seen.values())
+            path.write_text(json.dumps(seen, indent=1), encoding="utf-8")
+        for m, s in seen.items():
+            total[m] = total.get(m, 0.0) + s
+    return "; ".join(f"{m} ({s / 60:.0f} min of runs)" for m, s in total.items()) or here
+
+
+def run_in_parallel(datasets: Sequence[str], jobs: int, child_args: Sequence[str], out_root: Path) -> dict[str, int]:
+    """Run each dataset's compare in its own process, ``jobs`` at a time; their logs go to OUT/<dataset>.log.
+
+    A small model on a large GPU leaves the card mostly idle (one process is bound by Python and kernel
+    launches), so datasets run side by side; the parent then reads every finished cell back (a resume)
+    to write the pages. Returns each dataset's exit status."""
+    out_root.mkdir(parents=True, exist_ok=True)
+
+    def one(name: str) -> int:
+        cmd = [sys.executable, __file__, "--datasets", name, "--out", str(out_root),
+               "--pages", str(out_root / f"pages-{name}"), *child_args]
+        with open(out_root / f"{name}.log", "w", encoding="utf-8") as log:
+            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        print(f"[{name}] process finished with status {code} (log: {out_root / f'{name}.log'})", flush=True)
+        return code
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return dict(zip(datasets, pool.map(one, datasets)))
+
+
+def learned_row(learnt: Mapping[str, Mapping[str, Any]]) -> str:
+    """Per method, in how many alphas its runs learned (gain over the untrained score supported)."""
+    methods = {m: 0 for per in learnt.values() for m in per}
+    for per in learnt.values():
+        for m, v in per.items():
+            methods[m] += v.verdict == "supported"
+    return ", ".join(f"{m} {k}/{len(learnt)}" for m, k in methods.items()) or "–"
+
+
 def overview_markdown(verdicts: Mapping[str, Sequence[tuple[str, str]]], budget: Sequence[str], seeds: Sequence[int],
-                      wall_s: float, quick: bool, run_s: Mapping[str, float] | None = None) -> str:
+                      wall_s: float, quick: bool, run_s: Mapping[str, float] | None = None,
+                      machine: str | None = None, learnt: Mapping[str, str] | None = None) -> str:
     """For each claim, the verdict per dataset; and what each dataset's runs took."""
     names = list(verdicts)
     titles = next((list(v) for v in verdicts.values() if v), [])
@@ -133,12 +194,17 @@ def overview_markdown(verdicts: Mapping[str, Sequence[tuple[str, str]]], budget:
              f"lr per (method, alpha) from the validation grid; claim 3 on modelled time (network.preset={NETWORK}). "
              "Verdicts: 95% t-intervals of paired per-seed differences (see each page).", "",
              f"Budget: `{' '.join(budget)}`; this invocation's wall time: {wall_s:.0f} s (finished cells are read "
-             "back, not re-run).", "",
+             "back, not re-run)" + (f". Runs computed on: {machine}." if machine else "."), "",
              "| claim | " + " | ".join(f"[{n}]({n}.md)" for n in names) + " |",
              "|---|" + "---|" * len(names)]
     for i, (title, _) in enumerate(titles):
         row = [f"{i + 1}. {title}"] + [verdicts[n][i][1] if i < len(verdicts[n]) else "–" for n in names]
         lines.append("| " + " | ".join(row) + " |")
+    if learnt:
+        lines.append("| alphas where each method learned (final-3 score above both its untrained score and the "
+                     "label prior's by +0.02, paired over seeds; where neither compared method learned, a verdict "
+                     "is inconclusive) | "
+                     + " | ".join(learnt.get(n, "–") for n in names) + " |")
     if run_s:
         lines.append("| runs' own wall time (all cells and lr grids, summed) | "
                      + " | ".join(f"{run_s[n] / 60:.0f} min" for n in names) + " |")
@@ -156,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="results folder (default: runs/claims-benchmark[-quick])")
     p.add_argument("--pages", help="per-dataset pages + overview (default: docs/results/claims; --quick: OUT/pages)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2: an idle 2-core machine)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a budget key, e.g. --set local_steps=10 (repeatable; use a new --out: finished "
+                        "cells of another budget are refused)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="datasets run at once, each in its own process (default 1; a GPU machine: 4 with --threads 3)")
     args = p.parse_args(argv)
     _quiet_libraries()
     try:
@@ -168,13 +239,25 @@ def main(argv: list[str] | None = None) -> int:
     out_root = Path(args.out or ("runs/claims-benchmark" + ("-quick" if args.quick else "")))
     pages = Path(args.pages) if args.pages else (out_root / "pages" if args.quick else Path("docs/results/claims"))
     pages.mkdir(parents=True, exist_ok=True)
-    common = [*(QUICK if args.quick else BUDGET), f"model.num_threads={args.threads}"]
-    if not args.quick:
+    common = [*(QUICK if args.quick else BUDGET), *args.set, f"model.num_threads={args.threads}"]
+    if not args.quick and not args.set:  # the estimate prices the default budget only
         print(f"design estimate on 2 idle cores: {estimate_s(datasets, alphas, seeds, not args.no_lr_grid) / 3600:.2f} h "
               f"({len(datasets)} datasets × {len(alphas)} alphas × {len(seeds)} seeds × {len(METHODS)} methods)")
     started = time.perf_counter()
+    if args.jobs > 1 and len(datasets) > 1:
+        child = [*(["--quick"] if args.quick else []), *(f"--set={kv}" for kv in args.set), "--alphas", args.alphas, "--seeds", ",".join(map(str, seeds)),
+                 "--last-k", str(args.last_k), "--threads", str(args.threads),
+                 *(["--no-lr-grid"] if args.no_lr_grid else [])]
+        codes = run_in_parallel(datasets, args.jobs, child, out_root)
+        # 3 = finished with a failed method or cell (read back and reported); anything else broke the process:
+        # re-running it here, serially, would only repeat the failure slowly. Its log says what happened.
+        broken = [d for d, c in codes.items() if c not in (0, 3)]
+        datasets = [d for d in datasets if d not in broken]
+    else:
+        broken = []
     verdicts: dict[str, list[tuple[str, str]]] = {}
-    failed: list[str] = []
+    learnt: dict[str, str] = {}
+    failed: list[str] = [f"{d} (process failed; see {out_root / f'{d}.log'})" for d in broken]
     for name in datasets:
         budget = [*common, f"data.builtin={name}", *PER_DATASET.get(name, [])]
         out = out_root / name
@@ -189,13 +272,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         _pages_for(name, out, pages, outcome, budget)
         verdicts[name] = [(c.title, c.verdict) for c in outcome["claims"]]
+        learnt[name] = learned_row(outcome["learned"])
         failed += [f"{name}: {f}" for f in outcome["failed"]]
         print(f"[{name}] {time.perf_counter() - t0:.0f} s; " + "; ".join(
             f"claim {i}: {v}" for i, (_, v) in enumerate(verdicts[name], 1))
               + (f"; skipped (un-partitionable): {len(outcome['skipped'])} cell(s)" if outcome["skipped"] else ""))
     wall = time.perf_counter() - started
     run_s = {name: measured_s(out_root / name) for name in verdicts}
-    overview = overview_markdown(verdicts, common, seeds, wall, args.quick, run_s)
+    overview = overview_markdown(verdicts, common, seeds, wall, args.quick, run_s, machines(out_root, run_s), learnt)
     (pages / "overview.md").write_text(overview, encoding="utf-8")
     print(f"\n== FeDeRA claims benchmark{' (QUICK: numbers meaningless)' if args.quick else ''} ==")
     print(overview)

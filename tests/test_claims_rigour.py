@@ -65,22 +65,24 @@ def test_paired_verdict_rule():
     assert compare.combine(["supported", "inconclusive"]) == "inconclusive"
 
 
-def _seed(method: str, alpha: str, seed: int, acc: float, modelled: float | None = 100.0, cos: float = 0.5):
+def _seed(method: str, alpha: str, seed: int, acc: float, modelled: float | None = 100.0, cos: float = 0.5,
+          start: float | None = None):
     return SeedResult(method=method, alpha=alpha, seed=seed, status="done", final=acc, final_k=acc, best=acc,
                       target=0.5, round_to_target=None if modelled is None else 3, compute_s_to_target=modelled,
                       wall_s_to_target=modelled, modelled_s_to_target=modelled, modelled_s_total=modelled,
-                      update_cos_mean=cos, update_norm_mean=1.0)
+                      update_cos_mean=cos, update_norm_mean=1.0, start=start)
 
 
 def _cells(table: dict[tuple[str, str], list[float]], modelled: dict[tuple[str, str], list] | None = None,
-           cos: dict[tuple[str, str], list[float]] | None = None) -> list[CellResult]:
-    """(method, alpha) → per-seed accuracies (seed = position) as cells of made-up results."""
+           cos: dict[tuple[str, str], list[float]] | None = None, start: float | None = None) -> list[CellResult]:
+    """(method, alpha) → per-seed accuracies (seed = position) as cells of made-up results; ``start``:
+    every run's score before training (None: no round-0 evaluation)."""
     cells: dict[tuple[str, int], CellResult] = {}
     for (m, a), accs in table.items():
         for s, acc in enumerate(accs):
             c = cells.setdefault((a, s), CellResult(a, s, [], {"target_score": 0.5, "methods": {}}))
             t = (modelled or {}).get((m, a), [100.0] * len(accs))[s]
-            c.seeds[m] = _seed(m, a, s, acc, t, (cos or {}).get((m, a), [0.5] * len(accs))[s])
+            c.seeds[m] = _seed(m, a, s, acc, t, (cos or {}).get((m, a), [0.5] * len(accs))[s], start)
     return list(cells.values())
 
 
@@ -125,6 +127,68 @@ def test_time_and_oscillation_claims_on_made_up_seeds():
     assert compare.claim_oscillation(plan, steady).verdict == "supported"
     zigzag = _cells(acc, cos={("federa", "0.1"): [-0.3, -0.2, -0.25], ("lora", "0.1"): [0.1, 0.2, 0.0]})
     assert compare.claim_oscillation(plan, zigzag).verdict == "refuted"
+
+
+def test_a_setting_where_neither_method_learned_decides_nothing():
+    plan = _plan(["fft", "lora", "federa"], ["0.1"])
+    # FeDeRA 0.5 points above LoRA on every seed: "supported" by the interval alone. But both sit within
+    # a point of their untrained score (0.220): neither learned, so the gap is noise → inconclusive.
+    flat = {("fft", "0.1"): [0.221, 0.222, 0.220], ("lora", "0.1"): [0.221, 0.222, 0.220],
+            ("federa", "0.1"): [0.226, 0.227, 0.225]}
+    cells = _cells(flat, start=0.220)
+    assert compare.paired_verdict([0.005, 0.005, 0.005], ">").verdict == "supported"
+    c = compare.claim_noniid(plan, cells)
+    assert c.verdict == "inconclusive" and "neither method learned here" in c.evidence[0]
+    assert compare.learned(cells, "0.1", "federa").verdict == "refuted"  # gain 0.006 [..] vs +0.02
+    # FFT did not learn either: its "target" is the untrained score, time to it means nothing.
+    fast = _cells(flat, modelled={("fft", "0.1"): [100.0] * 3, ("federa", "0.1"): [5.0, 6.0, 4.0]}, start=0.220)
+    t = compare.claim_time(plan, fast)
+    assert t.verdict == "inconclusive" and "FFT did not learn here" in t.evidence[0]
+    # FeDeRA learned (start 0.22 → 0.85): the same kind of gap now decides.
+    won = _cells({("lora", "0.1"): [0.80, 0.80, 0.80], ("federa", "0.1"): [0.85, 0.86, 0.84],
+                  ("fft", "0.1"): [0.8] * 3}, start=0.220)
+    assert compare.learned(won, "0.1", "federa").verdict == "supported"
+    assert compare.claim_noniid(plan, won).verdict == "supported"
+    # claims.md lists what learned, per alpha and method.
+    text = compare.claims_markdown(plan, compare.check_claims(plan, [], won), compare.learning(plan, won))
+    assert "## Did the runs learn?" in text and "- alpha=0.1: federa: +0.6300 [+0.6052, +0.6548] (n=3)" in text
+
+
+def test_seed_result_measures_gain_from_the_round_0_score():
+    from federa.compare.seeds import seed_result
+    from federa.network import NetworkSettings
+
+    recs = [{"round": 0, "score": 0.2}, {"round": 2, "score": 0.5}, {"round": 4, "score": 0.7},
+            {"round": 6, "score": 0.9}]
+    r = seed_result("lora", "0.1", 0, recs, {"status": "done"}, None, 2, NetworkSettings(), 4)
+    assert r.start == 0.2 and r.final_k == pytest.approx(0.8) and r.gain == pytest.approx(0.6)
+
+
+def test_moving_to_the_majority_class_is_not_learning():
+    from datasets import Dataset
+
+    from federa.config import DataConfig
+    from federa.tasks import make_task
+
+    clf = make_task("classification", DataConfig())
+    test = Dataset.from_dict({"label": [0, 0, 0, 1]})
+    assert clf.constant_score(test, ["a", "b"], "accuracy") == 0.75  # always "a"
+    assert clf.constant_score(test, ["a", "b"], "macro_f1") == pytest.approx((6 / 7) / 2)  # F1 of "a" 6/7, of "b" 0
+    assert clf.constant_score(test, ["a", "b"], "mcc") == 0.0
+    assert make_task("regression", DataConfig()).constant_score(test, [], "pearson") == 0.0
+    ner = make_task("token_classification", DataConfig())
+    tags = Dataset.from_dict({"tags": [[0, 0, 1], [0, 2]]})
+    assert ner.constant_score(tags, ["O", "B-x", "I-x"], "entity_f1") == 0.0
+    assert ner.constant_score(tags, ["O", "B-x", "I-x"], "token_accuracy") == 0.6
+    # A binary run that went from predicting the minority class (0.422) to the majority one (0.578)
+    # gained 0.156 over its start but nothing over the label prior: it did not learn.
+    plan = _plan(["lora", "federa"], ["iid"])
+    cells = _cells({("lora", "iid"): [0.578, 0.578, 0.578], ("federa", "iid"): [0.580, 0.579, 0.578]}, start=0.422)
+    for c in cells:
+        for r in c.seeds.values():
+            r.floor = 0.578
+    assert compare.learned(cells, "iid", "lora").verdict == "refuted"
+    assert compare.learned(cells, "iid", "federa").interval.mean == pytest.approx(0.001)
 
 
 def test_robustness_claim_pairs_drops_by_seed():

@@ -39,7 +39,8 @@ from typing import Any
 # Name -> the submodule that defines it, imported on first use (PEP 562): `federa compare`'s option
 # parser (federa.compare.cli) must not pull in the runner, plots and tables to report a typo.
 _EXPORTS: dict[str, str] = {
-    "MATCH_TOLERANCE": "claims", "TIME_REDUCTION_CLAIM": "claims", "Claim": "claims", "check_claims": "claims",
+    "MATCH_TOLERANCE": "claims", "TIME_REDUCTION_CLAIM": "claims", "LEARN_MARGIN": "claims", "learned": "claims",
+    "learning": "claims", "Claim": "claims", "check_claims": "claims",
     "claim_matches_fft": "claims", "claim_noniid": "claims", "claim_oscillation": "claims",
     "claim_robustness": "claims", "claim_time": "claims", "claims_markdown": "claims", "headline": "claims",
     "add_arguments": "cli", "main": "cli", "plan_from_args": "cli", "cell_job": "jobs", "with_lr": "jobs",

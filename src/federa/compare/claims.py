@@ -24,6 +24,11 @@ from federa.compare.tables import CellResult, _index
 MATCH_TOLERANCE = 0.01
 # Claim 3: the paper reports >90% less training time to FFT's accuracy.
 TIME_REDUCTION_CLAIM = 0.90
+# A method "learned" in a setting when its final-k score beats its own untrained start (round 0) by
+# more than this, by the paired rule over seeds. Where neither of two compared methods learned, their
+# difference is noise around the starting point: the setting is undecidable at this budget, whatever
+# the interval of the difference says.
+LEARN_MARGIN = 0.02
 
 
 @dataclass
@@ -52,6 +57,33 @@ def _final_k(s: SeedResult) -> float | None:
     return s.final_k
 
 
+def learned(cells: Sequence[CellResult], alpha: str, method: str) -> Verdict:
+    """Did ``method`` learn at ``alpha``: final-k minus round-0 score per seed, above LEARN_MARGIN."""
+    gains = [c.seeds[method].gain for c in cells if c.alpha == alpha and method in c.seeds]
+    return paired_verdict([g for g in gains if g is not None], ">", LEARN_MARGIN)
+
+
+def learning(plan: Plan, cells: Sequence[CellResult]) -> dict[str, dict[str, Verdict]]:
+    """alpha → method → whether it learned (only where some seed finished)."""
+    out: dict[str, dict[str, Verdict]] = {}
+    for a in heterogeneity_order(plan.alphas):
+        for m in plan.methods:
+            v = learned(cells, a, m)
+            if v.interval is not None:
+                out.setdefault(a, {})[m] = v
+    return out
+
+
+def _gated(v: Verdict, cells: Sequence[CellResult], alpha: str, methods: Sequence[str]) -> tuple[str, str]:
+    """(verdict, note): ``v``'s verdict, or inconclusive when none of ``methods`` learned at ``alpha``
+    (unknown is not "did not learn": runs without a round-0 evaluation are not gated)."""
+    checks = [learned(cells, alpha, m) for m in methods]
+    if any(c.interval is None or c.verdict == "supported" for c in checks):
+        return v.verdict, ""
+    who = "neither method learned" if len(methods) > 1 else f"{methods[0]} did not learn"
+    return "inconclusive", f"; but {who} here (see 'Did the runs learn?'), so → inconclusive"
+
+
 def claim_noniid(plan: Plan, cells: Sequence[CellResult]) -> Claim:
     title = "FeDeRA beats LoRA and the other PEFT baselines when client data are non-IID"
     alphas = [a for a in heterogeneity_order(plan.alphas) if a != IID]
@@ -64,8 +96,9 @@ def claim_noniid(plan: Plan, cells: Sequence[CellResult]) -> Claim:
             v = paired_verdict(_diffs(cells, a, "federa", m, _final_k), ">", 0.0)
             if v.interval is None:
                 continue
-            verdicts.append(v.verdict)
-            ev.append(f"alpha={a}: FeDeRA − {m}, final-{plan.last_k} score per seed: {v.text()}")
+            verdict, note = _gated(v, cells, a, ("federa", m))
+            verdicts.append(verdict)
+            ev.append(f"alpha={a}: FeDeRA − {m}, final-{plan.last_k} score per seed: {v.text()}{note}")
     return Claim(title, combine(verdicts), ev or ["no finished cells to compare."])
 
 
@@ -78,8 +111,9 @@ def claim_matches_fft(plan: Plan, cells: Sequence[CellResult], rows: Sequence[Ma
         v = paired_verdict(_diffs(cells, a, "federa", "fft", _final_k), ">", -MATCH_TOLERANCE)
         if v.interval is None:
             continue
-        verdicts.append(v.verdict)
-        ev.append(f"alpha={a}: FeDeRA − FFT, final-{plan.last_k} score per seed: {v.text()}")
+        verdict, note = _gated(v, cells, a, ("federa", "fft"))
+        verdicts.append(verdict)
+        ev.append(f"alpha={a}: FeDeRA − FFT, final-{plan.last_k} score per seed: {v.text()}{note}")
     f_any = next((r for r in rows if r["method"] == "federa" and r["trainable_params"]), None)
     g_any = next((r for r in rows if r["method"] == "fft" and r["trainable_params"]), None)
     if f_any and g_any:
@@ -110,6 +144,13 @@ def claim_time(plan: Plan, cells: Sequence[CellResult]) -> Claim:
         if not pairs:
             continue
         v, reached, usable = _time_verdict(pairs, "modelled_s_to_target")
+        fft_learned = learned(cells, a, "fft")
+        if plan.explicit_target is None and usable and fft_learned.interval is not None \
+                and fft_learned.verdict != "supported":
+            verdicts.append("inconclusive")
+            ev.append(f"alpha={a}: FFT did not learn here (see 'Did the runs learn?'): a target read off its "
+                      "curve is the untrained score, so time to it says nothing → inconclusive.")
+            continue
         if usable == 0:
             ev.append(f"alpha={a}: FFT reached no target after training began in any seed; nothing to compare.")
             continue
@@ -157,19 +198,22 @@ def claim_robustness(plan: Plan, cells: Sequence[CellResult]) -> Claim:
     ev = [f"drop = final-{plan.last_k} score at {where} minus at alpha={skewed}, same seed (positive = loses)"]
     verdicts = []
     d = {m: drops(m) for m in peft}
+    # A drop from the mildest setting means something only where the method learned there.
     for m in peft:
         v = paired_verdict(list(d[m].values()), ">", 0.0)
         if v.interval is not None:
-            verdicts.append(v.verdict)
-            ev.append(f"{m} loses accuracy: drop {v.text()}")
+            verdict, note = _gated(v, cells, mild, (m,))
+            verdicts.append(verdict)
+            ev.append(f"{m} loses accuracy: drop {v.text()}{note}")
     for m in peft:
         if m == "federa":
             continue
         seeds = d[m].keys() & d["federa"].keys()
         v = paired_verdict([d[m][s] - d["federa"][s] for s in seeds], ">", 0.0)
         if v.interval is not None:
-            verdicts.append(v.verdict)
-            ev.append(f"FeDeRA loses less than {m}: {m}'s drop − FeDeRA's {v.text()}")
+            verdict, note = _gated(v, cells, mild, ("federa", m))
+            verdicts.append(verdict)
+            ev.append(f"FeDeRA loses less than {m}: {m}'s drop − FeDeRA's {v.text()}{note}")
     return Claim(title, combine(verdicts) if verdicts else "inconclusive", ev)
 
 
@@ -184,12 +228,13 @@ def claim_oscillation(plan: Plan, cells: Sequence[CellResult]) -> Claim:
             v = paired_verdict(_diffs(cells, a, "federa", m, lambda s: s.update_cos_mean), ">", 0.0)
             if v.interval is None:
                 continue
-            verdicts.append(v.verdict)
+            verdict, note = _gated(v, cells, a, ("federa", m))
+            verdicts.append(verdict)
             norms = {x: [c.seeds[x].update_norm_mean for c in cells if c.alpha == a and x in c.seeds]
                      for x in ("federa", m)}
             norm_text = ", ".join(f"{x} {sum(n) / len(n):.3g}" for x, n in norms.items() if n and None not in n)
             ev.append(f"alpha={a}: FeDeRA − {m}, mean cosine between consecutive global updates per seed: "
-                      f"{v.text('+.3f')}" + (f"; mean update norm {norm_text}" if norm_text else ""))
+                      f"{v.text('+.3f')}{note}" + (f"; mean update norm {norm_text}" if norm_text else ""))
     ev.append("an update is one round's change of the global trainable state; oscillating less = a higher cosine "
               "between consecutive updates (plots/update_cos_a<alpha>.png). Norms differ in scale between "
               "parameterisations and are shown, not judged.")
@@ -201,7 +246,8 @@ def check_claims(plan: Plan, rows: Sequence[Mapping[str, Any]], cells: Sequence[
             claim_robustness(plan, cells), claim_oscillation(plan, cells)]
 
 
-def claims_markdown(plan: Plan, claims: Sequence[Claim]) -> str:
+def claims_markdown(plan: Plan, claims: Sequence[Claim],
+                    learnt: Mapping[str, Mapping[str, Verdict]] | None = None) -> str:
     n = len(plan.seeds)
     lines = ["# The FeDeRA paper's claims, checked against this run", "",
              f"Methods {', '.join(plan.methods)}; alphas {', '.join(plan.alphas)}; {n} seed(s). Each verdict reads "
@@ -210,6 +256,13 @@ def claims_markdown(plan: Plan, claims: Sequence[Claim]) -> str:
              "fewer than two seeds); mixed when settings disagree. Accuracy = mean of each run's last "
              f"{plan.last_k} evaluations (final-{plan.last_k}); summary.md also shows the last evaluation alone."
              + (" With one seed no interval exists: every verdict is inconclusive." if n < 2 else ""), ""]
+    if learnt:
+        lines += ["## Did the runs learn?", "",
+                  f"Final-{plan.last_k} score minus the better of the same run's score before training (round 0) "
+                  "and the best constant prediction's on the test split (the label prior), per seed; "
+                  f"'learned' = supported above +{LEARN_MARGIN:g}. A comparison where neither method learned is "
+                  "noise around the starting point: its verdict is inconclusive whatever its interval says.", ""]
+        lines += [f"- alpha={a}: {m}: {v.text()}" for a, per in learnt.items() for m, v in per.items()] + [""]
     for i, c in enumerate(claims, 1):
         lines += [f"## Claim {i}: {c.title}", "", f"**Verdict: {c.verdict}**", ""]
         lines += [f"- {e}" for e in c.evidence] + [""]

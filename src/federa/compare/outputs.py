@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from federa.checkpoint import atomic_write_bytes
-from federa.compare.claims import check_claims, claims_markdown, headline
+from federa.compare.claims import check_claims, claims_markdown, headline, learning
 from federa.compare.lr_grid import GRID_COLUMNS, grid_scores
 from federa.compare.plan import Plan
 from federa.compare.plots import write_plots
@@ -36,7 +36,8 @@ def write_outputs(plan: Plan) -> dict[str, Any]:
     skipped = skipped_cells(plan)
     atomic_write_bytes(plan.out / "summary.md", summary_markdown(plan, rows, info, cells, skipped).encode("utf-8"))
     claims = check_claims(plan, rows, cells)
-    atomic_write_bytes(plan.out / "claims.md", claims_markdown(plan, claims).encode("utf-8"))
+    learnt = learning(plan, cells)
+    atomic_write_bytes(plan.out / "claims.md", claims_markdown(plan, claims, learnt).encode("utf-8"))
     if plan.lr_grid:
         grid = [{"alpha": c.alpha, "seed": c.seed, **g} for c in plan.cells
                 for g in grid_scores(plan.cell_dir(c), plan.methods)]
@@ -44,4 +45,5 @@ def write_outputs(plan: Plan) -> dict[str, Any]:
     plots = write_plots(plan, cells, rows)
     failed = [f"{r['method']}@alpha={r['alpha']}" for r in rows if r["done"] < r["seeds"]]
     return {"rows": rows, "claims": claims, "plots": plots, "failed": failed, "headline": headline(rows),
-            "cells": cells, "skipped": skipped}
+            "cells": cells, "skipped": skipped,
+            "learned": learnt}

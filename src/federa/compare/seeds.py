@@ -61,10 +61,21 @@ class SeedResult:
     modelled_s_total: float | None
     update_cos_mean: float | None  # mean over rounds of the cosine between consecutive global updates
     update_norm_mean: float | None
+    start: float | None = None  # the score before training (round 0)
+    floor: float | None = None  # the best constant prediction's score on the test split (the label prior)
 
     @property
     def reached(self) -> bool:
         return self.round_to_target is not None
+
+    @property
+    def gain(self) -> float | None:
+        """How much this run learned at all: final-k score minus the better of the untrained model's
+        and the best constant prediction's (moving from the minority class to the majority one is not
+        learning the task)."""
+        if self.final_k is None or self.start is None:
+            return None
+        return self.final_k - max(self.start, self.floor if self.floor is not None else self.start)
 
 
 def _mean(xs: Sequence[float | None]) -> float | None:
@@ -74,7 +85,7 @@ def _mean(xs: Sequence[float | None]) -> float | None:
 
 def seed_result(method: str, alpha: str, seed: int, records: Sequence[Mapping[str, Any]],
                 summary: Mapping[str, Any], target: float | None, last_k: int, network: NetworkSettings,
-                num_clients: int) -> SeedResult:
+                num_clients: int, floor: float | None = None) -> SeedResult:
     recs = sorted(records, key=lambda r: r["round"])
     trained = [r for r in recs if r["round"] > 0]
     scores = [r["score"] for r in recs]
@@ -93,4 +104,6 @@ def seed_result(method: str, alpha: str, seed: int, records: Sequence[Mapping[st
         modelled_s_total=modelled[recs[-1]["round"]] if modelled and recs else None,
         update_cos_mean=_mean([r.get("update_cos") for r in trained]),
         update_norm_mean=_mean([r.get("update_norm") for r in trained]),
+        start=recs[0]["score"] if recs and recs[0]["round"] == 0 else None,
+        floor=floor,
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from federa.checkpoint import atomic_write_bytes
 from federa.compare.plan import UNPARTITIONABLE, Plan
 from federa.compare.seeds import SeedResult, convergence_target, seed_result
 from federa.compare.stats import t_interval
@@ -63,9 +64,33 @@ def _cell_target(plan: Plan, records: Sequence[Mapping[str, Any]]) -> tuple[floa
     return convergence_target(fft) if fft else (None, None)
 
 
+def constant_floor(plan: Plan) -> float | None:
+    """The best constant prediction's main-metric score on the comparison's test split (the same in
+    every cell), kept in ``floor.json`` so read-backs need not load the data again; None when the
+    data cannot be loaded here (results read on another machine) or the task has no such floor."""
+    path = plan.out / "floor.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))["score"]
+    from federa.data import load_data
+    from federa.errors import FederaError
+
+    cfg = plan.base
+    try:
+        data = load_data(cfg.data, cfg.task)
+        metric = data.task.main_metric(cfg.metric)
+        score = data.task.constant_score(data.test, data.label_names, metric)
+    except FederaError:
+        return None
+    if score is not None and plan.out.is_dir():
+        atomic_write_bytes(path, json.dumps({"metric": metric, "score": score, "test_rows": len(data.test),
+                                             "what": "best constant prediction on the test split"}).encode())
+    return score
+
+
 def load_cells(plan: Plan) -> list[CellResult]:
     cells = []
     network = plan.base.network
+    floor = constant_floor(plan) if any(plan.cell_dir(c).root.is_dir() for c in plan.cells) else None
     for cell in plan.cells:
         rd = plan.cell_dir(cell)
         if not rd.root.is_dir():
@@ -80,7 +105,7 @@ def load_cells(plan: Plan) -> list[CellResult]:
         if rule is not None:
             summary["target_rule"] = rule
         per = {m: seed_result(m, cell.alpha, cell.seed, [r for r in records if r["method"] == m], s,
-                              summary["target_score"], plan.last_k, network, plan.base.num_clients)
+                              summary["target_score"], plan.last_k, network, plan.base.num_clients, floor)
                for m, s in summary["methods"].items()}
         shards = shard_summary(json.loads(rd.partition.read_text(encoding="utf-8"))) if rd.partition.is_file() else {}
         cells.append(CellResult(cell.alpha, cell.seed, records, summary, per, shards))

@@ -81,6 +81,11 @@ class Task(ABC):
                  batch_size: int, device: torch.device | str, precision: str = "fp32") -> dict[str, float]:
         """Every metric of :attr:`metrics` plus ``loss`` on the held-out set."""
 
+    def constant_score(self, test: Dataset, label_names: list[str], metric: str) -> float | None:
+        """The best ``metric`` any constant prediction scores on ``test``: the floor a run must beat to
+        have learned anything beyond the label prior (None: not known for this task)."""
+        return None
+
     @classmethod
     def main_metric(cls, chosen: str | None) -> str:
         if chosen is None:

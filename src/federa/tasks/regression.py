@@ -76,6 +76,10 @@ class Regression(Classification):
         }
 
 
+    def constant_score(self, test: Dataset, label_names: list[str], metric: str) -> float | None:
+        return 0.0  # a constant prediction has no correlation (evaluate scores it 0)
+
+
 def _is_number(y: Any) -> bool:
     if isinstance(y, bool):
         return False

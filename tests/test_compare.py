@@ -53,8 +53,9 @@ def _spy_run_method(mp: pytest.MonkeyPatch) -> list[tuple[Path, str, object]]:
 def tiny_compare(tiny_model_dir, small_csv, tmp_path_factory):
     """One tiny comparison (fft, federa × alpha 0.5, iid × seed 0, one round), run once for the module."""
     out = tmp_path_factory.mktemp("compare") / "out"
+    # Checkpoints kept: the resume test below simulates a crash between the last checkpoint and result.json.
     plan = Plan(base=_base(tiny_model_dir, small_csv), methods=("fft", "federa"), alphas=("0.5", "iid"),
-                seeds=(0,), out=out)
+                seeds=(0,), out=out, keep_checkpoints=True)
     with pytest.MonkeyPatch.context() as mp:
         calls = _spy_run_method(mp)
         outcome = compare.run_compare(plan, progress=False, log=lambda *_: None)
@@ -139,6 +140,29 @@ def test_restart_reads_finished_cells_back_and_resumes_the_rest(tiny_compare, tm
     compare.run_compare(plan2, progress=False, log=lambda *_: None)
     assert [(root.name, m) for root, m, _ in calls] == [("aiid-s0", "federa")]
     assert (out / "cells" / "aiid-s0" / "metrics.jsonl").read_text() == lines_before  # no round re-run
+
+
+def test_finished_runs_drop_their_checkpoints_unless_kept(tiny_model_dir, small_csv, tmp_path):
+    def run(out: Path, keep: bool) -> Path:
+        plan = Plan(base=_base(tiny_model_dir, small_csv), methods=("fft", "lora"), alphas=("iid",), seeds=(0,),
+                    out=out, lr_grid=True, keep_checkpoints=keep)
+        assert compare.run_compare(plan, progress=False, log=lambda *_: None)["failed"] == []
+        return out / "cells" / "aiid-s0"
+
+    cell = run(tmp_path / "lean", keep=False)
+    assert not list(cell.rglob("checkpoint.pt*"))  # neither the runs' nor the grid's
+    assert (cell / "fft" / "final" / "model.safetensors").is_file()  # the trained models stay
+    assert (cell / "lora" / "final" / "adapter_model.safetensors").is_file()
+    assert not list((cell / "lr_grid").rglob("final"))  # a grid run is kept for its score only
+    assert len(list((cell / "lr_grid").rglob("result.json"))) == 6
+    kept = run(tmp_path / "kept", keep=True)
+    assert (kept / "fft" / "checkpoint.pt").is_file() and list((kept / "lr_grid").rglob("final"))
+    # Both read back to the same scores and lrs: nothing the outputs need was dropped.
+    def scores(out: Path) -> list[tuple]:
+        with open(out / "summary.csv", newline="") as f:
+            return [(r["method"], r["final_score_mean"], r["best_score_mean"], r["lr"]) for r in csv.DictReader(f)]
+
+    assert scores(tmp_path / "lean") == scores(tmp_path / "kept") and len(scores(tmp_path / "lean")) == 2
 
 
 def test_restart_with_changed_settings_is_refused(tiny_compare, tmp_path):

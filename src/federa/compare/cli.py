@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--last-k", type=int, default=DEFAULT_LAST_K,
                    help=f"final score = mean of the last k evaluations in the claims (default {DEFAULT_LAST_K})")
     p.add_argument("--out", help="results folder (default: runs/compare-<name>); re-run the command to resume")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep each finished run's checkpoint.pt (and the lr grid's final models); by default only "
+                        "unfinished runs keep them, to resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
 
 
@@ -46,7 +49,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         alphas=parse_alphas(args.alphas),
         seeds=parse_seeds(args.seeds) if args.seeds else (base.seed,),
         out=Path(args.out) if args.out else Path("runs") / f"compare-{base.name}",
-        target=args.target, lr_grid=args.lr_grid, last_k=args.last_k,
+        target=args.target, lr_grid=args.lr_grid, last_k=args.last_k, keep_checkpoints=args.keep_checkpoints,
     )
 
 

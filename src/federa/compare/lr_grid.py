@@ -89,8 +89,10 @@ def grid_scores(rd: RunDir, methods: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def choose_lrs(job: Job, rd: RunDir, methods: Sequence[str], progress: bool = True, log=print) -> dict[str, float]:
-    """Run (or read back) the lr grid of ``methods`` on this cell's validation split; best lr each."""
+def choose_lrs(job: Job, rd: RunDir, methods: Sequence[str], progress: bool = True, log=print,
+               keep: bool = True) -> dict[str, float]:
+    """Run (or read back) the lr grid of ``methods`` on this cell's validation split; best lr each.
+    ``keep=False`` drops each finished grid run's checkpoints and final model (only its score matters)."""
     from federa.engines.inprocess import run_method  # grid runs are short and local, whatever the engine
     from federa.runner import run_pending
 
@@ -103,7 +105,11 @@ def choose_lrs(job: Job, rd: RunDir, methods: Sequence[str], progress: bool = Tr
             log(f"[lr grid {m}] lr={job.cfg.lr_of(m) * mult:.3g} (x{mult:g}) on the validation split")
             return run_method(with_lr(vjob, m, job.cfg.lr_of(m) * mult), m, grd, progress=progress, log=log)
 
-        run_pending(vjob, grd, methods, run_one, log=lambda *_: None)
+        def prune(grd: RunDir = grd) -> None:
+            for m in methods:
+                grd.drop_resume_files(m, final_too=True)
+
+        run_pending(vjob, grd, methods, run_one, after_each=None if keep else prune, log=lambda *_: None)
     chosen = {r["method"]: r["lr"] for r in grid_scores(rd, methods) if r["chosen"]}
     for m in methods:
         if m not in chosen:

@@ -51,6 +51,9 @@ class Plan:
     target: float | None = None  # absolute target; None: base.target_score, else 99% of FFT's score at convergence
     lr_grid: bool = False
     last_k: int = DEFAULT_LAST_K  # final accuracy = mean of the last k evaluations (the claims' yardstick)
+    # A finished run's checkpoints only served its resume; a comparison of dozens of runs would keep
+    # gigabytes of them (3 × the model per FFT run), so they go unless asked for.
+    keep_checkpoints: bool = False
 
     @property
     def cells(self) -> list[Cell]:

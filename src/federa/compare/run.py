@@ -107,7 +107,8 @@ def _run_cell(plan: Plan, cell: Cell, rd: RunDir, base: Job | None, grid_lrs: di
         # One grid per (method, alpha), on the first seed of the alpha that partitions; the
         # other seeds reuse its choice (read back from that cell's grid when resuming).
         if cell.alpha not in grid_lrs:
-            grid_lrs[cell.alpha] = _earlier_grid(plan, cell) or choose_lrs(job, rd, plan.methods, progress, log)
+            grid_lrs[cell.alpha] = _earlier_grid(plan, cell) or choose_lrs(job, rd, plan.methods, progress, log,
+                                                                            keep=plan.keep_checkpoints)
         lrs = grid_lrs[cell.alpha]
     engine = get_engine(cfg.engine)
 
@@ -115,7 +116,12 @@ def _run_cell(plan: Plan, cell: Cell, rd: RunDir, base: Job | None, grid_lrs: di
         log(f"[{cell.name}] {m}")
         return engine(with_lr(job, m, lrs.get(m)), m, rd, progress=progress, log=log)
 
-    run_pending(job, rd, plan.methods, run_one, log=lambda msg: log(f"[{cell.name}] {msg}"))
+    def prune() -> None:
+        for m in plan.methods:
+            rd.drop_resume_files(m)
+
+    run_pending(job, rd, plan.methods, run_one, after_each=None if plan.keep_checkpoints else prune,
+                log=lambda msg: log(f"[{cell.name}] {msg}"))
     return base
 
 

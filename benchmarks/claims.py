@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/claims.py --threads 2      # the benchmark (designed for <= 2 h on 2 idle cores)
     .venv/bin/python benchmarks/claims.py --quick          # the same code path on slivers: proves it runs
-    python benchmarks/claims.py --jobs 4 --threads 3       # a GPU machine: four datasets at once on one card
+    python benchmarks/claims.py --jobs 4 --threads 4       # a GPU machine: four datasets at once on one card
 
 For each built-in dataset (``federa datasets``: bbc_news, rotten_tomatoes, sts_b, wnut16) it runs
 ``federa compare`` with methods fft, lora, federa at Dirichlet alpha 0.1, 0.5 and IID, three seeds,
@@ -174,7 +174,7 @@ def run_in_parallel(datasets: Sequence[str], jobs: int, child_args: Sequence[str
 
 
 def learned_row(learnt: Mapping[str, Mapping[str, Any]]) -> str:
-    """Per method, in how many alphas its runs learned (gain over the untrained score supported)."""
+    """Per method, in how many alphas its runs learned (beat their untrained score and the label prior)."""
     methods = {m: 0 for per in learnt.values() for m in per}
     for per in learnt.values():
         for m, v in per.items():
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a budget key, e.g. --set local_steps=10 (repeatable; use a new --out: finished "
                         "cells of another budget are refused)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="datasets run at once, each in its own process (default 1; a GPU machine: 4 with --threads 3)")
+                   help="datasets run at once, each in its own process (default 1; a GPU machine: 4 with --threads 4)")
     args = p.parse_args(argv)
     _quiet_libraries()
     try:
@@ -245,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({len(datasets)} datasets × {len(alphas)} alphas × {len(seeds)} seeds × {len(METHODS)} methods)")
     started = time.perf_counter()
     if args.jobs > 1 and len(datasets) > 1:
-        child = [*(["--quick"] if args.quick else []), *(f"--set={kv}" for kv in args.set), "--alphas", args.alphas, "--seeds", ",".join(map(str, seeds)),
-                 "--last-k", str(args.last_k), "--threads", str(args.threads),
+        child = [*(["--quick"] if args.quick else []), *(f"--set={kv}" for kv in args.set), "--alphas", args.alphas,
+                 "--seeds", ",".join(map(str, seeds)), "--last-k", str(args.last_k), "--threads", str(args.threads),
                  *(["--no-lr-grid"] if args.no_lr_grid else [])]
         codes = run_in_parallel(datasets, args.jobs, child, out_root)
         # 3 = finished with a failed method or cell (read back and reported); anything else broke the process:

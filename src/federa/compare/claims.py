@@ -24,10 +24,10 @@ from federa.compare.tables import CellResult, _index
 MATCH_TOLERANCE = 0.01
 # Claim 3: the paper reports >90% less training time to FFT's accuracy.
 TIME_REDUCTION_CLAIM = 0.90
-# A method "learned" in a setting when its final-k score beats its own untrained start (round 0) by
-# more than this, by the paired rule over seeds. Where neither of two compared methods learned, their
-# difference is noise around the starting point: the setting is undecidable at this budget, whatever
-# the interval of the difference says.
+# A method "learned" in a setting when its final-k score beats both its own untrained start (round 0)
+# and the label prior (the best constant prediction) by more than this, by the paired rule over seeds.
+# Where neither of two compared methods learned, their difference is noise around the starting point:
+# the setting is undecidable at this budget, whatever the interval of the difference says.
 LEARN_MARGIN = 0.02
 
 
@@ -58,7 +58,8 @@ def _final_k(s: SeedResult) -> float | None:
 
 
 def learned(cells: Sequence[CellResult], alpha: str, method: str) -> Verdict:
-    """Did ``method`` learn at ``alpha``: final-k minus round-0 score per seed, above LEARN_MARGIN."""
+    """Did ``method`` learn at ``alpha``: per seed, final-k minus the better of its round-0 score and the
+    label prior (:attr:`SeedResult.gain`), above LEARN_MARGIN."""
     gains = [c.seeds[method].gain for c in cells if c.alpha == alpha and method in c.seeds]
     return paired_verdict([g for g in gains if g is not None], ">", LEARN_MARGIN)
 

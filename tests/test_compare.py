@@ -321,6 +321,15 @@ def test_cli_compare_reads_a_finished_comparison_back(tiny_compare, tmp_path, mo
     assert "| iid | federa |" in printed and printed.count("claim ") >= 4
 
 
+def test_cli_warns_where_no_method_learned():
+    from federa.compare.cli import not_learned
+    from federa.compare.stats import paired_verdict
+
+    flat, up = paired_verdict([0.0, 0.01, 0.0], ">", 0.02), paired_verdict([0.3, 0.4, 0.35], ">", 0.02)
+    lines = not_learned({"0.1": {"lora": flat, "federa": flat}, "iid": {"lora": flat, "federa": up}})
+    assert len(lines) == 1 and lines[0].startswith("warning: at alpha=0.1 no method beat its untrained score")
+
+
 def test_a_cell_resumes_under_other_threads_but_not_under_other_settings(tiny_cfg, tmp_path):
     """Threads and the evaluation batch change how fast a cell runs, not what it computes: a resume may
     change them (a benchmark restarted on a busier machine); anything else is refused in one line."""

@@ -6,13 +6,18 @@ Wired in :mod:`federa.cli`.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from federa.compare.lr_grid import LR_MULTIPLIERS
 from federa.compare.plan import DEFAULT_ALPHAS, DEFAULT_LAST_K, Plan, parse_alphas, parse_methods, parse_seeds
 from federa.config import load_config
 from federa.errors import ConfigError
 from federa.methods import available_methods
+
+if TYPE_CHECKING:
+    from federa.compare.stats import Verdict
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,4 +69,13 @@ def main(args: argparse.Namespace) -> list[str]:
     for i, c in enumerate(outcome["claims"], 1):
         print(f"claim {i}: {c.verdict}: {c.title}")
     print(f"details: {plan.out / 'claims.md'}")
+    for line in not_learned(outcome.get("learned", {})):
+        print(line)
     return outcome["failed"]
+
+
+def not_learned(learnt: Mapping[str, Mapping[str, Verdict]]) -> list[str]:
+    """One warning per alpha where no method learned (so every verdict there is inconclusive)."""
+    return [f"warning: at alpha={a} no method beat its untrained score and the label prior (claims.md, 'Did the "
+            "runs learn?'), so its verdicts decide nothing: raise local_steps or rounds, or check the lrs"
+            for a, per in learnt.items() if per and all(v.verdict != "supported" for v in per.values())]

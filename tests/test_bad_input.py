@@ -208,6 +208,35 @@ def test_truncated_model_weights(capsys, tiny_model_dir, small_csv, tmp_path, ke
     assert not (tmp_path / "out").exists()
 
 
+def test_a_flipped_byte_in_a_final_model_is_caught_by_its_checksum(capsys, tiny_model_dir, small_csv, tmp_path):
+    import json
+
+    import federa
+    from federa import runlock
+    from federa.errors import ModelError
+
+    code, _ = _run(capsys, tiny_model_dir, small_csv, tmp_path, "methods=lora")
+    assert code == 0
+    out = tmp_path / "out"
+    runlock.release(out)
+    final = out / "lora" / "final"
+    sums = json.loads((final / "checksums.json").read_text())["sha256"]
+    assert "adapter_model.safetensors" in sums and "base" not in sums  # the linked base is not federa's file
+    assert federa.load_model(out, "lora") is not None  # intact: loads
+    adapter = final / "adapter_model.safetensors"
+    raw = bytearray(adapter.read_bytes())
+    raw[-5] ^= 0x01  # one bit of one tensor: the header and the size still read right
+    adapter.write_bytes(bytes(raw))
+    from federa.weight_files import weights_problem
+
+    assert weights_problem(final) is None  # the size checks cannot see it
+    with pytest.raises(ModelError) as caught:
+        federa.load_model(out, "lora")
+    msg = str(caught.value)
+    assert "\n" not in msg and msg.startswith(f"{adapter} has changed since the run saved it (its SHA-256 differs")
+    assert msg.endswith("saves the final model again from the method's last checkpoint")
+
+
 def test_truncated_final_model_names_the_file_and_resume_saves_it_again(capsys, tiny_model_dir, small_csv, tmp_path):
     import federa
     from federa import runlock

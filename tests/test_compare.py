@@ -155,6 +155,16 @@ def test_finished_runs_drop_their_checkpoints_unless_kept(tiny_model_dir, small_
     assert (cell / "lora" / "final" / "adapter_model.safetensors").is_file()
     assert not list((cell / "lr_grid").rglob("final"))  # a grid run is kept for its score only
     assert len(list((cell / "lr_grid").rglob("result.json"))) == 6
+    # Loading a damaged model of such a cell says that a resume retrains it: no checkpoint is left.
+    import federa
+    from federa.errors import ModelError
+
+    adapter = cell / "lora" / "final" / "adapter_model.safetensors"
+    raw = bytearray(adapter.read_bytes())
+    raw[-5] ^= 1
+    adapter.write_bytes(bytes(raw))
+    with pytest.raises(ModelError, match=r"trains that method again from the start \(its checkpoint was dropped"):
+        federa.load_model(cell, "lora")
     kept = run(tmp_path / "kept", keep=True)
     assert (kept / "fft" / "checkpoint.pt").is_file() and list((kept / "lr_grid").rglob("final"))
     # Both read back to the same scores and lrs: nothing the outputs need was dropped.

@@ -75,12 +75,15 @@ def load_final_model(run_dir: Path, method: str, as_peft: bool = False) -> nn.Mo
 
 
 def _check_weights(rd: RunDir, final: Path, method: str) -> None:
-    """Refuse, in one line with the fix, a cut weight file (a disk that filled up, a partial copy)."""
-    from federa.weight_files import weights_problem
+    """Refuse, in one line with the fix, a cut or altered weight file (a disk that filled up, a partial
+    copy, a flipped bit)."""
+    from federa.weight_files import checksum_problem, weights_problem
 
-    if (why := weights_problem(final)) is not None:
-        raise ModelError(f"{why}; delete {final} and {rd.result(method)}, then `federa run --resume {rd.root}` "
-                         "saves the final model again from the method's last checkpoint")
+    if (why := weights_problem(final) or checksum_problem(final)) is not None:
+        # A comparison drops a finished run's checkpoint (federa compare --keep-checkpoints keeps it).
+        how = ("saves the final model again from the method's last checkpoint" if rd.checkpoint(method).is_file()
+               else "trains that method again from the start (its checkpoint was dropped when it finished)")
+        raise ModelError(f"{why}; delete {final} and {rd.result(method)}, then `federa run --resume {rd.root}` {how}")
     if (final / "base").is_dir() and (why := weights_problem(final / "base")) is not None:
         raise ModelError(f"the pretrained model this adapter was trained on is damaged: {why}; copy that model's "
                          "weight files again from where they came from")

@@ -6,10 +6,14 @@ covered") that names neither the file nor the fix. Both formats say how long the
 safetensors' header (an 8-byte length, then JSON with every tensor's byte range) fixes the file's
 exact size, and a PyTorch zip ends with its central directory. So a cut file is found from a few
 bytes, before any loading, and reported in one line.
+
+A flipped byte inside a tensor keeps both sizes right, so federa also writes ``checksums.json``
+(SHA-256 of every file) beside each final model it saves, and checks it before loading one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import zipfile
@@ -72,4 +76,44 @@ def weights_problem(folder: Path) -> str | None:
             continue
         if why is not None:
             return why
+    return None
+
+
+CHECKSUMS = "checksums.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checksums(folder: Path) -> None:
+    """Record the SHA-256 of every file directly in ``folder`` (links, e.g. an adapter's base, are not
+    federa's to vouch for) in ``checksums.json``; written last, atomically."""
+    from federa.checkpoint import atomic_write_bytes
+
+    sums = {p.name: _sha256(p) for p in sorted(folder.iterdir())
+            if p.is_file() and not p.is_symlink() and p.name != CHECKSUMS}
+    atomic_write_bytes(folder / CHECKSUMS, json.dumps({"sha256": sums}, indent=1).encode("utf-8"))
+
+
+def checksum_problem(folder: Path) -> str | None:
+    """The first file of ``folder`` whose bytes differ from its recorded SHA-256 (or that is missing),
+    or None; a folder without ``checksums.json`` (saved before federa wrote them) is not checked."""
+    record = folder / CHECKSUMS
+    if not record.is_file():
+        return None
+    try:
+        sums = json.loads(record.read_text(encoding="utf-8"))["sha256"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return f"{record} is corrupt"
+    for name, digest in sums.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if _sha256(path) != digest:
+            return f"{path} has changed since the run saved it (its SHA-256 differs from {CHECKSUMS})"
     return None

@@ -36,6 +36,7 @@ from federa.strategies.per_method import method_stack
 from federa.strategies.validate import check_count, check_metrics, step_examples, weight_cap
 from federa.trajectory import UpdateTrajectory
 from federa.types import LocalRule, State, TrainSettings, Update
+from federa.weight_files import write_checksums
 
 _COUNTERS = ("train_wall_s", "client_compute_s", "wall_s", "bytes_up", "bytes_down", "examples_seen", "modelled_s")
 
@@ -420,6 +421,7 @@ class ServerRun:
                        "(<key>/<round>.safetensors, federa.engines.flower.node_memory); load them over this "
                        "adapter for that client's personalised model",
                 "private": self.private_names}, indent=2))
+        write_checksums(final)  # last: it vouches for every file above
         result = {**self.info(), "status": "done", "rounds": self.round, "final_model": str(final)}
         self.run_dir.write_json(self.run_dir.result(self.name), result)
         return result

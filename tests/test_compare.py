@@ -331,6 +331,13 @@ def test_cli_compare_reads_a_finished_comparison_back(tiny_compare, tmp_path, mo
     assert "| iid | federa |" in printed and printed.count("claim ") >= 4
 
 
+def test_plots_name_the_main_metric(tiny_compare):
+    from federa.compare.plots import main_metric
+
+    plan, _, _ = tiny_compare
+    assert main_metric(plan) == "accuracy"  # what the runs recorded (a regression would say pearson)
+
+
 def test_cli_warns_where_no_method_learned():
     from federa.compare.cli import not_learned
     from federa.compare.stats import paired_verdict

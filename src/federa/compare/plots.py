@@ -58,7 +58,7 @@ def plot_robustness(plan: Plan, rows: Sequence[Mapping[str, Any]], path: Path) -
                     marker="o", capsize=4, label=m)
     ax.set_xticks(range(len(order)), [("IID" if a == IID else f"α={a}") for a in order])
     ax.set_xlabel("client label skew (Dirichlet α; smaller = more heterogeneous)")
-    ax.set_ylabel("final test score (mean ± std over seeds)")
+    ax.set_ylabel(f"final test {main_metric(plan)} (mean ± std over seeds)")
     ax.set_title("Robustness to heterogeneity")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -122,8 +122,18 @@ def plot_trajectory(series: Mapping[str, Sequence[Mapping[str, float]]], key: st
     plt.close(fig)
 
 
+def main_metric(plan: Plan) -> str:
+    """The comparison's main metric (what "score" is), as its runs recorded it in compare.json."""
+    import json
+
+    info = plan.out / "compare.json"
+    run = json.loads(info.read_text(encoding="utf-8")).get("run", {}) if info.is_file() else {}
+    return run.get("metric") or plan.base.metric or "score"
+
+
 def write_plots(plan: Plan, cells: Sequence[CellResult], rows: Sequence[Mapping[str, Any]]) -> list[Path]:
     out = plan.out / "plots"
+    metric = main_metric(plan)  # a y axis names it: accuracy, pearson, entity_f1, ...
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     specs: list[tuple[str, Callable[[Mapping[str, Any]], float], str]] = [
@@ -143,7 +153,8 @@ def write_plots(plan: Plan, cells: Sequence[CellResult], rows: Sequence[Mapping[
         where = "IID" if a == IID else f"α={a}"
         for name, x_of, label in specs:
             p = out / f"acc_vs_{name}_a{a}.png"
-            plot_curves(series, x_of, label, p, f"{where}: test score (mean of {len(at)} seed(s))", target)
+            plot_curves(series, x_of, label, p, f"{where}: test {metric} (mean of {len(at)} seed(s))", target,
+                        metric=metric)
             paths.append(p)
         for key, what in (("update_cos", "cosine between consecutive global updates"),
                           ("update_norm", "global update norm")):
@@ -155,7 +166,7 @@ def write_plots(plan: Plan, cells: Sequence[CellResult], rows: Sequence[Mapping[
                   for m in plan.methods}
         if any(finals.values()):
             p = out / f"client_scores_a{a}.png"
-            plot_client_scores({m: xs for m, xs in finals.items() if xs}, p)
+            plot_client_scores({m: xs for m, xs in finals.items() if xs}, p, metric)
             paths.append(p)
     if rows:
         plot_robustness(plan, rows, out / "acc_vs_alpha.png")

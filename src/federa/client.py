@@ -125,7 +125,7 @@ def local_update(
         for p in mine:  # frozen again: the reply carries exactly the broadcast's names
             p.requires_grad_(False)
     seconds = time.perf_counter() - start
-    new_state = fit_ranks({k: v.cpu() for k, v in trainable_state(model).items()}, received)  # reply at its rank
+    new_state = fit_ranks(trainable_state(model), received)  # on the CPU, at the client's own rank
     trained_own = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in own}
     extra, memory = rule.finish({**new_state, **trained_own}, steps) if rule is not None else ({}, {})
     return Update(

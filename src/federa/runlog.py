@@ -57,24 +57,21 @@ class RunDir:
     def final_model(self, method: str) -> Path:
         return self.method_dir(method) / "final"
 
-    def drop_resume_files(self, method: str, final_too: bool = False) -> bool:
+    def drop_resume_files(self, method: str, final_too: bool = False) -> None:
         """Delete what only a resume needed once ``method`` finished ("done"): its checkpoint and the
         one before it (an FFT checkpoint holds the whole model), and with ``final_too`` its final model
         (a run kept only for its scores). Anything unfinished, failed or stopped keeps them, so it can
-        still resume. Returns whether the method was done."""
-        if not self.result(method).is_file():
-            return False
+        still resume."""
         try:
             done = json.loads(self.result(method).read_text(encoding="utf-8")).get("status") == "done"
-        except (OSError, json.JSONDecodeError):
-            return False
+        except (OSError, json.JSONDecodeError):  # no result yet (unfinished), or one cut by a crash
+            return
         if done:
             ckpt = self.checkpoint(method)
             for path in (ckpt, ckpt.with_name(ckpt.name + ".prev")):
                 path.unlink(missing_ok=True)
             if final_too:
                 shutil.rmtree(self.final_model(method), ignore_errors=True)
-        return done
 
     # -- metrics.jsonl -------------------------------------------------------------------
 

@@ -401,3 +401,194 @@ def test_flower_driver_stops_the_method_when_too_many_clients_diverge(honest, tm
     assert result["status"] == "failed"  # not "stopped": resuming would diverge again
     assert "only 2 of 5 sampled clients trained, fewer than flower.min_replies=3" in result["reason"]
     assert "clients [0, 1, 2] failed" in result["reason"] and "\n" not in result["reason"]
+
+
+# -- figures of a rejected reply (issue 25, items 1 and 2) ---------------------------------------
+
+
+def _strict_json_lines(path) -> list[dict]:
+    """metrics.jsonl read as strict JSON: NaN and Infinity (which Python's json writes) are refused."""
+    import json
+
+    def refuse(name):
+        raise AssertionError(f"{name} in {path}")
+
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), float("-inf"), 1e308])
+def test_forged_train_seconds_count_nowhere(honest, tmp_path, seconds):
+    _, _, _, updates = honest
+    server = _server(honest, tmp_path)
+    forged = {**updates, 0: replace(updates[0], metrics={**updates[0].metrics, "train_seconds": seconds})}
+    record = server.complete_round(1, forged, started=0.0)
+    assert [r["client"] for r in record["rejected"]] == [0] and "train_seconds" in record["rejected"][0]["reason"]
+    assert _dist(server.state, _fedavg(updates, [1, 2, 3, 4])) <= 1e-6
+    honest_s = [updates[c].metrics["train_seconds"] for c in (1, 2, 3, 4)]
+    assert record["client_train_s"] == [0.0, *honest_s]  # the rejected client's claim counts as nothing
+    assert record["client_compute_s"] == pytest.approx(sum(honest_s), rel=1e-12)
+    assert 0 < record["modelled_round_s"] < 1e6 and 0 < record["cum_modelled_s"] < 1e6
+    lines = _strict_json_lines(RunDir(tmp_path).metrics)
+    assert [r["round"] for r in lines] == [0, 1]
+
+
+def test_an_outlying_reply_with_honest_metrics_counts_nowhere_either(honest, tmp_path):
+    _, _, g, updates = honest
+    server = _server(honest, tmp_path)
+    attacked = {**updates, 0: replace(updates[0], state=_scaled(g, updates[0], 1e4))}
+    record = server.complete_round(1, attacked, started=0.0)
+    assert [r["client"] for r in record["rejected"]] == [0]
+    assert record["examples_seen"] == sum(updates[c].metrics["samples"] for c in (1, 2, 3, 4))
+    assert record["client_train_s"][0] == 0.0
+    assert record["client_compute_s"] == pytest.approx(
+        sum(updates[c].metrics["train_seconds"] for c in (1, 2, 3, 4)), rel=1e-12)
+
+
+def test_flower_driver_survives_a_list_valued_train_seconds(honest, tmp_path, flower_identity):
+    """A list is a legal MetricRecord value: it used to reach the network model and raise TypeError."""
+    from federa.engines.flower import wire
+    from federa.engines.flower.driver import drive_method
+
+    cfg, job, _, updates = honest
+    job1 = replace(job, cfg=build_config(cfg.model_dump(mode="json"), ["rounds=1"]))
+
+    def train(cid, msg):
+        content = wire.update_content(updates[cid])
+        if cid == 0:
+            content.metric_records[wire.METRICS]["train_seconds"] = [1.0, 2.0]
+        return content
+
+    logs: list[str] = []
+    result = drive_method(_FakeGrid(train, own_data=()), job1, "lora", RunDir(tmp_path), log=logs.append)
+    assert result["status"] == "done"
+    assert any("rejected client 0: metric train_seconds is [1.0, 2.0], not a number" in line for line in logs)
+    line = [r for r in _strict_json_lines(RunDir(tmp_path).metrics) if r["round"] == 1][-1]
+    assert line["clients"] == [0, 1, 2, 3, 4] and [r["client"] for r in line["rejected"]] == [0]
+    assert line["client_train_s"][0] == 0.0 and 0 < line["modelled_round_s"] < 1e6
+    from federa.checkpoint import load_checkpoint
+
+    state = load_checkpoint(RunDir(tmp_path).checkpoint("lora"))[0]["state"]
+    assert _dist(state, _fedavg(updates, [1, 2, 3, 4])) <= 1e-6
+
+
+# -- malformed discovery and error replies (issue 25, item 3) ------------------------------------
+
+
+class _HostileGrid(_FakeGrid):
+    """Node 100 (client 0) answers discovery with ``discovery``; node 101's train reply is an error
+    record without its message."""
+
+    def __init__(self, train, discovery):
+        super().__init__(train, own_data=())
+        self.discovery = discovery
+
+    def send_and_receive(self, msgs, timeout):
+        from flwr.app import Message
+
+        from federa.engines.flower import wire
+
+        hostile = [m for m in msgs if m.metadata.dst_node_id == 100 and m.metadata.message_type == wire.DISCOVER]
+        out = super().send_and_receive([m for m in msgs if m not in hostile], timeout)
+        return out + [Message(self.discovery(), reply_to=m) for m in hostile]
+
+
+def _no_node():
+    from flwr.app import RecordDict
+
+    return RecordDict({})
+
+
+def _abc_partition():
+    from flwr.app import ConfigRecord, RecordDict
+
+    return RecordDict({"node": ConfigRecord({"partition_id": "abc", "num_partitions": 5, "data_path": ""})})
+
+
+def _negative_partition():
+    from flwr.app import ConfigRecord, RecordDict
+
+    return RecordDict({"node": ConfigRecord({"partition_id": -1, "num_partitions": 5, "data_path": ""})})
+
+
+def _error_without_message():
+    from flwr.app import ConfigRecord, RecordDict
+
+    from federa.engines.flower import wire
+
+    return RecordDict({wire.ERROR: ConfigRecord({"kind": "ConfigError"})})
+
+
+@pytest.mark.parametrize("discovery, why", [
+    (_no_node, "no node record"),
+    (_abc_partition, "partition_id is 'abc', not an integer"),
+    (_negative_partition, "partition_id=-1"),
+    (_error_without_message, "malformed error record"),
+])
+def test_flower_driver_leaves_out_a_node_with_a_malformed_reply(honest, tmp_path, flower_identity, discovery, why):
+    from flwr.app import ConfigRecord, RecordDict
+
+    from federa.engines.flower import wire
+    from federa.engines.flower.driver import drive_method
+
+    cfg, job, _, updates = honest
+    job1 = replace(job, cfg=build_config(cfg.model_dump(mode="json"), ["rounds=1", "flower.round_timeout_s=1"]))
+
+    def train(cid, msg):
+        if cid == 1:  # an error record without its message: a failed reply, not a KeyError
+            return RecordDict({wire.ERROR: ConfigRecord({"kind": "ValueError"})})
+        return wire.update_content(updates[cid])
+
+    logs: list[str] = []
+    result = drive_method(_HostileGrid(train, discovery), job1, "lora", RunDir(tmp_path), log=logs.append)
+    assert result["status"] == "done"
+    left_out = [line for line in logs if "SuperNode 100 left out: malformed discovery reply" in line]
+    assert len(left_out) == 1 and why in left_out[0]  # one line, though discovery runs again each round
+    assert any("round 1: client 1: malformed error record" in line for line in logs)
+    line = [r for r in RunDir(tmp_path).read_metrics() if r["round"] == 1][-1]
+    assert line["clients"] == [2, 3, 4] and line["rejected"] == []
+    from federa.checkpoint import load_checkpoint
+
+    state = load_checkpoint(RunDir(tmp_path).checkpoint("lora"))[0]["state"]
+    assert _dist(state, _fedavg(updates, [2, 3, 4])) <= 1e-6
+
+
+# -- two replies (issue 25, item 4) -----------------------------------------------------------------
+
+
+def test_with_two_replies_the_last_rounds_norms_bound_an_update(honest):
+    """Round 1: the five honest replies (their norms are kept). Round 2 has only 2 replies, one of
+    them 10⁴× an honest delta: measured against round 1's norms, it is rejected."""
+    _, _, g, updates = honest
+    stack = _stack(honest)
+    stack.aggregate_round(1, g, updates)
+    attacked = {0: replace(updates[0], state=_scaled(g, updates[0], 1e4)), 1: updates[1]}
+    got = stack.aggregate_round(2, g, attacked)
+    assert _dist(got, updates[1].state) <= 1e-6
+    reason = stack.round_metrics(2)["rejected"][0]["reason"]
+    assert "recent rounds' accepted norms" in reason and "robust.outlier_k=10" in reason
+    # Honest pairs and single replies pass the same bound.
+    for pair in ({0: updates[0], 1: updates[1]}, {3: updates[3], 4: updates[4]}, {2: updates[2]}):
+        stack.aggregate_round(3, g, pair)
+        assert stack.round_metrics(3)["rejected"] == []
+
+
+def test_the_two_reply_bound_survives_a_checkpoint(honest, tmp_path):
+    from federa.checkpoint import load_checkpoint, save_checkpoint
+
+    _, _, g, updates = honest
+    stack = _stack(honest)
+    stack.aggregate_round(1, g, updates)
+    save_checkpoint(tmp_path / "c.pt", {"strategy": stack.state_dict()})
+    resumed = _stack(honest)
+    resumed.load_state_dict(load_checkpoint(tmp_path / "c.pt")[0]["strategy"])
+    attacked = {0: replace(updates[0], state=_scaled(g, updates[0], 1e4)), 1: updates[1]}
+    assert _dist(resumed.aggregate_round(2, g, attacked), updates[1].state) <= 1e-6
+
+
+def test_round_one_with_two_replies_and_no_history_stays_unbounded(honest):
+    """The documented gap: no history and no median of 3 (docs/reliability.md, threat model)."""
+    _, _, g, updates = honest
+    honest_step = _dist(_fedavg(updates, [0, 1]), g)
+    attacked = {0: replace(updates[0], state=_scaled(g, updates[0], 1e4)), 1: updates[1]}
+    got = _stack(honest).aggregate_round(1, g, attacked)
+    assert _dist(got, g) > 1000 * honest_step

@@ -33,7 +33,7 @@ from federa.network import record_round_s, speed_factors
 from federa.strategies.lora_math import aggregation_error
 from federa.strategies.base import Strategy
 from federa.strategies.per_method import method_stack
-from federa.strategies.validate import check_count, check_metrics, step_examples, weight_cap
+from federa.strategies.validate import check_count, check_metrics, counted_metrics, step_examples, weight_cap
 from federa.trajectory import UpdateTrajectory
 from federa.types import LocalRule, State, TrainSettings, Update
 from federa.weight_files import write_checksums
@@ -273,8 +273,8 @@ class ServerRun:
             self.log(f"[{self.name}] round {rnd}: rejected client {r['client']}: {r['reason']}")
         accepted = {c: u for c, u in updates.items() if c not in rejected}
         weights = {c: self.weight(c, u) for c, u in accepted.items()}
-        # Metrics of a rejected reply may be forged (negative counts, NaN): only valid ones are counted.
-        counted = {c: u for c, u in updates.items() if check_metrics(u.metrics) is None}
+        # A rejected reply's figures may be forged (a list, NaN, negative): they count nowhere.
+        counted = {c: counted_metrics(u, c in accepted) for c, u in updates.items()}
         if not accepted and "epsilon" not in strategy_metrics:
             self.log(f"[{self.name}] round {rnd}: no valid update; the global model is kept")
         load_trainable_state(self.model, new_state)
@@ -287,8 +287,8 @@ class ServerRun:
             + payload_down,
             "bytes_up": sum(state_bytes(u.state) + state_bytes(u.extra) for u in updates.values())
             if aggregate is None else state_bytes(aggregate) * len(updates),  # masked vectors: one state's worth each
-            "examples_seen": int(sum(u.metrics.get("samples", 0) for u in counted.values())),
-            "client_compute_s": sum(u.metrics.get("train_seconds", 0.0) for u in counted.values()),
+            "examples_seen": int(sum(m.get("samples", 0) for m in counted.values())),
+            "client_compute_s": sum(m.get("train_seconds", 0.0) for m in counted.values()),
             "train_loss": sum(u.metrics["train_loss"] * weights[c] for c, u in accepted.items())
             / sum(weights.values()) if accepted else None,
             "rejected": [],
@@ -300,7 +300,7 @@ class ServerRun:
             "round_s": t_eval - started,
             "aggregate_s": t_eval - t_agg,
             # Per sampled client, in the order of "clients": what a network model (federa.network) prices.
-            "client_train_s": [updates[c].metrics.get("train_seconds", 0.0) for c in ids],
+            "client_train_s": [counted[c].get("train_seconds", 0.0) for c in ids],
             "client_bytes_down": [states_each[c] + state_bytes(self.setup) * (c in newly) + payload_each[c]
                                   for c in ids],
             "client_bytes_up": [state_bytes(updates[c].state) + state_bytes(updates[c].extra) if aggregate is None

@@ -23,8 +23,8 @@ class RobustSettings(Section):
     clip_delta_norm: float | None = Field(None, gt=0, description="Clip each client's delta to this L2 norm.")
     max_update_norm: float | None = Field(None, gt=0, description="Reject an update whose delta norm exceeds this.")
     outlier_k: float | None = Field(
-        10.0, gt=1, description="With 3 or more replies, reject a delta whose norm exceeds k x the round's median "
-        "delta norm; None: off.")
+        10.0, gt=1, description="Reject a delta whose norm exceeds k x the round's median delta norm (with 1 or 2 "
+        "replies: the median of theirs and the last 5 rounds' accepted norms, once 3 or more); None: off.")
     max_abs_value: float | None = Field(
         1e6, gt=0, description="Reject an update holding a value beyond +-this (pretrained weights are O(1)); None: off.")
 

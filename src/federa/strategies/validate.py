@@ -11,7 +11,13 @@ the inner strategy aggregate the others. Three bounds hold without any setting:
 - no value beyond ±``robust.max_abs_value`` (default 1e6) reaches the model: 3e38 is finite,
   but it turns the next evaluation into NaN;
 - with 3 or more replies, a delta whose norm exceeds ``robust.outlier_k`` (default 10) × the
-  round's median delta norm is rejected: scale-free, so it needs no tuning per model.
+  round's median delta norm is rejected: scale-free, so it needs no tuning per model. A round
+  with 1 or 2 replies has no honest median of its own: its replies are measured against the
+  median of their norms together with the accepted norms of the last :data:`HISTORY_ROUNDS`
+  rounds (kept in the checkpoint), once that pool holds 3 or more norms.
+
+A rejected reply's metrics are forged as far as the server knows: :func:`counted_metrics` says
+which figures the server may add to its counters and logs.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from __future__ import annotations
 import math
 import numbers
 import statistics
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +42,8 @@ if TYPE_CHECKING:
 MAX_COUNT = 2**53
 # Metrics that count something, hence are never negative (train_loss is checked on its own).
 _COUNTERS = ("samples", "steps", "train_seconds")
+# Rounds of accepted delta norms a round with fewer than 3 replies is measured against.
+HISTORY_ROUNDS = 5
 
 
 def _show(v: object) -> str:
@@ -89,14 +98,21 @@ def check_metrics(metrics: object) -> str | None:
     for key, v in metrics.items():
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
             return f"metric {key} is {_show(v)}, not a number"
-        if isinstance(v, numbers.Integral):
-            if abs(v) > MAX_COUNT:
-                return f"metric {key} is {_show(v)}, beyond 2**53"
-        elif not math.isfinite(v):
+        if not isinstance(v, numbers.Integral) and not math.isfinite(v):
             return f"metric {key} is {v}, not finite"
+        # A finite 1e308 would still overflow a sum of seconds or examples into inf.
+        if abs(v) > MAX_COUNT:
+            return f"metric {key} is {_show(v)}, beyond 2**53"
         if v < 0 and (key == "train_loss" or key in _COUNTERS):
             return f"metric {key} is {_show(v)}, expected >= 0"
     return None
+
+
+def counted_metrics(update: Update, accepted: bool) -> Mapping[str, Any]:
+    """The metrics of ``update`` the server may count (examples seen, compute seconds, modelled
+    round time, train loss): all of an accepted reply's, none of a rejected one's, whose figures
+    may be forged (a list, NaN, 1e300) whatever the reason it was rejected for."""
+    return update.metrics if accepted and check_metrics(update.metrics) is None else {}
 
 
 def check_update(update: Update, global_state: State, max_update_norm: float | None = None,
@@ -140,21 +156,27 @@ def split_valid(updates: Updates, global_state: State, max_update_norm: float | 
     return accepted, rejected
 
 
-def outliers(norms: Mapping[int, float], k: float) -> dict[int, str]:
+def outliers(norms: Mapping[int, float], k: float, history: Iterable[float] = ()) -> dict[int, str]:
     """Client id → reason, for each delta norm above ``k`` × the median of ``norms`` (3 or more).
 
     The median is that of the replies themselves, so one attacker among honest clients cannot
-    move it far, and the bound scales with the model, the learning rate and the round.
+    move it far, and the bound scales with the model, the learning rate and the round. With 1
+    or 2 replies that median could be the attacker's own: the median is then taken over
+    ``norms`` together with ``history`` (the accepted norms of recent rounds), when those are 3
+    or more; with fewer there is no bound.
     """
-    if len(norms) < 3:
-        return {}
-    med = statistics.median(norms.values())
+    if len(norms) >= 3:
+        pool, what = list(norms.values()), "the round's median"
+    else:
+        pool, what = [*history, *norms.values()], "the median of this and recent rounds' accepted norms"
+        if len(pool) < 3:
+            return {}
+    med = statistics.median(pool)
     out = {}
     for cid, n in norms.items():
         if n > k * med:
             ratio = f"{n / med:.3g}x" if med > 0 else "infinitely"
-            out[cid] = (f"update norm {n:.4g} is {ratio} the round's median {med:.4g} "
-                        f"(robust.outlier_k={k:g})")
+            out[cid] = f"update norm {n:.4g} is {ratio} {what} {med:.4g} (robust.outlier_k={k:g})"
     return out
 
 
@@ -183,6 +205,9 @@ class Validate(Wrapper):
         self.shard_sizes: dict[int, int] = {}
         self.rejected: dict[int, str] = {}
         self.capped: dict[int, int] = {}
+        # The accepted delta norms of the last rounds, one list per round: what a round with 1 or
+        # 2 replies is measured against. Checkpointed, so a resumed run decides as the uninterrupted one.
+        self.recent_norms: deque[list[float]] = deque(maxlen=HISTORY_ROUNDS)
 
     @property
     def needs_individual_updates(self) -> bool:  # type: ignore[override]
@@ -216,9 +241,12 @@ class Validate(Wrapper):
                                               max_abs_value=self.max_abs_value)
         if self.outlier_k is not None:
             norms = {c: global_norm(delta(u.state, self.client_state(rnd, c, global_state))) for c, u in accepted.items()}
-            for cid, reason in outliers(norms, self.outlier_k).items():
+            history = [n for past in self.recent_norms for n in past]
+            for cid, reason in outliers(norms, self.outlier_k, history).items():
                 self.rejected[cid] = reason
                 del accepted[cid]
+                del norms[cid]
+            self.recent_norms.append(sorted(norms.values()))
         self.rejected = dict(sorted(self.rejected.items()))
         self.capped = {}
         for cid, u in accepted.items():
@@ -231,6 +259,14 @@ class Validate(Wrapper):
     def finish_sum(self, rnd: int, global_state: State, aggregate: State) -> State:
         self.rejected, self.capped = {}, {}
         return super().finish_sum(rnd, global_state, aggregate)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "recent_norms": [list(r) for r in self.recent_norms]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        # A checkpoint from before the history existed resumes with none.
+        self.recent_norms = deque((list(r) for r in state.get("recent_norms", [])), maxlen=HISTORY_ROUNDS)
 
     def round_metrics(self, rnd: int) -> dict[str, Any]:
         rejected = [{"client": c, "reason": r} for c, r in sorted(self.rejected.items())]

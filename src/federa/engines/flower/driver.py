@@ -124,7 +124,14 @@ class _Round:
             elif (err := wire.content_error(reply.content)) is not None:
                 self.log(f"[{server.name}] round {rnd}: client {cid} did not evaluate: {err[1]}")
             elif wire.METRICS in reply.content.metric_records:
-                scores[cid] = {k: float(v) for k, v in reply.content.metric_records[wire.METRICS].items()}
+                got = dict(reply.content.metric_records[wire.METRICS])
+                # A score that is not one number (a list) would stop the mean of the clients' scores.
+                bad = [k for k, v in got.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+                if bad:
+                    self.log(f"[{server.name}] round {rnd}: client {cid} did not evaluate: its score "
+                             f"{bad[0]} is {str(got[bad[0]])[:40]}, not a number")
+                else:
+                    scores[cid] = {k: float(v) for k, v in got.items()}
         return scores
 
     def secure(self, rnd: int, plan: dict, need: int) -> tuple[dict[int, Update], dict | None]:

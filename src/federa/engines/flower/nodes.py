@@ -3,6 +3,8 @@
 federa's strategy samples *client ids* (partitions); Flower addresses *node ids*. Each node
 says which partition it holds (its ``partition-id``) in reply to a discovery query, asked once
 per node; nodes that join later are asked when they appear, nodes that leave are forgotten.
+A node whose reply is malformed (no ``node`` record, a partition-id of 'abc', an error record
+without its message) is left out with one log line; the others go on.
 """
 
 from __future__ import annotations
@@ -40,11 +42,20 @@ class NodeMap:
             if reply.has_error():
                 self.log(f"SuperNode {nid} did not answer discovery: {reply.error.reason}")
                 continue  # asked again at the next refresh
-            if (err := wire.content_error(reply.content)) is not None:
+            err = wire.content_error(reply.content)
+            if err is not None and err[0] != wire.MALFORMED:  # the node's own config is wrong: the user must fix it
                 raise FlowerError(f"SuperNode {nid}: {err[1]}")
-            rec = reply.content.config_records["node"]
-            pid, num = int(rec["partition_id"]), int(rec["num_partitions"])
-            if num != self.num_clients and not rec["data_path"]:
+            try:
+                if err is not None:  # an error record without its kind or message
+                    raise ValueError(err[1])
+                pid, num, data_path = wire.node_info(reply.content)
+            except ValueError as why:
+                # A broken or hostile node cannot stop the others: it is left out (and not asked
+                # again while it stays connected), as if it had never joined.
+                self.log(f"SuperNode {nid} left out: malformed discovery reply ({why})")
+                self._asked.add(nid)
+                continue
+            if num != self.num_clients and not data_path:
                 raise ConfigError(
                     f"SuperNode {nid} has num-partitions={num} but the run has num_clients={self.num_clients}; "
                     "restart it with a matching --node-config, or set num_clients"
@@ -57,7 +68,7 @@ class NodeMap:
                     "give every node its own partition-id"
                 )
             self.node_of[pid] = nid
-            if rec["data_path"]:
+            if data_path:
                 self.own_data.add(pid)
             self._asked.add(nid)
 

@@ -90,11 +90,43 @@ def content_update(content: RecordDict) -> Update:
                   metrics=metrics, extra=optional_state(content, EXTRA))
 
 
+# The kind content_error gives an error record that lacks its kind or message (a broken or hostile node).
+MALFORMED = "MalformedReply"
+
+
+def _show(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def content_error(content: RecordDict) -> tuple[str, str] | None:
+    """(kind, message) of an error reply, or None; a record without string ``kind`` and ``message``
+    comes back as kind :data:`MALFORMED`, never as a KeyError."""
     if ERROR not in content.config_records:
         return None
     rec = content.config_records[ERROR]
-    return str(rec["kind"]), str(rec["message"])
+    kind, message = rec.get("kind"), rec.get("message")
+    if not isinstance(kind, str) or not isinstance(message, str):
+        return MALFORMED, f"malformed error record (kind {_show(kind)}, message {_show(message)})"
+    return kind, message
+
+
+def node_info(content: RecordDict) -> tuple[int, int, str]:
+    """A discovery reply's (partition-id, num-partitions, data-path); ValueError naming what is wrong
+    when the reply is not one (no ``node`` record, a partition-id of 'abc' or -1, ...)."""
+    if "node" not in content.config_records:
+        raise ValueError("no node record")
+    rec = content.config_records["node"]
+    pid, num, data_path = rec.get("partition_id"), rec.get("num_partitions"), rec.get("data_path", "")
+    # bool is an int to Python, and int('7') or int(2.5) would hide a forgery: only true integers pass.
+    for name, v in (("partition_id", pid), ("num_partitions", num)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"{name} is {_show(v)}, not an integer")
+    if pid < 0 or num < 1:
+        raise ValueError(f"partition_id={pid}, num_partitions={num}: expected 0 <= partition_id, 1 <= num_partitions")
+    if not isinstance(data_path, str):
+        raise ValueError(f"data_path is {_show(data_path)}, not a string")
+    return pid, num, data_path
 
 
 def ordered_names(state: State) -> list[str]:

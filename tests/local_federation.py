@@ -19,10 +19,14 @@ class LocalFederation:
     :meth:`kill`/:meth:`close` also end the SuperExec and app processes it spawned.
     """
 
-    def __init__(self, root: Path, n: int, port: int | None = None, certs: dict[str, Path] | None = None) -> None:
+    def __init__(self, root: Path, n: int, port: int | None = None, certs: dict[str, Path] | None = None,
+                 node_env: dict[int, dict[str, str]] | None = None) -> None:
+        """``node_env``: node i → environment variables that node (and the apps it spawns) gets on top
+        of the federation's, e.g. a PYTHONPATH whose sitecustomize makes it a hostile node."""
         import socket
 
         self.root, self.n, self.certs = Path(root), n, certs
+        self.node_env = node_env or {}
         self.root.mkdir(parents=True, exist_ok=True)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -55,11 +59,11 @@ class LocalFederation:
         insecure = self.certs is None if insecure is None else insecure
         roots = None if insecure or self.certs is None else str(self.certs["ca"])
         self._start(f"node{i}", supernode_command(self.address, i, self.n, port=port, insecure=insecure,
-                                                  root_certificates=roots, **limits))
+                                                  root_certificates=roots, **limits), self.node_env.get(i))
 
-    def _start(self, name: str, cmd: list[str]) -> None:
+    def _start(self, name: str, cmd: list[str], extra_env: dict[str, str] | None = None) -> None:
         with open(self.root / f"{name}.log", "w") as log:
-            self.procs[name] = subprocess.Popen(cmd, cwd=self.root, env=self.env, stdout=log,
+            self.procs[name] = subprocess.Popen(cmd, cwd=self.root, env={**self.env, **(extra_env or {})}, stdout=log,
                                                 stderr=subprocess.STDOUT, start_new_session=True)
 
     def _wait_port(self, timeout: float = 60) -> None:

@@ -371,3 +371,49 @@ def test_heterogeneous_ranks_on_flower_equal_inprocess(tmp_path, tiny_model_dir,
         assert flower["methods"][m]["status"] == "done"
         _assert_same(tmp_path, m, ("checkpoint.pt.prev", "checkpoint.pt"))
     _same_files(tmp_path)
+
+
+# A sitecustomize for one SuperNode (and the ClientApp processes it spawns): every train reply it
+# sends claims a list as its train_seconds, a legal MetricRecord value that is no number.
+_FORGE_METRICS = '''
+import federa.engines.flower.wire as _wire
+
+_honest = _wire.update_content
+
+
+def _forged(update):
+    content = _honest(update)
+    content.metric_records[_wire.METRICS]["train_seconds"] = [1.0, 2.0]
+    return content
+
+
+_wire.update_content = _forged
+'''
+
+
+@pytest.mark.slow
+def test_a_node_forging_its_metrics_cannot_stop_the_run(tiny_cfg, tmp_path):
+    """3 real SuperNodes, node 0 forges its metrics every round: its replies are rejected and the run finishes."""
+    import os
+
+    forge = tmp_path / "forge"
+    forge.mkdir()
+    (forge / "sitecustomize.py").write_text(_FORGE_METRICS)
+    # The node runs in the federation's folder: a relative PYTHONPATH entry (src) is made absolute.
+    path = os.pathsep.join([str(forge), *(os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)])
+    with LocalFederation(tmp_path / "federation", 3, node_env={0: {"PYTHONPATH": path}}) as fed:
+        cfg = _flower_cfg(tiny_cfg, fed, "methods=lora", "num_clients=3", "clients_per_round=3", "rounds=2")
+        out = tmp_path / "run"
+        t0 = time.perf_counter()
+        summary = _run(cfg, out)
+        print(f"flower: 2 rounds on 3 SuperNodes, one forging: {time.perf_counter() - t0:.1f}s")
+    assert summary["methods"]["lora"]["status"] == "done"
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert not any("NaN" in line or "Infinity" in line for line in lines)
+    rows = _metrics(out, "lora")
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    for r in rows[1:]:
+        assert r["clients"] == [0, 1, 2]
+        assert r["rejected"] == [{"client": 0, "reason": "metric train_seconds is [1.0, 2.0], not a number"}]
+        assert r["client_train_s"][0] == 0.0 and all(s > 0 for s in r["client_train_s"][1:])
+        assert 0 < r["modelled_round_s"] < 1e6

@@ -400,7 +400,8 @@ def test_a_node_forging_its_metrics_cannot_stop_the_run(tiny_cfg, tmp_path):
     forge.mkdir()
     (forge / "sitecustomize.py").write_text(_FORGE_METRICS)
     # The node runs in the federation's folder: a relative PYTHONPATH entry (src) is made absolute.
-    path = os.pathsep.join([str(forge), *(os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)])
+    inherited = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    path = os.pathsep.join([str(forge), *inherited])
     with LocalFederation(tmp_path / "federation", 3, node_env={0: {"PYTHONPATH": path}}) as fed:
         cfg = _flower_cfg(tiny_cfg, fed, "methods=lora", "num_clients=3", "clients_per_round=3", "rounds=2")
         out = tmp_path / "run"

@@ -1,6 +1,7 @@
 """Every bad input: a non-zero exit and one line that names the problem and the fix."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,11 @@ CASES = [
     (["num_clients=150", "clients_per_round=2", "partition.alpha=0.01"],
      r"could not give every client 1\+ examples.*raise partition.alpha, lower num_clients.*or try another seed"),
     (["rounds=0"], r"config key 'rounds': Input should be greater than or equal to 1"),
+    # Issue 25: a KeyError traceback (and config.yaml left behind) before.
+    (["data.text_column=label"], r"data.text_column and data.label_column both name the column 'label'"),
+    (["data.label_column=text"], r"data.text_column and data.label_column both name the column 'text'"),
+    # Issue 25: wrote outside the results root before.
+    (["name=../../../escape"], r"name '../../../escape' must be one folder name"),
 ]
 
 
@@ -262,3 +268,69 @@ def test_truncated_final_model_names_the_file_and_resume_saves_it_again(capsys, 
     assert main(["run", "--resume", str(out), "--no-progress"]) == 0
     runlock.release(out)
     assert federa.load_model(out, "lora") is not None
+
+
+# -- issue 25 -------------------------------------------------------------------------------------
+
+
+def test_a_config_json_that_does_not_fit_the_weights_names_the_tensor(capsys, tiny_model_dir, small_csv, tmp_path):
+    """Before: config.json saying only {"model_type": "bert"} over the 32-wide weights trained a randomly
+    initialised 768-wide BERT (ignore_mismatched_sizes) and exited 0."""
+    import shutil
+
+    bad = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, bad)
+    (bad / "config.json").write_text('{"model_type": "bert"}')
+    code, err = _run(capsys, tiny_model_dir, small_csv, tmp_path, f"model.path={bad}", "methods=lora")
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: model.path {bad}: weight bert.embeddings.") and "(32,) in the files" in err \
+        and "(768,)" in err and "restore the model's own config.json" in err, err
+    assert not (tmp_path / "out").exists()  # nothing left behind
+
+
+def test_a_backbone_weight_missing_from_the_files_is_one_line(capsys, tiny_model_dir, small_csv, tmp_path):
+    """Before: a layer absent from the weight files was silently left at its random start."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, bad)
+    weights = load_file(bad / "model.safetensors")
+    kept = {k: v for k, v in weights.items() if ".layer.1." not in k}
+    assert len(kept) < len(weights)
+    save_file(kept, bad / "model.safetensors", metadata={"format": "pt"})
+    code, err = _run(capsys, tiny_model_dir, small_csv, tmp_path, f"model.path={bad}", "methods=lora")
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"model.path {bad}: weight bert.encoder.layer.1." in err and "more is missing from the files" in err, err
+
+
+def test_name_never_leaves_the_runs_folder(capsys, tiny_model_dir, small_csv, tmp_path, monkeypatch):
+    """Before: `--set name=../../escape` with no --out wrote runs/<time>-../../escape, outside runs/."""
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    code = main(["run", "--no-progress", "--set", "name=../../escape", "--set", f"model.path={tiny_model_dir}",
+                 "--set", f"data.path={small_csv}", "--set", "methods=lora", "--set", "rounds=1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: config key 'name': name '../../escape' must be one folder name"), err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == [Path("a"), Path("a/b")]
+
+
+def test_report_names_a_hand_edited_metrics_line(capsys, tiny_model_dir, small_csv, tmp_path):
+    """Before: `"round": "one"` in metrics.jsonl gave a TypeError traceback from `federa report`."""
+    code, _ = _run(capsys, tiny_model_dir, small_csv, tmp_path, "methods=lora")
+    assert code == 0
+    metrics = tmp_path / "out" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    assert len(lines) == 2
+    lines[1] = lines[1].replace('"round": 1', '"round": "one"')
+    metrics.write_text("\n".join(lines) + "\n")
+    assert main(["report", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f'error: {metrics} line 2: \'round\' is "one", not a round number (0, 1, 2, ...); fix or delete '
+                   "that line (federa wrote it as one JSON object per evaluated round)"), err
+    lines[1] = lines[1].replace('"round": "one"', '"round": 1').replace('"score": ', '"score": "high", "x": ')
+    metrics.write_text("\n".join(lines) + "\n")
+    assert main(["report", str(tmp_path / "out")]) == 2
+    assert "line 2: 'score' is \"high\", not a number" in capsys.readouterr().err

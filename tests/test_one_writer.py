@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -159,6 +160,60 @@ def test_allow_changed_rounds_continues_the_run(finished, capsys):
     # The fingerprint now holds the new rounds: the next resume needs no flag.
     assert main(["run", "--resume", str(finished), "--no-progress"]) == 0
     runlock.release(finished)
+
+
+@pytest.fixture
+def unfinished(tiny_model_dir, small_csv, tmp_path, capsys, monkeypatch) -> Path:
+    """A two-round LoRA run stopped by a full disk after round 1's checkpoint (lora.r=2), not locked."""
+    from full_disk import FullDisk
+
+    out = tmp_path / "unfinished"
+    full = FullDisk("metrics.jsonl", 3)  # round 2's metrics line
+    monkeypatch.setattr(os, "fsync", full)
+    assert main(_args(tiny_model_dir, small_csv, out, "rounds=2")) == 2
+    monkeypatch.setattr(os, "fsync", full.real)
+    runlock.release(out)
+    assert full.fired and (out / "lora" / "checkpoint.pt").is_file() and not (out / "lora" / "result.json").exists()
+    capsys.readouterr()
+    return out
+
+
+def test_a_shape_key_cannot_be_allowed_to_change_on_an_unfinished_run(unfinished, capsys):
+    """Before (issue 25): `--allow-changed lora.r` loaded the rank-2 checkpoint into a rank-4 model (a
+    RuntimeError traceback) after rewriting the fingerprint, so restoring lora.r: 2 was refused next."""
+    _edit(unfinished, lora__r=4)
+    files = {p.relative_to(unfinished): p.read_bytes() for p in unfinished.rglob("*") if p.is_file()}
+    assert main(["run", "--resume", str(unfinished), "--no-progress", "--allow-changed", "lora.r"]) == 2
+    runlock.release(unfinished)
+    err = _err_lines(capsys)
+    assert err == [f"error: --resume {unfinished}: lora.r changed (2 -> 4), which changes the shape of the trained "
+                   "tensors, and lora has not finished, so its checkpoint cannot load; restore lora.r in config.yaml, "
+                   "or start a new run with --out"], err
+    after = {p.relative_to(unfinished): p.read_bytes() for p in unfinished.rglob("*") if p.is_file()}
+    assert after == files  # nothing written: not the fingerprint, not a checkpoint
+    _edit(unfinished, lora__r=2)  # put back, the run goes on and finishes
+    assert main(["run", "--resume", str(unfinished), "--no-progress"]) == 0
+    runlock.release(unfinished)
+    assert json.loads((unfinished / "lora" / "result.json").read_text())["status"] == "done"
+
+
+def test_a_bug_after_the_folder_opened_leaves_it_as_it_was(tiny_model_dir, small_csv, tmp_path, monkeypatch):
+    """Before (issue 25): any error but a FederaError or a full disk left config.yaml behind, so the same
+    command was then refused as "not empty"."""
+    import federa.experiment
+
+    def broken(cfg, run_dir, **_):
+        run_dir.write_json(run_dir.partition, {"clients": []})  # something written first
+        raise KeyError("text")
+
+    monkeypatch.setattr(federa.experiment, "run_experiment", broken)
+    made = tmp_path / "made"
+    made.mkdir()
+    for out in (tmp_path / "new", made):
+        with pytest.raises(KeyError):
+            main(_args(tiny_model_dir, small_csv, out))
+        assert not out.exists() if out.name == "new" else [p.name for p in out.iterdir()
+                                                           if p.name != runlock.LOCK_NAME] == []
 
 
 # -- nothing left behind by an error found after validation -----------------------------------------

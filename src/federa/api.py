@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from federa.errors import ConfigError, DiskFullError, FederaError, ModelError, is_disk_full
+from federa.errors import ConfigError, DiskFullError, FederaError, ModelError, disk_full_reason, is_disk_full
 
 if TYPE_CHECKING:
     import pandas
@@ -224,32 +224,36 @@ def run(config: PathLike | Mapping[str, Any] | Config | Settings | None = None, 
         cfg = _settings(config)
         out = Path(out) if out is not None else default_run_dir(cfg)
     created = not out.exists()
-    try:
-        run_dir = open_run_dir(cfg, out, resume=resume, allow_changed=allow_changed)
-    except OSError as err:  # config.yaml or its fingerprint did not fit on the disk
-        if not is_disk_full(err):
-            raise
-        raise _disk_full(err, out, removed=not resume and discard_unstarted(RunDir(out), created_root=created)) \
-            from None
-    log(f"results: {run_dir.root}")
-    from federa.experiment import run_experiment
+    from federa.interrupt import StopOnSignal
 
-    try:
-        summary = run_experiment(cfg, run_dir, progress=progress, log=log)
-    except FederaError:
-        # Found after the folder was opened (data, model): leave no half-made run behind.
-        if not resume:
-            discard_unstarted(run_dir, created_root=created)
-        raise
-    except OSError as err:
-        if not is_disk_full(err):
+    # Signals are caught from before the folder opens: one arriving while it opens, or while
+    # the training code is still importing, then stops with the resume line like any other.
+    with StopOnSignal() as stop:
+        try:
+            run_dir = open_run_dir(cfg, out, resume=resume, allow_changed=allow_changed)
+        except OSError as err:  # config.yaml or its fingerprint did not fit on the disk
+            if not is_disk_full(err):
+                raise
+            raise _disk_full(err, out, removed=not resume and discard_unstarted(RunDir(out), created_root=created)) \
+                from None
+        stop.run_dir = run_dir.root
+        log(f"results: {run_dir.root}")
+        try:
+            from federa.experiment import run_experiment
+
+            stop.check()
+            summary = run_experiment(cfg, run_dir, progress=progress, log=log, stop=stop)
+        except Exception as err:
+            # Found after the folder was opened (data, model, or a bug): leave no half-made run
+            # behind, so the corrected command is not refused as "not empty".
+            removed = not resume and discard_unstarted(run_dir, created_root=created)
+            if is_disk_full(err):
+                raise _disk_full(err, run_dir.root, removed=removed) from None
             raise
-        raise _disk_full(err, run_dir.root, removed=not resume and discard_unstarted(run_dir, created_root=created)) \
-            from None
     return RunResult(run_dir=run_dir.root, config=Config(cfg), summary=summary, metrics=run_dir.read_metrics())
 
 
-def _disk_full(err: OSError, root: Path, removed: bool) -> DiskFullError:
+def _disk_full(err: BaseException, root: Path, removed: bool) -> DiskFullError:
     """The one line for a disk that filled up mid-run: what is kept and the command that goes on.
 
     Every write of a run is atomic or append-only with a cut line dropped on resume
@@ -258,7 +262,8 @@ def _disk_full(err: OSError, root: Path, removed: bool) -> DiskFullError:
     """
     import shlex
 
-    what = f"{err.strerror or os.strerror(err.errno)}" + (f" writing {err.filename}" if err.filename else "")
+    filename = getattr(err, "filename", None)
+    what = f"{disk_full_reason(err)}" + (f" writing {filename}" if filename else "")
     if removed:
         return DiskFullError(f"the disk holding {root} is full ({what}); no round had finished, so "
                              "the folder was removed: free some space and run the same command again")

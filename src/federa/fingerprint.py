@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from federa.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from federa.config import Config
     from federa.runlog import RunDir
 
@@ -44,6 +46,25 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
 
 def save(run_dir: RunDir, cfg: Config) -> None:
     run_dir.write_json(run_dir.root / FILE, fingerprint(cfg))
+
+
+def shape_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """The dotted keys marked ``json_schema_extra=SHAPES`` (:mod:`federa.settings`): each sets the
+    shape of a trained tensor, so a checkpoint made under another value cannot load."""
+    from pydantic import BaseModel
+
+    out: set[str] = set()
+    for name, field in model.model_fields.items():
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("shapes"):
+            out.add(f"{prefix}{name}")
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            out |= shape_keys(kind, f"{prefix}{name}.")
+    return out
+
+
+def _unfinished(run_dir: RunDir, methods: Sequence[str]) -> list[str]:
+    return [m for m in methods if not run_dir.result(m).is_file()]
 
 
 def _allowed(key: str, allow: Sequence[str]) -> bool:
@@ -78,6 +99,14 @@ def check_resume(run_dir: RunDir, cfg: Config, allow_changed: Sequence[str] = ()
         raise ConfigError(
             f"--resume {run_dir.root}: config.yaml differs from the config the run started with ({shown}{more}); "
             f"restore it, or pass --allow-changed KEY for keys safe to change (e.g. {SAFE_EXAMPLES})")
+    # Allowed or not, a shape cannot change under a method still training: its checkpoint would
+    # not load (a RuntimeError half way into the resume). Refused before anything is written.
+    if (reshaped := sorted(set(changed) & shape_keys(type(cfg)))) and (left := _unfinished(run_dir, cfg.methods)):
+        k = reshaped[0]
+        raise ConfigError(
+            f"--resume {run_dir.root}: {k} changed ({changed[k][0]!r} -> {changed[k][1]!r}), which changes the shape "
+            f"of the trained tensors, and {', '.join(left)} has not finished, so its checkpoint cannot load; restore "
+            f"{k} in config.yaml, or start a new run with --out")
     log(f"resuming with changed config (allowed): "
         + "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items()))
     save(run_dir, cfg)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from federa.checkpoint import atomic_write_bytes
-from federa.errors import ConfigError
+from federa.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from federa.config import Config
@@ -83,14 +83,19 @@ class RunDir:
             os.fsync(f.fileno())
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """Every whole line; a line of the wrong shape (edited by hand) is one DataError naming it."""
         if not self.metrics.exists():
             return []
         out = []
-        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+        for n, line in enumerate(self.metrics.read_text(encoding="utf-8").splitlines(), 1):
             try:
-                out.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash mid-write
+            if (why := record_problem(record)) is not None:
+                raise DataError(f"{self.metrics} line {n}: {why}; fix or delete that line (federa wrote it "
+                                "as one JSON object per evaluated round)")
+            out.append(record)
         return out
 
     def rewrite_metrics(self, records: Iterable[dict[str, Any]]) -> None:
@@ -99,6 +104,35 @@ class RunDir:
     def write_json(self, path: Path, obj: Any) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+# What reports, plots and resume read from metrics lines as numbers (bool is not one), wherever
+# present. Other keys are passed through as they are.
+_NUMBER_KEYS = ("score", "cum_train_wall_s", "cum_client_compute_s", "cum_wall_s", "cum_bytes_up",
+                "cum_bytes_down", "cum_examples_seen", "cum_modelled_s")
+_OPTIONAL_NUMBER_KEYS = ("loss", "macro_f1", "round_s", "lora_agg_error", "client_score", "update_norm")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def record_problem(record: Any) -> str | None:
+    """Why one parsed metrics line cannot be a round's record, or None."""
+    if not isinstance(record, dict):
+        return f"holds {type(record).__name__}, not an object"
+    if not isinstance(record.get("method"), str):
+        return f"'method' is {json.dumps(record.get('method'))}, not a method name"
+    rnd = record.get("round")
+    if not (isinstance(rnd, int) and not isinstance(rnd, bool) and rnd >= 0):
+        return f"'round' is {json.dumps(rnd)}, not a round number (0, 1, 2, ...)"
+    for key in _NUMBER_KEYS:
+        if key in record and not _is_number(record[key]):
+            return f"'{key}' is {json.dumps(record[key])}, not a number"
+    for key in _OPTIONAL_NUMBER_KEYS:  # may be null (not measured that round)
+        if record.get(key) is not None and not _is_number(record[key]):
+            return f"'{key}' is {json.dumps(record[key])}, not a number"
+    return None
 
 
 def run_name(cfg: Config) -> str:

@@ -12,6 +12,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
 
+# ``Field(..., json_schema_extra=SHAPES)``: the key sets the shape of a trained tensor, so a run
+# cannot change it half way (:func:`federa.fingerprint.check_resume` refuses it even when allowed).
+SHAPES: dict[str, Any] = {"shapes": True}
+
+
 class Section(BaseModel):
     # inf/nan are never a meaningful setting (an lr or alpha of .inf trains nothing and fails late).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

@@ -23,7 +23,7 @@ from federa.errors import ModelError
 from federa.methods.base import Method
 from federa.methods.bitfit import INFO_FILE, load_trainables, save_trainables, train_head
 from federa.methods.targets import available_suffixes, match_linears
-from federa.settings import NameList, Section
+from federa.settings import SHAPES, NameList, Section
 from federa.types import State
 
 if TYPE_CHECKING:
@@ -37,10 +37,12 @@ BERT_FAMILY_TARGETS = ["attention.output.dense", "output.dense"]
 
 
 class AdapterSettings(Section):
-    bottleneck: int = Field(16, ge=1, description="Bottleneck width of each Houlsby/Pfeiffer adapter.")
+    bottleneck: int = Field(16, ge=1, description="Bottleneck width of each Houlsby/Pfeiffer adapter.",
+                            json_schema_extra=SHAPES)
     target_modules: NameList | None = Field(
         None, description="Linear modules (name suffixes) followed by an adapter. None: the BERT family's "
                           "attention and FFN outputs (attention.output.dense, output.dense).",
+        json_schema_extra=SHAPES,
     )
 
 

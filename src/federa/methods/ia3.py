@@ -20,7 +20,7 @@ from pydantic import Field
 from federa.errors import ModelError
 from federa.methods.base import Method
 from federa.methods.targets import architecture_default, match_linears
-from federa.settings import NameList, Section
+from federa.settings import SHAPES, NameList, Section
 from federa.types import State
 
 if TYPE_CHECKING:
@@ -31,9 +31,11 @@ if TYPE_CHECKING:
 
 class Ia3Settings(Section):
     target_modules: NameList | None = Field(
-        None, description="Rescaled layers. None: peft's default for the architecture (BERT: key, value, output.dense).")
+        None, description="Rescaled layers. None: peft's default for the architecture (BERT: key, value, output.dense).",
+        json_schema_extra=SHAPES)
     feedforward_modules: NameList | None = Field(
-        None, description="Targets rescaled on their input. None: the architecture's FFN modules among the targets.")
+        None, description="Targets rescaled on their input. None: the architecture's FFN modules among the targets.",
+        json_schema_extra=SHAPES)
 
 
 class Ia3(Method):

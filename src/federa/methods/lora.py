@@ -14,7 +14,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from federa.errors import ModelError
 from federa.methods.base import Method
 from federa.methods.targets import TargetLayer, architecture_default, layer_shape, match_linears
-from federa.settings import NameList, Section, split_list
+from federa.settings import SHAPES, NameList, Section, split_list
 from federa.types import State
 
 if TYPE_CHECKING:
@@ -31,12 +31,13 @@ def _rank_list(v: Any) -> Any:
 class LoraSettings(Section):
     """``lora:`` the adapter shape, shared by ``lora`` and ``federa`` (same shapes, other init)."""
 
-    r: int = Field(8, description="Adapter rank.")
+    r: int = Field(8, description="Adapter rank.", json_schema_extra=SHAPES)
     alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator: update = B·A·alpha/r.")
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: NameList | None = Field(
         None, description="Layers (name suffixes) that get adapters. None: peft's default for the model's "
                           "architecture (BERT: query, value; DeBERTa-v2: query_proj, value_proj; GPT-2: c_attn).",
+        json_schema_extra=SHAPES,
     )
 
     client_ranks: Annotated[list[int] | None, BeforeValidator(_rank_list)] = Field(
@@ -44,6 +45,7 @@ class LoraSettings(Section):
                           "forms; other methods train every client at lora.r): client c trains at "
                           "client_ranks[c % len], so one entry per client, or a shorter list cycled over clients, "
                           "e.g. [2, 4, 8]. Each must be <= lora.r, the server's rank; None: every client at lora.r.",
+        json_schema_extra=SHAPES,
     )
 
     @field_validator("r")

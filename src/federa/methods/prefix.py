@@ -21,7 +21,7 @@ from pydantic import Field
 from federa.errors import ModelError
 from federa.methods.base import Method
 from federa.methods.prompt import check_positions, model_dims
-from federa.settings import Section
+from federa.settings import SHAPES, Section
 from federa.types import State
 
 if TYPE_CHECKING:
@@ -53,7 +53,8 @@ def check_prefix_support(pm: peft.PeftModel) -> None:
 
 
 class PrefixSettings(Section):
-    num_virtual_tokens: int = Field(10, ge=1, description="Prefix length per layer (method prefix).")
+    num_virtual_tokens: int = Field(10, ge=1, description="Prefix length per layer (method prefix).",
+                                    json_schema_extra=SHAPES)
 
 
 class PrefixTuning(Method):

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from federa.errors import ModelError
 from federa.methods.base import Method
-from federa.settings import Section
+from federa.settings import SHAPES, Section
 from federa.types import State
 
 if TYPE_CHECKING:
@@ -46,7 +46,8 @@ def model_dims(model: nn.Module) -> dict[str, int]:
 
 
 class PromptSettings(Section):
-    num_virtual_tokens: int = Field(20, ge=1, description="Soft prompt length (method prompt).")
+    num_virtual_tokens: int = Field(20, ge=1, description="Soft prompt length (method prompt).",
+                                    json_schema_extra=SHAPES)
 
 
 class PromptTuning(Method):

@@ -70,11 +70,16 @@ class Task(ABC):
             try:
                 # A checkpoint fine-tuned elsewhere may carry a head for another label set: it is
                 # replaced by this task's fresh head (prepare_job says so in one warning line).
-                return self.auto_model_class().from_pretrained(str(path), ignore_mismatched_sizes=True,
-                                                               **self.head_config(label_names))
+                model, info = self.auto_model_class().from_pretrained(
+                    str(path), ignore_mismatched_sizes=True, output_loading_info=True,
+                    **self.head_config(label_names))
             except (OSError, ValueError, SafetensorError) as err:
                 # SafetensorError: a weight file damaged in a way resolve_model_path's size check missed.
                 raise ModelError(f"cannot load model from {path}: {str(err).splitlines()[0]}") from None
+        if (why := backbone_problem(model.base_model_prefix, info)) is not None:
+            raise ModelError(f"model.path {path}: {why}; config.json does not describe these weights: "
+                             "restore the model's own config.json")
+        return model
 
     @abstractmethod
     def evaluate(self, model: nn.Module, test: Dataset, collate: Any, label_names: list[str],
@@ -93,6 +98,29 @@ class Task(ABC):
         if chosen not in cls.metrics:
             raise DataError(f"metric={chosen} is not a {cls.name} metric; choose from {', '.join(cls.metrics)}")
         return chosen
+
+
+def backbone_problem(prefix: str, info: Mapping[str, Any]) -> str | None:
+    """Why a pretrained load left the body (not the head) untrained, or None.
+
+    ``ignore_mismatched_sizes`` is there for the head only (a checkpoint fine-tuned on another label
+    set); a body weight of another shape, or one missing from the files, would silently train a
+    randomly initialised model. The head is whatever lies outside the base model (``prefix``).
+    BERT's pooler is exempt: it is trained only by next-sentence prediction, and checkpoints saved
+    without it are common; transformers itself starts it fresh.
+    """
+    def in_body(key: str) -> bool:
+        return key.startswith(f"{prefix}.") and not key.startswith(f"{prefix}.pooler.")
+
+    for key, saved, wanted in sorted(info.get("mismatched_keys") or []):  # a stable first one to name
+        if in_body(key):
+            return (f"weight {key} is {tuple(saved)} in the files but the config asks for {tuple(wanted)} "
+                    f"(only the classification head may differ)")
+    missing = sorted(k for k in info.get("missing_keys") or [] if in_body(k))
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        return f"weight {missing[0]}{more} is missing from the files (only the classification head may be new)"
+    return None
 
 
 def require_columns(ds: Dataset, wanted: Mapping[str, str], where: str) -> None:

@@ -83,3 +83,44 @@ def test_full_disk_before_any_round_removes_the_new_folder(tiny_model_dir, small
     assert err == (f"error: the disk holding {out} is full (No space left on device); no round had finished, so the "
                    "folder was removed: free some space and run the same command again")
     assert not out.exists()  # the same command is not refused as "not empty"
+
+
+def test_a_full_disk_seen_by_a_rust_writer_is_one_line(tiny_model_dir, small_csv, tmp_path, capsys, monkeypatch):
+    """Before (issue 25, a 300 KB tmpfs): the tokenizer save of the final adapter (Rust `tokenizers`)
+    raises a plain Exception carrying only the OS's text, and that came out as a traceback."""
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    def full(*_, **__):
+        raise Exception("No space left on device (os error 28)")  # what tokenizers raises, verbatim
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(TokenizersBackend, "_save_pretrained", full)
+    assert main(_args(tiny_model_dir, small_csv, out)) == 2
+    monkeypatch.undo()
+    runlock.release(out)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err == [f"error: the disk holding {out} is full (No space left on device); finished rounds are kept: "
+                   f"free some space, then continue with `federa run --resume {out}`"], err
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0
+    runlock.release(out)
+    assert (out / "lora" / "result.json").is_file() and (out / "lora" / "final" / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: OSError(28, "No space left on device"),
+    lambda: Exception("No space left on device (os error 28)"),  # tokenizers
+    lambda: RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space '
+                         'left on device" })'),  # safetensors
+])
+def test_disk_full_is_recognised_however_a_library_raises_it(make):
+    from federa.errors import disk_full_reason, is_disk_full
+
+    assert is_disk_full(make()) and disk_full_reason(make()) == "No space left on device"
+    try:
+        try:
+            raise make()
+        except BaseException as inner:
+            raise ValueError("saving failed") from inner
+    except ValueError as chained:
+        assert is_disk_full(chained)
+    assert not is_disk_full(OSError(13, "Permission denied")) and not is_disk_full(ValueError("no space"))

@@ -74,3 +74,63 @@ def test_tls_run_completes_and_an_insecure_node_is_refused(tmp_path, tiny_cfg):
     assert summary["methods"]["lora"]["status"] == "done"
     rows = [r for r in RunDir(out).read_metrics() if r["method"] == "lora"]
     assert [r["round"] for r in rows] == [0, 1] and rows[1]["clients"] == [0, 1]
+
+
+def _flower_pids(tool: str, port: int) -> list[int]:
+    """Processes running ``tool`` with ``--port port`` (ours: the port is unique to this test)."""
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(a.endswith(tool.encode()) for a in args) and str(port).encode() in args:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.parametrize("what", ["serve", "node"])
+def test_sigterm_to_federa_ends_its_flower_process(what):
+    """Before (issue 25): SIGTERM killed `federa serve` at once and left `flower-superlink` running, still
+    holding the port (the same for `federa node` and its SuperNode). Now the signal is forwarded and
+    federa waits for the tool to exit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = _free_port()
+    if what == "serve":
+        args, tool = ["serve", "--insecure", "--port", str(port)], "flower-superlink"
+    else:  # a node whose SuperLink never answers keeps retrying (for 120 s)
+        args = ["node", "--insecure", "--superlink", f"127.0.0.1:{_free_port()}", "--partition-id", "0",
+                "--num-partitions", "1", "--port", str(port), "--max-wait-time", "120"]
+        tool = "flower-supernode"
+    federa = subprocess.Popen([sys.executable, "-m", "federa", *args], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not children and time.monotonic() < deadline and federa.poll() is None:
+            time.sleep(0.2)
+            children = _flower_pids(tool, port)
+        assert children, f"{tool} did not start"
+        time.sleep(1.0)  # let it set up its own signal handling
+        federa.send_signal(signal.SIGTERM)
+        _, err = federa.communicate(timeout=30)
+        assert federa.returncode == 143, err
+        deadline = time.monotonic() + 5  # (init reaps what was orphaned)
+        while _flower_pids(tool, port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _flower_pids(tool, port) == [], f"{tool} outlived federa {what}"
+        assert f"stopped by SIGTERM; {tool} has exited" in err
+    finally:
+        if federa.poll() is None:
+            federa.kill()
+        for pid in _flower_pids(tool, port):  # an orphan of the old behaviour: do not leak it
+            os.kill(pid, signal.SIGKILL)

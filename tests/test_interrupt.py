@@ -76,3 +76,36 @@ def test_stop_request_is_raised_at_the_next_safe_point_and_a_second_signal_at_on
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.1)  # the handler raises at once, even outside a safe point
     assert signal.getsignal(signal.SIGINT) is before  # restored
+
+
+# A `federa run` whose signal arrives right after its results folder opened, i.e. in the seconds the
+# training code still imports after the `results:` line; argv[1] names the signal.
+_EARLY = """
+import os, signal, sys
+import federa.runlog
+from federa.cli import main
+
+opened = federa.runlog.open_run_dir
+
+def open_then_signal(*args, **kwargs):
+    run_dir = opened(*args, **kwargs)
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    return run_dir
+
+federa.runlog.open_run_dir = open_then_signal
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_just_after_the_folder_opened_prints_the_resume_line(tmp_path, tiny_model_dir, small_csv, sig, code):
+    """Before (issue 25): SIGTERM there died with no line at all; SIGINT printed the placeholder
+    `federa run --resume <results folder>`."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-c", _EARLY, sig, "run", "--no-progress", "--out", str(out),
+                           *_sets(tiny_model_dir, small_csv)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"federa run --resume {out}", proc.stderr
+    assert "<results folder>" not in proc.stderr and "Traceback" not in proc.stderr
+    assert (out / "config.yaml").is_file() and not (out / "lora").exists()  # stopped before any training

@@ -266,12 +266,25 @@ def add_node_arguments(p) -> None:
 _NO_SUPERLINK = "Exit Code: 305"
 
 
+# How long a Flower tool may take to stop after the signal federa forwarded, before it is killed.
+_STOP_GRACE_S = 10.0
+
+
+def _end_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:  # the whole group has already exited
+        pass
+
+
 def _exec(cmd: list[str]) -> tuple[int, bool]:
     """Run a Flower tool in the foreground, echoing its output; (exit code, whether it printed
     that it could not reach the SuperLink), so the caller can end with one line saying why.
 
     The tool runs in its own process group, ended with it: its SuperExec child would otherwise
-    outlive it, holding the output pipe open.
+    outlive it, holding the output pipe open. SIGTERM and SIGHUP to federa are forwarded to that
+    group and federa waits for it (killing it after a grace period): a supervisor (systemd,
+    Kubernetes, `kill`) stopping `federa serve` must not leave `flower-superlink` holding the port.
     """
     import signal
     import threading
@@ -280,6 +293,7 @@ def _exec(cmd: list[str]) -> tuple[int, bool]:
     proc = subprocess.Popen(cmd, env=flower_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1, start_new_session=True)
     unreachable = threading.Event()
+    stopped_by: list[int] = []
 
     def echo() -> None:
         assert proc.stdout is not None
@@ -288,19 +302,33 @@ def _exec(cmd: list[str]) -> tuple[int, bool]:
             if _NO_SUPERLINK in line:
                 unreachable.set()
 
+    def forward(signum: int, _frame: object) -> None:
+        if not stopped_by:
+            stopped_by.append(signum)
+            killer = threading.Timer(_STOP_GRACE_S, _end_group, (proc.pid, signal.SIGKILL))
+            killer.daemon = True
+            killer.start()
+        _end_group(proc.pid, signum)
+
     reader = threading.Thread(target=echo, daemon=True)
     reader.start()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # Python delivers signals there only
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         rc = proc.wait()
     except KeyboardInterrupt:
-        os.killpg(proc.pid, signal.SIGINT)
+        _end_group(proc.pid, signal.SIGINT)
         rc = proc.wait()
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _end_group(proc.pid, signal.SIGTERM)  # the tool's own children (SuperExec) go with it
         reader.join(timeout=5)
+    if stopped_by:
+        print(f"federa: stopped by {signal.Signals(stopped_by[0]).name}; {Path(cmd[0]).name} has exited",
+              file=sys.stderr, flush=True)
+        return 128 + stopped_by[0], False
     return rc, unreachable.is_set()
 
 

@@ -182,15 +182,18 @@ def test_a_shape_key_cannot_be_allowed_to_change_on_an_unfinished_run(unfinished
     """Before (issue 25): `--allow-changed lora.r` loaded the rank-2 checkpoint into a rank-4 model (a
     RuntimeError traceback) after rewriting the fingerprint, so restoring lora.r: 2 was refused next."""
     _edit(unfinished, lora__r=4)
-    files = {p.relative_to(unfinished): p.read_bytes() for p in unfinished.rglob("*") if p.is_file()}
+    def files() -> dict[Path, bytes]:  # the lock file records who held the folder last: not the run's
+        return {p.relative_to(unfinished): p.read_bytes() for p in unfinished.rglob("*")
+                if p.is_file() and p.name != runlock.LOCK_NAME}
+
+    before = files()
     assert main(["run", "--resume", str(unfinished), "--no-progress", "--allow-changed", "lora.r"]) == 2
     runlock.release(unfinished)
     err = _err_lines(capsys)
     assert err == [f"error: --resume {unfinished}: lora.r changed (2 -> 4), which changes the shape of the trained "
                    "tensors, and lora has not finished, so its checkpoint cannot load; restore lora.r in config.yaml, "
                    "or start a new run with --out"], err
-    after = {p.relative_to(unfinished): p.read_bytes() for p in unfinished.rglob("*") if p.is_file()}
-    assert after == files  # nothing written: not the fingerprint, not a checkpoint
+    assert files() == before  # nothing written: not the fingerprint, not a checkpoint
     _edit(unfinished, lora__r=2)  # put back, the run goes on and finishes
     assert main(["run", "--resume", str(unfinished), "--no-progress"]) == 0
     runlock.release(unfinished)

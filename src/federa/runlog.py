@@ -110,7 +110,8 @@ class RunDir:
 # present. Other keys are passed through as they are.
 _NUMBER_KEYS = ("score", "cum_train_wall_s", "cum_client_compute_s", "cum_wall_s", "cum_bytes_up",
                 "cum_bytes_down", "cum_examples_seen", "cum_modelled_s")
-_OPTIONAL_NUMBER_KEYS = ("loss", "macro_f1", "round_s", "lora_agg_error", "client_score", "update_norm")
+_OPTIONAL_NUMBER_KEYS = ("loss", "macro_f1", "round_s", "lora_agg_error", "update_norm")
+_NUMBER_LIST_KEYS = ("client_score",)  # one entry per client id, None for a client that was not scored
 
 
 def _is_number(v: Any) -> bool:
@@ -132,6 +133,10 @@ def record_problem(record: Any) -> str | None:
     for key in _OPTIONAL_NUMBER_KEYS:  # may be null (not measured that round)
         if record.get(key) is not None and not _is_number(record[key]):
             return f"'{key}' is {json.dumps(record[key])}, not a number"
+    for key in _NUMBER_LIST_KEYS:
+        value = record.get(key)
+        if value is not None and not (isinstance(value, list) and all(v is None or _is_number(v) for v in value)):
+            return f"'{key}' is {json.dumps(value)}, not a list of numbers"
     return None
 
 

@@ -110,3 +110,45 @@ def test_load_model_refuses_with_the_fix(finished):
         federa.load_model(finished.run_dir, "fft", peft=True)
     with pytest.raises(FederaError, match="finished here: bitfit, federa, fft, lora, prompt"):
         federa.load_model(finished.run_dir, "ia3")
+
+
+def test_load_model_shows_no_false_untrained_head_alarm_but_keeps_real_reports(finished, monkeypatch):
+    import logging
+    import warnings
+
+    import torch
+    import transformers
+    from safetensors.torch import load_file
+
+    import federa.loading
+
+    class Seen(logging.Handler):  # what transformers' own handler would print
+        def __init__(self):
+            super().__init__()
+            self.lines: list[str] = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    seen, root = Seen(), logging.getLogger("transformers")
+    before = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_warning()  # as a user's session has it (the tests quiet it)
+    root.addHandler(seen)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = federa.load_model(finished.run_dir, "federa")
+        # The head the base lacks is the one the adapter brings: no "newly initialized" report, no peft
+        # deprecation noise, and the loaded head is the trained one.
+        assert not [line for line in seen.lines if "MISSING" in line or "LOAD REPORT" in line], seen.lines
+        assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
+        saved = load_file(str(finished.run_dir / "federa/final/adapter_model.safetensors"))
+        assert torch.equal(model.classifier.weight, saved["base_model.model.classifier.weight"])
+        # A key the adapter does not bring is a real problem: transformers' report stays visible.
+        monkeypatch.setattr(federa.loading, "_adapter_keys", lambda final: set())
+        federa.load_model(finished.run_dir, "lora")
+        assert [line for line in seen.lines if "LOAD REPORT" in line and "classifier.weight" in line
+                and "MISSING" in line]
+    finally:
+        root.removeHandler(seen)
+        transformers.logging.set_verbosity(before)

@@ -23,7 +23,7 @@ def _run(capsys, tiny_model_dir, small_csv, tmp_path, *sets, extra=()):
 CASES = [
     (["partiton.alpha=0.1"], r"unknown config key 'partiton'"),
     (["partition.alpa=0.1"], r"unknown config key 'partition.alpa'; known keys here: kind, alpha"),
-    (["methods=federa,nope"], r"unknown method 'nope'; choose from fft, lora, federa"),
+    (["methods=federa,nope"], r"unknown method 'nope'; a method is .*base fft, lora, federa"),
     (["lora.r=0"], r"lora.r must be a positive integer, got 0"),
     (["lora.r=64"], r"lora.r=64 is larger than min\(out, in\)=32 of '.*query' \(32x32\); set lora.r<=32"),
     (["lora.target_modules=qkv"], r"'qkv' matches no Linear module in the model; available: .*query.*value"),

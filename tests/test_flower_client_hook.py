@@ -193,7 +193,7 @@ def test_wire_carries_extra_up_and_never_memory():
 
 def test_base_fold_is_the_unfolded_weight_plus_the_fold_however_it_got_there(tiny_cfg):
     """Server (fold after fold) and a node (one fold, on a fresh model) hold bit-identical weights."""
-    from federa.methods.base import apply_base_fold
+    from federa.strategies.fedex import apply_base_fold
 
     job = prepare_job(tiny_cfg("methods=lora"))
     _, server_model, _ = job.server_model("lora")

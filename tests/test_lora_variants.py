@@ -153,6 +153,20 @@ def test_fedex_final_model_carries_its_fold(tiny_cfg, tmp_path):
     fold = load_file(str(rd.final_model("lora+fedex") / "base_fold.safetensors"))
     server = ServerRun(job, "lora+fedex", rd, log=lambda *_: None)
     assert fold.keys() == server.strategy.base_fold().keys() and all(t.abs().sum() > 0 for t in fold.values())
+    # The function base_fold.json names exists and rebuilds the trained frozen weights on a fresh model.
+    import importlib
+    import json
+    import re
+
+    how = json.loads((rd.final_model("lora+fedex") / "base_fold.json").read_text())["how"]
+    module, _, name = re.search(r"(federa(?:\.\w+)+)\(model, fold, \{\}\)", how).group(1).rpartition(".")
+    apply = getattr(importlib.import_module(module), name)
+    fresh = job.server_model("lora+fedex")[1]
+    before = {n: p.detach().clone() for n, p in fresh.named_parameters() if n in fold}
+    apply(fresh, fold, {})
+    for n, p in fresh.named_parameters():
+        if n in fold:
+            assert torch.equal(p, before[n] + fold[n].to(p.dtype)), n
 
 
 def test_held_factor_gets_no_gradient_and_trains_normally_next_round(tiny_cfg):

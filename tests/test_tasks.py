@@ -262,3 +262,33 @@ def test_every_method_trains_on_every_task_or_refuses_in_one_line(tiny_cfg, task
     if task == "token_classification":
         refused.add("prompt")  # virtual tokens would shift every position against its tag
     assert {m for m, o in outcome.items() if o == "refused"} == refused, outcome
+
+
+def test_flower_driver_logs_the_tasks_main_metric_for_a_task_without_accuracy(tiny_cfg, sts_csv, tmp_path,
+                                                                               monkeypatch):
+    """The ServerApp's per-round line names the task's main metric (a regression task has no accuracy)."""
+    from flwr.app import Context, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from federa.engines.flower import client_app
+    from federa.engines.flower.driver import drive_method
+
+    for name in ("_run_id", "_task_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)
+
+    class Grid:  # node 100+i holds client i; every message answered by federa's ClientApp in this process
+        contexts = {100 + i: Context(run_id=1, node_id=100 + i, state=RecordDict(), run_config={},
+                                     node_config={"partition-id": i, "num-partitions": 4}) for i in range(4)}
+
+        def get_node_ids(self):
+            return list(self.contexts)
+
+        def send_and_receive(self, msgs, timeout=None):
+            return [client_app.app(m, self.contexts[m.metadata.dst_node_id]) for m in msgs]
+
+    cfg = tiny_cfg(f"data.path={sts_csv}", "data.text_pair_column=text_pair", "methods=lora", "rounds=1")
+    logs: list[str] = []
+    result = drive_method(Grid(), prepare_job(cfg), "lora", RunDir(tmp_path), log=logs.append)
+    assert result["status"] == "done"
+    pearson = [r for r in RunDir(tmp_path).read_metrics() if r["round"] == 1][0]["pearson"]
+    assert f"[lora] round 1/1: 2/2 replies, pearson {pearson:.4f}" in logs

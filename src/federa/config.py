@@ -16,10 +16,10 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, create_m
 from federa.engines import available_engines, engine_sections
 from federa.errors import ConfigError
 from federa.methods import available_methods, default_lr, method_class, method_sections
-from federa.methods.variants import method_problem, split_method
+from federa.methods.variants import split_method
 from federa.settings import SHAPES, NameList, Section
 from federa.strategies import available_strategies
-from federa.strategies.per_method import aggregator_problem, method_stack_problem
+from federa.strategies.per_method import method_name_problem, method_stack_problem
 from federa.strategies.stack import stack_problem, strategy_sections
 from federa.tasks import available_tasks, task_class
 from federa.trackers import tracker_problem, tracker_sections
@@ -162,7 +162,7 @@ class CoreConfig(_Strict):
         if not methods:
             raise ValueError("methods is empty; name at least one of " + ", ".join(available_methods()))
         for m in methods:
-            if (problem := method_problem(m, available_methods()) or aggregator_problem(m)) is not None:
+            if (problem := method_name_problem(m)) is not None:
                 raise ValueError(problem)
         if len(set(methods)) != len(methods):
             raise ValueError(f"methods lists a method twice: {methods}")
@@ -183,9 +183,8 @@ class CoreConfig(_Strict):
     @classmethod
     def _fill_lr(cls, lr: dict[str, float]) -> dict[str, float]:
         for m, v in lr.items():
-            if (method_problem(m, available_methods()) or aggregator_problem(m)) is not None:
-                raise ValueError(f"lr.{m}: unknown method; choose from {', '.join(available_methods())} "
-                                 "(or a variant such as federa+ffa)")
+            if (problem := method_name_problem(m)) is not None:
+                raise ValueError(f"lr.{m}: unknown method: {problem}")
             if not v > 0:
                 raise ValueError(f"lr.{m} must be > 0, got {v}")
         return {**{m: default_lr(m) for m in available_methods()}, **lr}

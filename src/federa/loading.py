@@ -10,6 +10,10 @@ know which one a method used.
 from __future__ import annotations
 
 import json
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from torch import nn
@@ -90,14 +94,29 @@ def _check_weights(rd: RunDir, final: Path, method: str) -> None:
 
 
 def _load_peft(rd: RunDir, final: Path, method: str, as_peft: bool) -> nn.Module:
-    _, auto_peft = _auto_classes(_is_token_task(rd, final / "base" / "config.json"))
-    model = auto_peft.from_pretrained(str(final))
+    import peft
+
+    auto, _ = _auto_classes(_is_token_task(rd, final / "base" / "config.json"))
+    # What AutoPeftModel does (base from adapter_config's base_model_name_or_path, then the adapter),
+    # in two steps: the base alone lacks the trained head, and transformers reports it "MISSING ...
+    # newly initialized" although the adapter loads it right after. That report is held back only
+    # when every key it names is one the adapter brings; anything else is shown as transformers wrote it.
+    base_path = json.loads((final / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+    with _held_load_report() as held:
+        base, info = auto.from_pretrained(base_path, output_loading_info=True)
+    brought = _adapter_keys(final)
+    if set(info["missing_keys"]) - brought or info["unexpected_keys"] or info["mismatched_keys"]:
+        held.release()
+    with warnings.catch_warnings():
+        # peft asks the model `is_gradient_checkpointing`, an alias transformers deprecates: not the user's concern.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = peft.PeftModel.from_pretrained(base, str(final))
     fold_file = final / "base_fold.safetensors"
     if fold_file.is_file():
         # FedEx-LoRA moved the frozen weights too: add them before the adapter means anything.
         from safetensors.torch import load_file
 
-        from federa.methods.base import apply_base_fold
+        from federa.strategies.fedex import apply_base_fold
 
         apply_base_fold(model, load_file(str(fold_file)), {})
     if as_peft:
@@ -106,3 +125,41 @@ def _load_peft(rd: RunDir, final: Path, method: str, as_peft: bool) -> nn.Module
         raise ModelError(f"'{method}' learns soft tokens, which cannot be merged into the weights; "
                          "call load_model(..., peft=True) for the peft model")
     return model.merge_and_unload()
+
+
+class _HeldRecords(logging.Filter):
+    """Holds back transformers' weight-load report; :meth:`release` emits it after all."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger, self.records = logger, []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in record.getMessage():
+            self.records.append(record)
+            return False
+        return True
+
+    def release(self) -> None:
+        for record in self.records:
+            self.logger.handle(record)
+        self.records = []
+
+
+@contextmanager
+def _held_load_report() -> Iterator[_HeldRecords]:
+    logger = logging.getLogger("transformers.modeling_utils")
+    held = _HeldRecords(logger)
+    logger.addFilter(held)
+    try:
+        yield held
+    finally:
+        logger.removeFilter(held)
+
+
+def _adapter_keys(final: Path) -> set[str]:
+    """The base model's parameter names the saved adapter holds (the task head peft saves with it)."""
+    from safetensors import safe_open
+
+    with safe_open(str(final / "adapter_model.safetensors"), "pt") as f:
+        return {k.removeprefix("base_model.model.") for k in f.keys()}

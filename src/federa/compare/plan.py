@@ -14,7 +14,7 @@ from pathlib import Path
 from federa.config import Config, build_config
 from federa.errors import ConfigError
 from federa.methods import available_methods
-from federa.methods.variants import method_problem
+from federa.strategies.per_method import method_name_problem
 from federa.runlog import RunDir
 
 IID = "iid"
@@ -77,7 +77,7 @@ def parse_methods(text: str) -> tuple[str, ...]:
     if not names:
         raise ConfigError(f"--methods is empty; name some of {','.join(known)}")
     for n in names:
-        if (problem := method_problem(n, known)) is not None:  # a variant (federa+flexlora) is a method too
+        if (problem := method_name_problem(n)) is not None:  # a variant (federa+flexlora) is a method too
             raise ConfigError(f"--methods: {problem}")
     if len(set(names)) != len(names):
         raise ConfigError(f"--methods lists a method twice: {text}")

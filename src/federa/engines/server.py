@@ -24,7 +24,7 @@ from federa.export import self_contained_adapter
 from federa.job import Job
 from federa.client_eval import evaluate_clients, node_metrics
 from federa.methods.base import (
-    apply_base_fold, count_parameters, load_tensors, load_trainable_state, private_tensors, state_bytes,
+    count_parameters, load_tensors, load_trainable_state, private_tensors, state_bytes,
     trainable_state,
 )
 from federa.runlog import RunDir
@@ -32,6 +32,7 @@ from federa.methods.variants import VARIANTS, split_method
 from federa.network import record_round_s, speed_factors
 from federa.strategies.lora_math import aggregation_error
 from federa.strategies.base import Strategy
+from federa.strategies.fedex import apply_base_fold
 from federa.strategies.per_method import method_stack
 from federa.strategies.validate import check_count, check_metrics, counted_metrics, step_examples, weight_cap
 from federa.trajectory import UpdateTrajectory

@@ -65,7 +65,7 @@ def _start(job: Job, method_name: str, setup: State, threads: int) -> None:
 def _train(cid: int, state: State, settings: TrainSettings, rule: LocalRule | None, fold: State) -> Update | str:
     from federa.client import local_update
     from federa.errors import NonFiniteLossError
-    from federa.methods.base import apply_base_fold
+    from federa.strategies.fedex import apply_base_fold
 
     job, model = _worker["job"], _worker["model"]
     if fold or _worker["folded"]:  # the server moved frozen weights (FedEx-LoRA): follow it

@@ -42,8 +42,17 @@ def default_lr(name: str) -> float:
 
 
 def method_sections() -> dict[str, type[Section]]:
-    """Config section name → its settings class, for every method that has settings."""
-    return {name: cls.settings for name in _REGISTRY if (cls := method_class(name)).settings is not None}
+    """Config section name → its settings class, for every method that defines settings of its own.
+
+    Only a class's own ``settings`` count: a subclass that defines none (a LoRA-family method reading
+    ``lora:``) inherits its parent's attribute, and a ``<name>:`` section copied from it would be
+    accepted and then read by nothing."""
+    return {name: own for name in _REGISTRY if (own := vars(method_class(name)).get("settings")) is not None}
+
+
+def lora_methods() -> tuple[str, ...]:
+    """The methods the federated-LoRA variants apply to (each class's ``lora_variants``)."""
+    return tuple(name for name in _REGISTRY if method_class(name).lora_variants)
 
 
 def get_method(name: str, cfg: Config, peft_task_type: str = "SEQ_CLS") -> Method:

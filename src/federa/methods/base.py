@@ -26,6 +26,10 @@ class Method(ABC):
     # The method's config section (``cfg.<name>``), or None when it has no settings of its own.
     settings: ClassVar[type[Section] | None] = None
     default_lr: ClassVar[float]  # AdamW rate when the config names none (``lr.<name>``)
+    # True when the federated-LoRA variants (``+ffa``, ``+fedex``, ``+flora``, ...) apply: the method
+    # trains peft LoRA pairs (``lora_A``/``lora_B``) from its first round. Subclasses inherit it, so a
+    # new LoRA-family method (a subclass of :class:`~federa.methods.lora.Lora`) takes the variants as is.
+    lora_variants: ClassVar[bool] = False
 
     def __init__(self, cfg: Config, peft_task_type: str = "SEQ_CLS") -> None:
         self.cfg = cfg
@@ -111,36 +115,6 @@ def load_tensors(model: nn.Module, tensors: State) -> None:
     with torch.no_grad():
         for name, t in tensors.items():
             params[name].copy_(t)
-
-
-def apply_base_fold(model: nn.Module, fold: State, originals: State) -> State:
-    """Set every frozen weight named in ``fold`` to its unfolded value + the fold (transposed for
-    GPT-2's Conv1D, which stores (in, out)); a weight folded earlier but absent from ``fold`` goes
-    back to its unfolded value. ``originals``: the unfolded weights this returned last time ({}
-    on a model never folded). A strategy's ``base_fold`` (FedEx-LoRA) is the only source of such
-    changes to frozen weights.
-
-    Always original + fold, never += the change: every party (the server, a resumed server, a
-    Flower node that missed rounds, someone loading the exported fold) then holds bit-identical
-    frozen weights, which incremental float32 additions would not give.
-    """
-    import torch
-    from transformers.pytorch_utils import Conv1D
-
-    params = dict(model.named_parameters())
-    originals = dict(originals)
-    with torch.no_grad():
-        for name in [*fold, *(n for n in originals if n not in fold)]:
-            p = params[name]
-            if name not in originals:
-                originals[name] = p.detach().clone()
-            if name not in fold:
-                p.copy_(originals[name])
-                continue
-            owner = model.get_submodule(name.removesuffix(".weight"))
-            total = fold[name]
-            p.copy_(originals[name] + (total.T if isinstance(owner, Conv1D) else total).to(p.device, p.dtype))
-    return {k: v for k, v in originals.items() if k in fold}
 
 
 def state_bytes(state: State) -> int:

@@ -103,6 +103,7 @@ def find_target_linears(model: nn.Module, targets: list[str] | None, rank: int) 
 class Lora(Method):
     name = "lora"
     settings = LoraSettings
+    lora_variants = True
     # Best of a small grid on the built-in model and data (3 rounds × 2 clients × 10 steps, test
     # accuracy in brackets): {1e-3: .58, 3e-3: .79, 1e-2: .83}.
     default_lr = 1e-2

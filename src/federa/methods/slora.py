@@ -63,6 +63,9 @@ class SloraSettings(Section):
 class SLoRA(Lora):
     name = "slora"
     settings = SloraSettings
+    # Its first stage trains sparse deltas, not LoRA pairs: the variants would freeze or fold factors
+    # that do not exist yet.
+    lora_variants = False
     # Stage 2's rate: LoRA's default (SLoRA's factors start from √(S/s) of the small ΔW, between
     # LoRA's B = 0 and FeDeRA's large √S of W); not tuned separately yet.
     default_lr = 1e-2

@@ -13,9 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-LORA_BASES = ("lora", "federa")  # the initialisations the federated-LoRA variants apply to
-
-
 @dataclass(frozen=True)
 class Variant:
     name: str
@@ -25,8 +22,9 @@ class Variant:
     # Parameter-name fragments that train on every client but never travel (personalised parts):
     # frozen in the global model, each client keeps its own copy between its rounds.
     private: tuple[str, ...] = ()
-    # The methods it applies to; None: every method.
-    bases: tuple[str, ...] | None = LORA_BASES
+    # True: it applies to the LoRA-family methods only (those whose class sets ``lora_variants``,
+    # :func:`federa.methods.lora_methods`); False: to every method.
+    lora_only: bool = True
     # Methods it cannot follow, each with the reason (one clear line when refused).
     refuses: tuple[tuple[str, str], ...] = ()
     # False for a baseline in which nothing crosses a network: its bytes are 0 by definition,
@@ -63,11 +61,11 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     # Reference baselines (strategies/local.py, strategies/centralized.py), any method underneath.
     # local: every client trains alone on its own shard, in the rounds it is sampled, and keeps its model.
     Variant("local", "baseline: each client fine-tunes alone, no aggregation", strategy="local",
-            private=EVERYTHING, bases=None, travels=False,
+            private=EVERYTHING, lora_only=False, travels=False,
             refuses=(("slora", "its stage switch rebuilds the model, which would drop every client's own tensors"),)),
     # centralized: one machine trains on every client's training data pooled, the round's example budget.
     Variant("centralized", "baseline: all clients' training data pooled on one machine", strategy="centralized",
-            bases=None, travels=False),
+            lora_only=False, travels=False),
 ]}
 
 
@@ -83,20 +81,21 @@ def aggregator_of(name: str) -> str | None:
     return name.partition("@")[2] or None
 
 
-def method_problem(name: str, known: tuple[str, ...]) -> str | None:
-    """Why ``name`` is not a method (with or without a variant), or None; an ``@aggregator`` is
-    checked by :func:`federa.strategies.per_method.aggregator_problem`."""
+def variant_problem(name: str) -> str | None:
+    """Why the ``+variant`` of ``name`` (whose base method exists) cannot be, or None; the full check
+    of a method name, base and ``@aggregator`` included, is
+    :func:`federa.strategies.per_method.method_name_problem`."""
+    from federa.methods import lora_methods
+
     base, variant = split_method(name)
-    if base not in known:
-        return f"unknown method '{base}'; choose from {', '.join(known)}"
     if variant is None:
         return None
     if variant not in VARIANTS:
-        return f"unknown federated-LoRA variant '{variant}' in '{name}'; choose from {', '.join(VARIANTS)}"
+        return f"unknown federated-LoRA variant '{variant}' in '{name}'"
     v = VARIANTS[variant]
-    if v.bases is not None and base not in v.bases:
-        anywhere = [f"+{n}" for n, w in VARIANTS.items() if w.bases is None]
-        return (f"'{name}': variants apply to {' and '.join(v.bases)} only, e.g. federa+{variant} "
+    if v.lora_only and base not in lora_methods():
+        anywhere = [f"+{n}" for n, w in VARIANTS.items() if not w.lora_only]
+        return (f"'{name}': variants apply to {' and '.join(lora_methods())} only, e.g. federa+{variant} "
                 f"(the baselines {' and '.join(anywhere)} apply to every method)")
     for refused, why in v.refuses:
         if base == refused:

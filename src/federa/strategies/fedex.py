@@ -19,6 +19,8 @@ from federa.strategies.lora_math import lora_pairs, weighted_mean
 from federa.types import State
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from federa.config import Config
 
 BASE_SUFFIX = ".base_layer.weight"  # peft keeps the frozen matrix of an adapted module here
@@ -67,3 +69,32 @@ class FedExLoRA(FoldsIntoBase, Strategy):
             self.add_fold(module, self.scaling * (mean_product - product_of_means))
         return weighted_average(states, weights)
 
+
+def apply_base_fold(model: nn.Module, fold: State, originals: State) -> State:
+    """Set every frozen weight named in ``fold`` to its unfolded value + the fold (transposed for
+    GPT-2's Conv1D, which stores (in, out)); a weight folded earlier but absent from ``fold`` goes
+    back to its unfolded value. ``originals``: the unfolded weights this returned last time ({}
+    on a model never folded). A strategy's ``base_fold`` (FedEx-LoRA) is the only source of such
+    changes to frozen weights.
+
+    Always original + fold, never += the change: every party (the server, a resumed server, a
+    Flower node that missed rounds, someone loading the exported fold) then holds bit-identical
+    frozen weights, which incremental float32 additions would not give.
+    """
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    params = dict(model.named_parameters())
+    originals = dict(originals)
+    with torch.no_grad():
+        for name in [*fold, *(n for n in originals if n not in fold)]:
+            p = params[name]
+            if name not in originals:
+                originals[name] = p.detach().clone()
+            if name not in fold:
+                p.copy_(originals[name])
+                continue
+            owner = model.get_submodule(name.removesuffix(".weight"))
+            total = fold[name]
+            p.copy_(originals[name] + (total.T if isinstance(owner, Conv1D) else total).to(p.device, p.dtype))
+    return {k: v for k, v in originals.items() if k in fold}

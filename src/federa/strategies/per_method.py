@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from federa.methods.variants import VARIANTS, aggregator_of, split_method
+from federa.methods import available_methods
+from federa.methods.variants import VARIANTS, aggregator_of, split_method, variant_problem
 from federa.strategies.registry import available_strategies
 
 if TYPE_CHECKING:
@@ -33,6 +34,27 @@ def aggregators() -> tuple[str, ...]:
     """Names allowed after ``@``: strategies that are not a variant's own rule, and the server optimisers."""
     own = {v.strategy for v in VARIANTS.values()}
     return tuple(s for s in available_strategies() if s not in own) + tuple(SERVER_OPTIMISERS)
+
+
+def method_names_help() -> str:
+    """Every name a method may be written with: base, ``+variant``, ``@aggregator``."""
+    everywhere = [f"+{n}" for n, v in VARIANTS.items() if not v.lora_only]
+    lora = [f"+{n}" for n, v in VARIANTS.items() if v.lora_only]
+    return (f"a method is <base>[+<variant>][@<aggregator>]: base {', '.join(available_methods())}; "
+            f"variant {', '.join(lora)} (LoRA-family bases), {', '.join(everywhere)} (any base); "
+            f"aggregator @{', @'.join(aggregators())}")
+
+
+def method_name_problem(method: str) -> str | None:
+    """Why ``method`` (``federa``, ``lora+ffa``, ``federa@fedadam``, ...) is not a method, or None.
+
+    A misspelt part gets every name a method may be written with, so one error teaches them all."""
+    base, variant = split_method(method)
+    if base not in available_methods():
+        return f"unknown method '{base}'; {method_names_help()}"
+    if variant is not None and variant not in VARIANTS:
+        return f"{variant_problem(method)}; {method_names_help()}"
+    return variant_problem(method) or aggregator_problem(method)
 
 
 def aggregator_problem(method: str) -> str | None:

@@ -138,7 +138,7 @@ class NodeModel:
 
     def with_fold(self, fold: dict):
         """The model with exactly ``fold`` on its frozen weights (this node's earlier fold replaced)."""
-        from federa.methods.base import apply_base_fold
+        from federa.strategies.fedex import apply_base_fold
 
         if fold or self.originals:
             self.originals = apply_base_fold(self.model, fold, self.originals)

@@ -286,7 +286,7 @@ def test_flower_round_drops_a_nan_loss_client_and_a_malformed_reply(honest, tmp_
     from flwr.app import ConfigRecord, Message, RecordDict
 
     from federa.engines.flower import wire
-    from federa.engines.flower.driver import _Round
+    from federa.engines.flower.driver import GridTransport
 
     _, _, _, updates = honest
     server = _server(honest, tmp_path)
@@ -309,8 +309,8 @@ def test_flower_round_drops_a_nan_loss_client_and_a_malformed_reply(honest, tmp_
     class Nodes:
         node_of = {c: 100 + c for c in range(5)}
 
-    rnd = _Round(Grid(), server, Nodes(), None)
-    got = rnd.plain(1, server.configure(1))
+    rnd = GridTransport(Grid(), server, Nodes(), None)
+    got = rnd.plain(1, server.plan(1, with_rules=False))
     assert sorted(got) == [0, 2, 3, 4] and rnd.nonfinite == [1]
     record = server.complete_round(1, got, started=0.0)
     assert [r["client"] for r in record["rejected"]] == [2]  # no count, no train_loss

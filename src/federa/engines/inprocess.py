@@ -4,24 +4,64 @@ Clients share the server's model object: only trainable tensors differ between p
 and ``local_update`` loads the broadcast state before training, so this is exactly what
 separate clients holding the same frozen weights would compute, without N model copies.
 With ``inprocess.workers: N`` > 1, N worker processes train the round's clients side by side
-(:mod:`federa.engines.workers`), with the same replies.
+(:mod:`federa.engines.workers`), with the same replies. The round loop is
+:meth:`federa.engines.server.ServerRun.run`; this module is only the transport.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from torch import nn
 
 from federa.client import local_update
-from federa.engines.server import ServerRun, check_replies, min_replies
+from federa.engines.server import ServerRun
+from federa.engines.transport import ClientTask, Replies, Transport
 from federa.engines.workers import ClientPool, worker_threads
 from federa.errors import NonFiniteLossError
 from federa.events import Events
 from federa.job import Job
 from federa.progress import Progress
 from federa.runlog import RunDir
+
+
+class InProcessClients(Transport):
+    """Trains each task on the server's own model object (``model``: it changes at a stage switch),
+    or in ``workers`` spawned processes when more than one."""
+
+    def __init__(self, job: Job, method_name: str, model: Callable[[], nn.Module], events: Events) -> None:
+        self.job, self.method_name, self.model, self.events = job, method_name, model, events
+        self.workers = job.cfg.inprocess.workers
+        self.pool: ClientPool | None = None
+
+    def train(self, rnd: int, tasks: Mapping[int, ClientTask]) -> Replies:
+        if self.workers > 1:
+            return self._train_in_pool(tasks)
+        job, updates, failed = self.job, {}, {}
+        for k, (cid, task) in enumerate(tasks.items(), 1):
+            self.events.client_start(k, len(tasks), cid)
+            try:
+                updates[cid] = local_update(self.model(), task.state, job.shard(cid), job.collate, task.settings,
+                                            job.device, client_id=cid, rule=task.rule, on_step=self.events.step)
+            except NonFiniteLossError as err:  # dropped from this round, like a missing reply
+                failed[cid] = str(err)
+        return Replies(updates, failed)
+
+    def _train_in_pool(self, tasks: Mapping[int, ClientTask]) -> Replies:
+        if self.pool is None:  # started at the first round to train, with the setup every worker builds from
+            first = next(iter(tasks.values()))
+            threads = worker_threads(self.job.cfg.model.num_threads or torch.get_num_threads(), self.workers)
+            self.pool = ClientPool(self.job, self.method_name, first.setup, self.workers, threads)
+        fold = next(iter(tasks.values())).fold if tasks else {}
+        updates, failed = self.pool.train({cid: t.state for cid, t in tasks.items()},
+                                          {cid: (t.settings, t.rule) for cid, t in tasks.items()}, fold)
+        return Replies(updates, failed)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
 
 
 def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = True, log=print,
@@ -33,45 +73,4 @@ def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = Tru
     events = events if events is not None else Progress.for_output(progress, log)
     log = events.wrap_log(log)
     server = ServerRun(job, method_name, run_dir, log=log)
-    events.method_start(method_name, job.cfg.rounds, server.round, server.progress_postfix())
-    result = None
-    workers = job.cfg.inprocess.workers
-    pool = ClientPool(job, method_name, server.setup, workers,
-                      worker_threads(job.cfg.model.num_threads or torch.get_num_threads(), workers)
-                      ) if workers > 1 and server.round < job.cfg.rounds else None
-    try:
-        for rnd in server.remaining_rounds():
-            events.round_start(rnd)
-            started = time.perf_counter()
-            updates, failed = {}, {}
-            # A simulated client's memory (SCAFFOLD's cᵢ) is kept for it by the strategy, which
-            # checkpoints it; on Flower each node keeps its own.
-            clients = {cid: (settings, server.local_rule(rnd, cid, settings, server.strategy.client_memory(cid)))
-                       for cid, settings in server.configure(rnd).items()}
-            if pool is not None:
-                updates, failed = pool.train({cid: server.client_state(rnd, cid) for cid in clients}, clients,
-                                             server.strategy.base_fold())
-            for k, (cid, (settings, rule)) in enumerate(clients.items(), 1):
-                if pool is None:
-                    events.client_start(k, len(clients), cid)
-                    try:
-                        updates[cid] = local_update(server.model, server.client_state(rnd, cid), job.shard(cid),
-                                                    job.collate, settings, job.device, client_id=cid, rule=rule,
-                                                    on_step=events.step)
-                    except NonFiniteLossError as err:  # dropped from this round, like a missing reply
-                        failed[cid] = str(err)
-                if cid not in updates:
-                    continue
-                server.strategy.keep_client_memory(cid, updates[cid].memory)
-            check_replies(rnd, len(clients), updates, failed, min_replies(job.cfg), log=log, method=method_name)
-            record = server.complete_round(rnd, updates, started)
-            events.round_end(rnd, record, server.progress_postfix())
-        result = server.finish()
-    except NonFiniteLossError as err:
-        log(f"[{method_name}] stopped: {err}")
-        result = server.fail(str(err))
-    finally:
-        if pool is not None:
-            pool.close()
-        events.method_end(method_name, result)
-    return result
+    return server.run(InProcessClients(job, method_name, lambda: server.model, events), events)

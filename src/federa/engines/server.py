@@ -9,17 +9,19 @@ settings and updates between it and the clients.
 from __future__ import annotations
 
 import json
-import math
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from safetensors.torch import save_file
 
+from federa.accounting import Downlink, Ledger, RoundReplies, Totals
 from federa.checkpoint import load_checkpoint, save_checkpoint
+from federa.engines.transport import ClientTask, Transport, min_replies
 from federa.errors import NonFiniteLossError
+from federa.events import Events
 from federa.export import self_contained_adapter
 from federa.job import Job
 from federa.client_eval import evaluate_clients, node_metrics
@@ -29,66 +31,12 @@ from federa.methods.base import (
 )
 from federa.runlog import RunDir
 from federa.methods.variants import VARIANTS, split_method
-from federa.network import record_round_s, speed_factors
-from federa.strategies.lora_math import aggregation_error
 from federa.strategies.base import Strategy
 from federa.strategies.fedex import apply_base_fold
 from federa.strategies.per_method import method_stack
 from federa.strategies.validate import check_count, check_metrics, counted_metrics, step_examples, weight_cap
-from federa.trajectory import UpdateTrajectory
-from federa.types import LocalRule, State, TrainSettings, Update
+from federa.types import State, TrainSettings, Update
 from federa.weight_files import write_checksums
-
-_COUNTERS = ("train_wall_s", "client_compute_s", "wall_s", "bytes_up", "bytes_down", "examples_seen", "modelled_s")
-
-
-@dataclass
-class Totals:
-    """Cumulative counters since round 0 (carried in checkpoints, so resume keeps them)."""
-
-    train_wall_s: float = 0.0  # configure → aggregate, summed over rounds (no evaluation)
-    client_compute_s: float = 0.0  # Σ over clients of local training seconds
-    wall_s: float = 0.0  # end to end, evaluation included
-    bytes_up: int = 0
-    bytes_down: int = 0
-    examples_seen: int = 0
-    modelled_s: float = 0.0  # Σ of modelled round times under cfg.network (federa.network)
-    contacted: set[int] = field(default_factory=set)  # clients that already hold the setup broadcast
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**{k: getattr(self, k) for k in _COUNTERS}, "contacted": sorted(self.contacted)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Totals:
-        # A checkpoint written before modelled time existed resumes with it at 0.
-        return cls(**{k: d[k] for k in _COUNTERS if k in d}, contacted=set(d["contacted"]))
-
-
-def min_replies(cfg) -> int:
-    """Valid replies a round needs: ``flower.min_replies``, or half the sampled clients rounded up.
-
-    Clients that fail (a NaN loss, an exception, no reply) are dropped from their round; the
-    method stops only when fewer than this many remain.
-    """
-    return cfg.flower.min_replies or math.ceil(cfg.clients_per_round / 2)
-
-
-def check_replies(rnd: int, sampled: int, updates: Mapping[int, Update], failed: Mapping[int, str], need: int,
-                  log=print, method: str = "") -> None:
-    """Log the clients that failed this round; raise when fewer than ``need`` replies remain.
-
-    A NaN/inf loss stops the method (:class:`NonFiniteLossError`) only when too few clients
-    trained without one; the line names them and quotes the first client's message.
-    """
-    for cid, why in sorted(failed.items()):
-        log(f"[{method}] round {rnd}: dropped client {cid}: {why}")
-    need = min(need, sampled)  # a round that asks fewer (a centralized baseline's one machine) needs them all
-    if len(updates) < need:
-        first = failed[min(failed)] if failed else "no reply"
-        raise NonFiniteLossError(
-            f"round {rnd}: only {len(updates)} of {sampled} sampled clients trained, fewer than flower.min_replies={need} "
-            f"(clients {sorted(failed)} failed; first: {first})")
-
 
 def mean_metrics(scored: list[tuple[dict[str, float], int]]) -> dict[str, float]:
     """Each metric averaged over models, each weighted by the clients that hold it; one model's
@@ -122,22 +70,18 @@ class ServerRun:
         self.strategy.start_private(private)
         # A baseline (+local, +centralized) sends nothing anywhere: its bytes are 0 by definition.
         self.travels = VARIANTS[variant].travels if variant else True
+        self.ledger = Ledger(cfg.network, cfg.num_clients, cfg.seed, self.travels)  # bytes, time, trajectory, totals
         self.private_names = sorted(private)
         self.trainable += sum(t.numel() for t in private.values())
         # Set by an engine whose clients keep their private tensors where the server cannot read them
         # (Flower): (clients to score, those also on the test set) → each client's scores of its
         # personalised model, computed on its node. None: the strategy holds every client's copy.
         self.node_scores: Callable[[Sequence[int], set[int]], dict[int, dict[str, float]]] | None = None
-        self.totals = Totals()
         self._folded: State = {}  # the unfolded frozen weights under the strategy's base fold (FedEx-LoRA)
         # Names this run (and its resumes) to the Flower nodes that keep a client's memory on disk.
         self.run_token = uuid.uuid4().hex
         self.round = 0
         self.last_metrics: dict[str, float] = {}
-        self.trajectory = UpdateTrajectory()  # update norm and cosine to the previous round's update
-        # One more speed, nominal, for a centralized baseline's machine (Job.pooled_id): no straggler.
-        self.link = cfg.network.link()
-        self.speeds = [*speed_factors(cfg.network, cfg.num_clients, cfg.seed), cfg.network.compute_scale]
         run_dir.method_dir(method_name).mkdir(parents=True, exist_ok=True)
         if not self._resume():
             self._log_round(0, self._evaluate(), {})
@@ -162,9 +106,9 @@ class ServerRun:
         self.strategy.load_state_dict(payload["strategy"])
         self._folded = apply_base_fold(self.model, self.strategy.base_fold(), self._folded)
         load_tensors(self.model, self.strategy.client_private(None))
-        self.totals = Totals.from_dict(payload["totals"])
+        self.ledger.totals = Totals.from_dict(payload["totals"])
         self.last_metrics = payload["last_metrics"]
-        self.trajectory.load_state_dict(payload.get("trajectory", {}))
+        self.ledger.trajectory.load_state_dict(payload.get("trajectory", {}))
         # Keep this method's lines up to the checkpointed round: a line written after it
         # belongs to a round that will be run again.
         mine = [r for r in self.run_dir.read_metrics() if r.get("method") == self.name and r["round"] <= self.round]
@@ -175,10 +119,10 @@ class ServerRun:
     def _checkpoint(self) -> None:
         save_checkpoint(self.run_dir.checkpoint(self.name), {
             "method": self.name, "round": self.round, "state": self.state,
-            "strategy": self.strategy.state_dict(), "totals": self.totals.as_dict(),
+            "strategy": self.strategy.state_dict(), "totals": self.ledger.totals.as_dict(),
             "last_metrics": self.last_metrics, "run_token": self.run_token,
             # The last global update, so the first resumed round's update_cos equals the uninterrupted run's.
-            "trajectory": self.trajectory.state_dict(),
+            "trajectory": self.ledger.trajectory.state_dict(),
         })
 
     def register_shards(self, sizes: Mapping[int, int]) -> None:
@@ -216,6 +160,67 @@ class ServerRun:
         self.trainable, self.total = count_parameters(self.model)
         self._stage = stage
 
+    # -- the round loop, for every engine ------------------------------------------------
+
+    def run(self, transport: Transport, events: Events | None = None) -> dict[str, Any]:
+        """Run (or resume) this method to its last round over ``transport``; its result record.
+
+        Each round: plan (sample clients, build their tasks) → the transport trains them →
+        :meth:`complete_round`. A method whose clients' losses diverge (too few valid replies)
+        fails here; any other :class:`~federa.errors.FederaError` (a federation that went away)
+        reaches the caller, with every finished round checkpointed."""
+        events = events if events is not None else Events()
+        need = min_replies(self.job.cfg)
+        shards = dict(self.shard_sizes)
+        result = None
+        events.method_start(self.name, self.job.cfg.rounds, self.round, self.progress_postfix())
+        try:
+            for rnd in self.remaining_rounds():
+                events.round_start(rnd)
+                started = time.perf_counter()
+                tasks = self.plan(rnd, with_rules=not transport.keeps_client_memory)
+                # A client that brought its own data (a Flower node's data file) has no shard in the
+                # server's partition: its weight is capped by local_steps × batch_size only.
+                own_data = transport.start_round(rnd)
+                self.register_shards({c: n for c, n in shards.items() if c not in own_data})
+                replies = transport.train(rnd, tasks)
+                if not transport.keeps_client_memory:
+                    # A simulated client's memory (SCAFFOLD's cᵢ) is kept for it by the strategy, which
+                    # checkpoints it; a Flower node keeps its own.
+                    for cid in tasks:
+                        if cid in replies.updates:
+                            self.strategy.keep_client_memory(cid, replies.updates[cid].memory)
+                transport.check(rnd, tasks, replies, need, self.log, self.name)
+                record = self.complete_round(rnd, replies.updates, started, aggregate=replies.aggregate)
+                transport.round_done(rnd, tasks, replies, record)
+                events.round_end(rnd, record, self.progress_postfix())
+            result = self.finish()
+        except NonFiniteLossError as err:  # resuming cannot help: the losses would diverge again
+            self.log(f"[{self.name}] stopped: {err}")
+            result = self.fail(str(err))
+        finally:
+            transport.close()
+            events.method_end(self.name, result)
+        return result
+
+    def plan(self, rnd: int, with_rules: bool = True) -> dict[int, ClientTask]:
+        """The round's sampled clients (client-id order), each with what it receives. ``with_rules``:
+        build each client's strategy rule here, with the memory the strategy keeps for it."""
+        fold = self.strategy.base_fold()
+        tasks = {}
+        for cid, settings in self.configure(rnd).items():
+            payload = self.payload(rnd, cid)
+            rule = self.strategy.client_rule
+            if rule is not None and with_rules:
+                rule = rule(self.state, payload, self.strategy.client_memory(cid), settings)
+            tasks[cid] = ClientTask(settings=settings, state=self.client_state(rnd, cid), payload=payload, fold=fold,
+                                    setup=self.setup, rule=rule if with_rules else None)
+        return tasks
+
+    def base_fold(self) -> State:
+        """The strategy's fold of the frozen weights (FedEx-LoRA), which every party holds."""
+        return self.strategy.base_fold()
+
     # -- one round -----------------------------------------------------------------------
 
     def configure(self, rnd: int) -> dict[int, TrainSettings]:
@@ -237,101 +242,68 @@ class ServerRun:
         folded residual, which every client needs in full to hold the server's frozen weights)."""
         return state_bytes(self.payload(rnd, client)) + state_bytes(self.strategy.base_fold())
 
-    def local_rule(self, rnd: int, client: int, settings: TrainSettings, memory: State) -> LocalRule | None:
-        """The strategy's client rule for ``client`` this round, or None when it has none."""
-        rule = self.strategy.client_rule
-        return None if rule is None else rule(self.state, self.payload(rnd, client), memory, settings)
-
     def complete_round(self, rnd: int, updates: Mapping[int, Update], started: float,
                        aggregate: State | None = None) -> dict[str, Any]:
-        """Aggregate ``updates`` (client id → reply), evaluate when due, log and checkpoint.
+        """validate → aggregate → account → evaluate → checkpoint, for ``updates`` (client id → reply).
 
         ``aggregate``: the new global state when the transport already aggregated (SecAgg+
         gives only the sum); ``updates`` then carry counts and metrics but no tensors.
         """
         cfg = self.job.cfg
-        # What was sent beside the state, read before aggregation moves the strategy's state on.
-        ids = sorted(updates)
-        payload_each = {c: self.down_bytes(rnd, c) for c in updates}
-        payload_down = sum(payload_each.values())
-        # Each client's own state: smaller than the global one for a lower LoRA rank (FlexLoRA, ...).
-        states_each = {c: state_bytes(self.client_state(rnd, c)) for c in updates}
-        states_down = sum(states_each.values())
+        sent = self._downlink(rnd, updates)  # before aggregation moves the strategy's state on
         t_agg = time.perf_counter()
+        new_state, strategy_metrics = self._aggregate(rnd, updates, aggregate)  # validation is the stack's first layer
+        replies = self._judged(rnd, updates, strategy_metrics, aggregate)
+        load_trainable_state(self.model, new_state)
+        self._folded = apply_base_fold(self.model, self.strategy.base_fold(), self._folded)  # FedEx; else nothing
+        t_eval = time.perf_counter()
+        figures = self.ledger.account(rnd, replies, sent, self.state, new_state, strategy_metrics,
+                                      {"round_s": t_eval - started, "aggregate_s": t_eval - t_agg})
+        self.state, self.round = new_state, rnd
+        record: dict[str, Any] = {}
+        due = rnd % cfg.eval_every == 0 or rnd == cfg.rounds
+        if due:
+            metrics = self._evaluate()
+            figures["eval_s"] = time.perf_counter() - t_eval
+        self.ledger.totals.wall_s += time.perf_counter() - started
+        if due:
+            record = self._log_round(rnd, metrics, figures)
+        self._checkpoint()
+        return record
+
+    def _downlink(self, rnd: int, updates: Mapping[int, Update]) -> Downlink:
+        return Downlink(state={c: state_bytes(self.client_state(rnd, c)) for c in updates},
+                        beside={c: self.down_bytes(rnd, c) for c in updates}, setup=state_bytes(self.setup))
+
+    def _aggregate(self, rnd: int, updates: Mapping[int, Update],
+                   aggregate: State | None) -> tuple[State, dict[str, Any]]:
+        """The strategy stack's new global state and its figures (rejected clients, ε under DP, ...)."""
         if aggregate is None:
             new_state = self.strategy.aggregate_round(rnd, self.state, updates)
         else:
             new_state = self.strategy.finish_sum(rnd, self.state, aggregate)
-        strategy_metrics = self.strategy.round_metrics(rnd)  # rejected clients, ε under DP, ...
+        strategy_metrics = self.strategy.round_metrics(rnd)
         if aggregate is not None:
             # The sum hides each update, but counts and metrics still arrive one by one: a forged
             # one stays out of the counters and the train loss.
             forged = [{"client": c, "reason": why} for c, u in updates.items()
                       if (why := check_count(u.num_examples) or check_metrics(u.metrics)) is not None]
             strategy_metrics["rejected"] = [*strategy_metrics.get("rejected", []), *forged]
+        return new_state, strategy_metrics
+
+    def _judged(self, rnd: int, updates: Mapping[int, Update], strategy_metrics: Mapping[str, Any],
+                aggregate: State | None) -> RoundReplies:
+        """The replies split as validation judged them, each rejection logged."""
         rejected = {r["client"] for r in strategy_metrics.get("rejected", [])}
         for r in strategy_metrics.get("rejected", []):
             self.log(f"[{self.name}] round {rnd}: rejected client {r['client']}: {r['reason']}")
         accepted = {c: u for c, u in updates.items() if c not in rejected}
-        weights = {c: self.weight(c, u) for c, u in accepted.items()}
         # A rejected reply's figures may be forged (a list, NaN, negative): they count nowhere.
         counted = {c: counted_metrics(u, c in accepted) for c, u in updates.items()}
         if not accepted and "epsilon" not in strategy_metrics:
             self.log(f"[{self.name}] round {rnd}: no valid update; the global model is kept")
-        load_trainable_state(self.model, new_state)
-        self._folded = apply_base_fold(self.model, self.strategy.base_fold(), self._folded)  # FedEx; else nothing
-        t_eval = time.perf_counter()
-        newly = set(updates) - self.totals.contacted
-        round_stats = {
-            "clients": sorted(updates),
-            "bytes_down": states_down + state_bytes(self.setup) * len(newly)
-            + payload_down,
-            "bytes_up": sum(state_bytes(u.state) + state_bytes(u.extra) for u in updates.values())
-            if aggregate is None else state_bytes(aggregate) * len(updates),  # masked vectors: one state's worth each
-            "examples_seen": int(sum(m.get("samples", 0) for m in counted.values())),
-            "client_compute_s": sum(m.get("train_seconds", 0.0) for m in counted.values()),
-            "train_loss": sum(u.metrics["train_loss"] * weights[c] for c, u in accepted.items())
-            / sum(weights.values()) if accepted else None,
-            "rejected": [],
-            # What averaging LoRA's factors separately loses this round (None: no LoRA pair, or SecAgg+).
-            "lora_agg_error": aggregation_error([u.state for u in accepted.values()],
-                                                list(weights.values())) if aggregate is None
-            else None,
-            **strategy_metrics,
-            "round_s": t_eval - started,
-            "aggregate_s": t_eval - t_agg,
-            # Per sampled client, in the order of "clients": what a network model (federa.network) prices.
-            "client_train_s": [counted[c].get("train_seconds", 0.0) for c in ids],
-            "client_bytes_down": [states_each[c] + state_bytes(self.setup) * (c in newly) + payload_each[c]
-                                  for c in ids],
-            "client_bytes_up": [state_bytes(updates[c].state) + state_bytes(updates[c].extra) if aggregate is None
-                                else state_bytes(aggregate) for c in ids],
-            **self.trajectory.observe(self.state, new_state),
-        }
-        if not self.travels:
-            round_stats.update({"bytes_down": 0, "bytes_up": 0, "client_bytes_down": [0] * len(ids),
-                                "client_bytes_up": [0] * len(ids)})
-        # What this round would take on cfg.network's links (pure arithmetic; see federa.network).
-        round_stats["modelled_round_s"] = record_round_s({"round": rnd, **round_stats}, self.link, self.speeds)
-        self.state, self.round = new_state, rnd
-        t = self.totals
-        t.contacted |= newly
-        t.train_wall_s += round_stats["round_s"]
-        t.client_compute_s += round_stats["client_compute_s"]
-        t.bytes_up += round_stats["bytes_up"]
-        t.bytes_down += round_stats["bytes_down"]
-        t.examples_seen += round_stats["examples_seen"]
-        t.modelled_s += round_stats["modelled_round_s"]
-        record: dict[str, Any] = {}
-        due = rnd % cfg.eval_every == 0 or rnd == cfg.rounds
-        if due:
-            metrics = self._evaluate()
-            round_stats["eval_s"] = time.perf_counter() - t_eval
-        t.wall_s += time.perf_counter() - started
-        if due:
-            record = self._log_round(rnd, metrics, round_stats)
-        self._checkpoint()
-        return record
+        return RoundReplies(updates=updates, accepted=accepted, weights={c: self.weight(c, u) for c, u in accepted.items()},
+                            counted=counted, aggregate=aggregate)
 
     def progress_postfix(self) -> dict[str, str]:
         """What a progress bar shows after each round: the main metric, and ε under DP."""
@@ -343,11 +315,11 @@ class ServerRun:
 
     def _evaluate(self) -> dict[str, Any]:
         job = self.job
-        if self.node_scores is not None and self.private_names and self.totals.contacted:
+        if self.node_scores is not None and self.private_names and self.ledger.totals.contacted:
             # FedSA-LoRA on Flower: the clients' B live on their nodes, which score the personalised
             # models themselves (before any client trained, every B is the start value the server
             # holds too, and the server evaluates as in-process).
-            trained = sorted(self.totals.contacted)
+            trained = sorted(self.ledger.totals.contacted)
             held_out = any(len(v) for v in job.val_parts)
             replies = self.node_scores(range(job.cfg.num_clients) if held_out else trained, set(trained))
             self.last_metrics = node_metrics(replies, trained, job.cfg.num_clients, job.main_metric, held_out)
@@ -368,14 +340,7 @@ class ServerRun:
         return self.last_metrics
 
     def _log_round(self, rnd: int, metrics: dict[str, float], round_stats: dict[str, Any]) -> dict[str, Any]:
-        t = self.totals
-        record = {
-            "method": self.name, "round": rnd, **metrics, **round_stats,
-            "cum_train_wall_s": t.train_wall_s, "cum_client_compute_s": t.client_compute_s,
-            "cum_wall_s": t.wall_s,
-            "cum_bytes_up": t.bytes_up, "cum_bytes_down": t.bytes_down, "cum_examples_seen": t.examples_seen,
-            "cum_modelled_s": t.modelled_s,
-        }
+        record = {"method": self.name, "round": rnd, **metrics, **round_stats, **self.ledger.cumulative()}
         self.run_dir.append_metrics(record)
         return record
 

@@ -1,9 +1,9 @@
 """The server half of the Flower engine: one method's rounds driven over Flower's Grid.
 
-- :func:`drive_method` runs inside federa's ServerApp (a process the SuperLink starts). It is
-  the in-process loop with the transport swapped: federa's :class:`ServerRun` plans each round
-  (strategy sampling → client ids), the Grid carries the global trainables to the nodes that
-  hold those clients, and the replies go back into ``ServerRun.complete_round``, which
+- :func:`drive_method` runs inside federa's ServerApp (a process the SuperLink starts). It runs
+  :meth:`ServerRun.run`, the round loop of every engine, over :class:`GridTransport`: the server
+  plans each round (strategy sampling → client tasks), the Grid carries each task to the node
+  that holds its client, and the replies go back into ``ServerRun.complete_round``, which
   aggregates, evaluates, logs and checkpoints into the results folder exactly as in-process.
 - :func:`federa.engines.flower.engine.run_method`, in the ``federa run`` process, submits it.
 
@@ -18,7 +18,7 @@ round is short only because losses diverged, the method fails instead (resuming 
 
 from __future__ import annotations
 
-import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from federa.types import Update
-from federa.engines.server import ServerRun, min_replies  # noqa: F401 (min_replies: part of this module's API)
+from federa.engines.server import ServerRun
+from federa.engines.transport import ClientTask, Replies, Transport, min_replies
 from federa.errors import FederaError, NonFiniteLossError
 from federa.engines.flower import FlowerError, wire
 from federa.engines.flower.nodes import NodeMap
@@ -34,39 +35,80 @@ from federa.job import Job
 from federa.runlog import RunDir
 
 
-class _Round:
-    """Sends one round's work to the nodes and turns the replies into federa Updates."""
+class GridTransport(Transport):
+    """Sends one round's tasks to the nodes over Flower's Grid and turns the replies into federa Updates."""
+
+    keeps_client_memory = True  # each node keeps its client's memory (federa.engines.flower.node_memory)
 
     def __init__(self, grid: Grid, server: ServerRun, nodes: NodeMap, context: Context | None, log=print) -> None:
         self.grid, self.server, self.nodes, self.context, self.log = grid, server, nodes, context, log
         job = server.job
         self.cfg_yaml, self.labels = job.cfg.to_yaml(), list(job.label_names)
         self.timeout = job.cfg.flower.round_timeout_s
+        self.secure_aggregation = job.cfg.secure_aggregation
         self.has_setup: set[int] = set()  # nodes that already hold this method's setup
         self.problems: list[str] = []
         self.nonfinite: list[int] = []  # clients whose loss became NaN/inf this round
 
-    def _targets(self, plan: dict) -> dict[int, int]:
+    def _targets(self, plan: Mapping[int, Any]) -> dict[int, int]:
         return {cid: self.nodes.node_of[cid] for cid in plan if cid in self.nodes.node_of}
 
-    def plain(self, rnd: int, plan: dict) -> dict[int, Update]:
-        server, targets = self.server, self._targets(plan)
+    def start_round(self, rnd: int) -> set[int]:
+        self.nodes.refresh()
+        self.problems, self.nonfinite = [], []
+        return set(self.nodes.own_data)
+
+    def train(self, rnd: int, tasks: Mapping[int, ClientTask]) -> Replies:
+        if self.secure_aggregation:
+            updates, aggregate = self.secure(rnd, tasks, min_replies(self.server.job.cfg))
+            return Replies(updates, aggregate=aggregate)
+        return Replies(self.plain(rnd, tasks))
+
+    def check(self, rnd: int, tasks: Mapping[int, ClientTask], replies: Replies, need: int, log,
+              method: str) -> None:
+        updates, cfg = replies.updates, self.server.job.cfg
+        silent = [c for c in tasks if c not in updates]
+        if len(updates) < need and self.nonfinite and len(updates) + len(self.nonfinite) >= need:
+            # Short because losses diverged, not because nodes are away: resuming cannot help.
+            raise NonFiniteLossError(
+                f"round {rnd}: only {len(updates)} of {len(tasks)} sampled clients trained, fewer than "
+                f"flower.min_replies={need} (clients {sorted(self.nonfinite)} failed; first: {self.problems[0]})")
+        if len(updates) < need or (self.secure_aggregation and replies.aggregate is None):
+            raise FlowerError(
+                f"round {rnd}: {len(updates)} of {len(tasks)} sampled clients replied within "
+                f"{cfg.flower.round_timeout_s:.0f}s, flower.min_replies={need} (no reply: clients {silent}"
+                + (f"; {self.problems[0]}" if self.problems else "")
+                + ")"
+            )
+        for p in self.problems:
+            log(f"[{method}] round {rnd}: {p}")
+        if silent:
+            log(f"[{method}] round {rnd}: no reply from client(s) {silent}; aggregating the other {len(updates)}")
+
+    def round_done(self, rnd: int, tasks: Mapping[int, ClientTask], replies: Replies,
+                   record: Mapping[str, Any]) -> None:
+        server = self.server
+        self.log(f"[{server.name}] round {rnd}/{server.job.cfg.rounds}: {len(replies.updates)}/{len(tasks)} replies"
+                 + (f", {server.job.main_metric} {record['score']:.4f}" if record else ""))  # the task's main metric
+
+    def plain(self, rnd: int, tasks: Mapping[int, ClientTask]) -> dict[int, Update]:
+        server, targets = self.server, self._targets(tasks)
         msgs = []
-        fold = server.strategy.base_fold()
         for cid, nid in targets.items():
+            task = tasks[cid]
             content = RecordDict({
-                wire.SETTINGS: wire.settings_record(server.name, cid, self.cfg_yaml, plan[cid], self.labels,
+                wire.SETTINGS: wire.settings_record(server.name, cid, self.cfg_yaml, task.settings, self.labels,
                                                     rnd=rnd, run_token=server.run_token),
-                wire.STATE: wire.state_record(server.client_state(rnd, cid)),  # its rank's factors, if its own
+                wire.STATE: wire.state_record(task.state),  # its rank's factors, if its own
             })
             if nid not in self.has_setup:
-                content.array_records[wire.SETUP] = wire.state_record(server.setup)
+                content.array_records[wire.SETUP] = wire.state_record(task.setup)
             # The strategy's client hook: what its rule needs (SCAFFOLD's c), and its base fold
             # (FedEx-LoRA), which the node must hold on its frozen weights. Both are in bytes_down.
-            if payload := server.payload(rnd, cid):
-                content.array_records[wire.PAYLOAD] = wire.state_record(payload)
-            if fold:
-                content.array_records[wire.FOLD] = wire.state_record(fold)
+            if task.payload:
+                content.array_records[wire.PAYLOAD] = wire.state_record(task.payload)
+            if task.fold:
+                content.array_records[wire.FOLD] = wire.state_record(task.fold)
             msgs.append(Message(content, nid, MessageType.TRAIN, group_id=f"{server.name}:{rnd}", ttl=self.timeout))
         client_of = {nid: cid for cid, nid in targets.items()}
         updates: dict[int, Update] = {}
@@ -98,7 +140,7 @@ class _Round:
         ``test``. Not counted in the bytes: evaluation traffic is not part of the protocol (the
         in-process engine counts none either). A node that does not answer leaves its client unscored."""
         server = self.server
-        rnd, fold = server.round, server.strategy.base_fold()
+        rnd, fold = server.round, server.base_fold()
         targets = {cid: self.nodes.node_of[cid] for cid in clients if cid in self.nodes.node_of}
         msgs = []
         for cid, nid in targets.items():
@@ -134,17 +176,17 @@ class _Round:
                     scores[cid] = {k: float(v) for k, v in got.items()}
         return scores
 
-    def secure(self, rnd: int, plan: dict, need: int) -> tuple[dict[int, Update], dict | None]:
+    def secure(self, rnd: int, tasks: Mapping[int, ClientTask], need: int) -> tuple[dict[int, Update], dict | None]:
         from federa.engines.flower.secagg import apply_average, fit_ins, secagg_round
 
-        server, targets = self.server, self._targets(plan)
-        if server.strategy.base_fold() or any(server.payload(rnd, c) for c in targets):
+        server, targets = self.server, self._targets(tasks)
+        if any(tasks[c].fold or tasks[c].payload for c in targets):
             # The config check refuses such stacks; this guards a plug-in strategy that slips through.
             raise FlowerError("this strategy sends tensors beside the state, which SecAgg+ rounds do not "
                               "carry; set secure_aggregation=false")
         clip = server.job.cfg.flower.secagg_clip_range
-        ins = {nid: fit_ins(server.state, None if nid in self.has_setup else server.setup, server.name, cid,
-                            self.cfg_yaml, plan[cid], self.labels, clip)
+        ins = {nid: fit_ins(tasks[cid].state, None if nid in self.has_setup else tasks[cid].setup, server.name, cid,
+                            self.cfg_yaml, tasks[cid].settings, self.labels, clip)
                for cid, nid in targets.items()}
         if len(ins) < 2:
             return {}, None
@@ -167,59 +209,21 @@ def drive_method(grid: Grid, job: Job, method: str, run_dir: RunDir, context: Co
                  log=print) -> dict[str, Any]:
     """Run (or resume) one method over the Grid; returns its result record (also in result.json)."""
     cfg = job.cfg
-    need = min_replies(cfg)
     server = ServerRun(job, method, run_dir, log=log)
     stop_file(run_dir, method).unlink(missing_ok=True)
     nodes = NodeMap(grid, cfg.num_clients, cfg.flower.round_timeout_s, log=log)
-    rounds = _Round(grid, server, nodes, context, log=log)
+    transport = GridTransport(grid, server, nodes, context, log=log)
     # A client's private tensors (FedSA-LoRA's B and head) stay on its node: the nodes score its model.
-    server.node_scores = rounds.personal_scores
-    shards = dict(server.shard_sizes)
+    server.node_scores = transport.personal_scores
     try:
-        nodes.wait(need)
-        for rnd in server.remaining_rounds():
-            started = time.perf_counter()
-            plan = server.configure(rnd)
-            nodes.refresh()
-            # A node with its own data file has no shard in the server's partition: its weight
-            # is capped by local_steps × batch_size only (docs/reliability.md, threat model).
-            server.register_shards({c: n for c, n in shards.items() if c not in nodes.own_data})
-            rounds.problems, rounds.nonfinite = [], []
-            if cfg.secure_aggregation:
-                updates, aggregate = rounds.secure(rnd, plan, need)
-            else:
-                updates, aggregate = rounds.plain(rnd, plan), None
-            silent = [c for c in plan if c not in updates]
-            if len(updates) < need and rounds.nonfinite and len(updates) + len(rounds.nonfinite) >= need:
-                # Short because losses diverged, not because nodes are away: resuming cannot help.
-                raise NonFiniteLossError(
-                    f"round {rnd}: only {len(updates)} of {len(plan)} sampled clients trained, fewer than "
-                    f"flower.min_replies={need} (clients {sorted(rounds.nonfinite)} failed; first: {rounds.problems[0]})")
-            if len(updates) < need or (cfg.secure_aggregation and aggregate is None):
-                raise FlowerError(
-                    f"round {rnd}: {len(updates)} of {len(plan)} sampled clients replied within "
-                    f"{cfg.flower.round_timeout_s:.0f}s, flower.min_replies={need} (no reply: clients {silent}"
-                    + (f"; {rounds.problems[0]}" if rounds.problems else "")
-                    + ")"
-                )
-            for p in rounds.problems:
-                log(f"[{method}] round {rnd}: {p}")
-            if silent:
-                log(f"[{method}] round {rnd}: no reply from client(s) {silent}; aggregating the other {len(updates)}")
-            extra = {} if aggregate is None else {"aggregate": aggregate}
-            record = server.complete_round(rnd, updates, started, **extra)
-            log(f"[{method}] round {rnd}/{cfg.rounds}: {len(updates)}/{len(plan)} replies"
-                + (f", {job.main_metric} {record['score']:.4f}" if record else ""))  # the task's main metric
-    except NonFiniteLossError as err:  # as in-process: the method is over, resuming cannot help
-        log(f"[{method}] stopped: {err}")
-        return server.fail(str(err))
+        nodes.wait(min_replies(cfg))
+        return server.run(transport)
     except FederaError as err:
         # The federation, not the method, failed: no result.json, so a resume continues it.
         reason = f"{err}; rounds up to {server.round} are saved"
         log(f"[{method}] stopped: {reason}")
         run_dir.write_json(stop_file(run_dir, method), {"method": method, "round": server.round, "reason": reason})
         return {**server.info(), "status": "stopped", "rounds": server.round, "reason": reason}
-    return server.finish()
 
 
 def stop_file(run_dir: RunDir, method: str) -> Path:

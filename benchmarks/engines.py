@@ -24,7 +24,7 @@ from statistics import mean
 
 from federa.config import build_config
 from federa.experiment import run_experiment
-from federa.runlog import open_run_dir
+from federa.results_dir import open_run_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from local_federation import LocalFederation  # noqa: E402

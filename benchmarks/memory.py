@@ -47,7 +47,7 @@ def main() -> None:
     from federa.config import build_config
     from federa.engines import server
     from federa.experiment import run_experiment
-    from federa.runlog import open_run_dir
+    from federa.results_dir import open_run_dir
 
     after: dict[int, float] = {}
     complete_round = server.ServerRun.complete_round

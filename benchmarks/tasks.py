@@ -19,7 +19,7 @@ from federa.cli import _quiet_libraries
 from federa.config import build_config
 from federa.experiment import run_experiment
 from federa.report import human_bytes
-from federa.runlog import RunDir, open_run_dir
+from federa.results_dir import RunDir, open_run_dir
 
 # 4 rounds × 4 sampled clients × 4 local steps of 16 examples (64 tokens), 1,500 training and
 # 300 test examples per dataset: minutes per dataset on one CPU thread.

@@ -112,7 +112,7 @@ def measure(args: argparse.Namespace, method: str) -> dict:
     from federa.engines.server import ServerRun
     from federa.job import prepare_job
     from federa.methods.base import load_trainable_state, trainable_state
-    from federa.runlog import open_run_dir
+    from federa.results_dir import open_run_dir
 
     import datasets
     import transformers

@@ -25,7 +25,7 @@ from pathlib import Path
 def _run(method: str, rounds: int, per_round: int, threads: int, workers: int, out: Path) -> tuple[float, list[dict]]:
     from federa.config import build_config
     from federa.experiment import run_experiment
-    from federa.runlog import open_run_dir
+    from federa.results_dir import open_run_dir
 
     cfg = build_config({}, [
         f"methods={method}", f"rounds={rounds}", "num_clients=10", f"clients_per_round={per_round}",

@@ -11,7 +11,7 @@ from federa.checkpoint import load_checkpoint
 from federa.engines import inprocess
 from federa.engines.inprocess import run_method
 from federa.job import Job
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 
 def _quiet(*_) -> None:

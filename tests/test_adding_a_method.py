@@ -15,7 +15,7 @@ from federa.engines.inprocess import run_method
 from federa.errors import ConfigError
 from federa.job import prepare_job
 from federa.methods.lora import Lora
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 
 class ScaledLora(Lora):

@@ -18,8 +18,8 @@ from federa.config import build_config
 from federa.engines.server import ServerRun
 from federa.errors import NonFiniteLossError
 from federa.job import prepare_job
-from federa.runlog import RunDir
-from federa.strategies.deltas import delta, global_norm
+from federa.results_dir import RunDir
+from federa.strategies.robust import delta, global_norm
 from federa.strategies.fedavg import weighted_average
 from federa.strategies.stack import build_stack
 from federa.strategies.validate import check_count, check_metrics, outliers

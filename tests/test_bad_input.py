@@ -218,13 +218,13 @@ def test_a_flipped_byte_in_a_final_model_is_caught_by_its_checksum(capsys, tiny_
     import json
 
     import federa
-    from federa import runlock
+    from federa import writer_lock
     from federa.errors import ModelError
 
     code, _ = _run(capsys, tiny_model_dir, small_csv, tmp_path, "methods=lora")
     assert code == 0
     out = tmp_path / "out"
-    runlock.release(out)
+    writer_lock.release(out)
     final = out / "lora" / "final"
     sums = json.loads((final / "checksums.json").read_text())["sha256"]
     assert "adapter_model.safetensors" in sums and "base" not in sums  # the linked base is not federa's file
@@ -245,13 +245,13 @@ def test_a_flipped_byte_in_a_final_model_is_caught_by_its_checksum(capsys, tiny_
 
 def test_truncated_final_model_names_the_file_and_resume_saves_it_again(capsys, tiny_model_dir, small_csv, tmp_path):
     import federa
-    from federa import runlock
+    from federa import writer_lock
     from federa.errors import ModelError
 
     code, _ = _run(capsys, tiny_model_dir, small_csv, tmp_path, "methods=lora")
     out = tmp_path / "out"
     assert code == 0
-    runlock.release(out)
+    writer_lock.release(out)
     adapter = out / "lora" / "final" / "adapter_model.safetensors"
     size = adapter.stat().st_size
     adapter.write_bytes(adapter.read_bytes()[:size - 100])  # e.g. copied onto a disk that filled up
@@ -266,7 +266,7 @@ def test_truncated_final_model_names_the_file_and_resume_saves_it_again(capsys, 
     shutil.rmtree(out / "lora" / "final")
     (out / "lora" / "result.json").unlink()
     assert main(["run", "--resume", str(out), "--no-progress"]) == 0
-    runlock.release(out)
+    writer_lock.release(out)
     assert federa.load_model(out, "lora") is not None
 
 

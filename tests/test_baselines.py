@@ -15,7 +15,7 @@ from federa.engines.inprocess import run_method
 from federa.errors import ConfigError
 from federa.job import prepare_job
 from federa.methods.base import load_trainable_state, trainable_state
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 from federa.strategies.base import derive_seed
 from federa.strategies.centralized import Centralized
 from crash_resume import run_and_crash_resume

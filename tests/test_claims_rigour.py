@@ -16,7 +16,7 @@ from federa import compare
 from federa.compare import CellResult, Plan, SeedResult
 from federa.config import build_config
 from federa.errors import ConfigError, DataError
-from federa.network import (
+from federa.modelled_time import (
     Link, NetworkSettings, cumulative_modelled_s, record_round_s, round_time_s, speed_factors,
 )
 from federa.partition import make_partitioner, partition_with_draw, shard_summary
@@ -156,7 +156,7 @@ def test_a_setting_where_neither_method_learned_decides_nothing():
 
 def test_seed_result_measures_gain_from_the_round_0_score():
     from federa.compare.seeds import seed_result
-    from federa.network import NetworkSettings
+    from federa.modelled_time import NetworkSettings
 
     recs = [{"round": 0, "score": 0.2}, {"round": 2, "score": 0.5}, {"round": 4, "score": 0.7},
             {"round": 6, "score": 0.9}]
@@ -295,7 +295,7 @@ def test_redraws_and_self_balancing_are_recorded_remedies():
 
 
 def test_compare_records_an_unpartitionable_seed_and_goes_on(tiny_model_dir, small_csv, tmp_path, monkeypatch):
-    import federa.compare.run as run_mod
+    import federa.compare.execute as run_mod
 
     real = run_mod.cell_job
 
@@ -353,7 +353,7 @@ def test_lr_choice_never_reads_the_test_set(tiny_model_dir, small_csv, tmp_path)
     cfg = build_config({}, [f"model.path={tiny_model_dir}", f"data.path={small_csv}", *TINY, "rounds=2",
                             "partition.kind=dirichlet", "partition.alpha=0.5"])
     job, _ = compare.cell_job(prepare_job(cfg), cfg)
-    from federa.runlog import RunDir
+    from federa.results_dir import RunDir
 
     clean = compare.choose_lrs(job, RunDir(tmp_path / "clean"), ["lora"], progress=False, log=lambda *_: None)
     poisoned = compare.choose_lrs(replace(job, test=_PoisonedTest()), RunDir(tmp_path / "poisoned"), ["lora"],

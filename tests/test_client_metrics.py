@@ -111,7 +111,7 @@ def test_per_client_numbers_on_a_hand_made_partition():
 
 def test_a_run_logs_reports_and_plots_per_client_scores(tiny_cfg, tmp_path):
     from federa.experiment import run_experiment
-    from federa.runlog import RunDir, open_run_dir
+    from federa.results_dir import RunDir, open_run_dir
 
     cfg = tiny_cfg("methods=lora", "rounds=1", "partition.client_val_fraction=0.2")
     rd = open_run_dir(cfg, tmp_path / "run", resume=False)

@@ -350,8 +350,8 @@ def test_cli_warns_where_no_method_learned():
 def test_a_cell_resumes_under_other_threads_but_not_under_other_settings(tiny_cfg, tmp_path):
     """Threads and the evaluation batch change how fast a cell runs, not what it computes: a resume may
     change them (a benchmark restarted on a busier machine); anything else is refused in one line."""
-    from federa.compare.run import _claim_cell_dir
-    from federa.runlog import RunDir
+    from federa.compare.execute import _claim_cell_dir
+    from federa.results_dir import RunDir
 
     rd = RunDir(tmp_path / "cell")
     _claim_cell_dir(rd, tiny_cfg("methods=lora,lora@fedadam"))  # a method whose lr is its initialisation's

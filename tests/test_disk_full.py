@@ -13,10 +13,10 @@ import pytest
 import torch
 from full_disk import FullDisk
 
-from federa import runlock
+from federa import writer_lock
 from federa.checkpoint import load_checkpoint
 from federa.cli import main
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 ROUNDS = 3
 
@@ -34,7 +34,7 @@ def _args(model_dir: Path, csv: Path, out: Path) -> list[str]:
 def reference(tiny_model_dir, small_csv, tmp_path_factory) -> RunDir:
     out = tmp_path_factory.mktemp("ref") / "run"
     assert main(_args(tiny_model_dir, small_csv, out)) == 0
-    runlock.release(out)
+    writer_lock.release(out)
     return RunDir(out)
 
 
@@ -49,7 +49,7 @@ def test_full_disk_keeps_finished_rounds_and_resume_finishes(reference, tiny_mod
     monkeypatch.setattr(os, "fsync", full)
     assert main(_args(tiny_model_dir, small_csv, out)) == 2
     monkeypatch.setattr(os, "fsync", full.real)
-    runlock.release(out)
+    writer_lock.release(out)
     assert full.fired
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "Traceback" not in err[0], err
@@ -60,7 +60,7 @@ def test_full_disk_keeps_finished_rounds_and_resume_finishes(reference, tiny_mod
     assert not list(out.rglob("*.tmp")) and not (out / "lora" / "result.json").exists()
 
     assert main(["run", "--resume", str(out), "--no-progress"]) == 0
-    runlock.release(out)
+    writer_lock.release(out)
     assert "[lora] resumed after round 1" in capsys.readouterr().out
     got, want = RunDir(out), reference
     final, ref_final = load_checkpoint(got.checkpoint("lora"))[0], load_checkpoint(want.checkpoint("lora"))[0]

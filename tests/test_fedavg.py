@@ -6,7 +6,7 @@ from federa.types import TrainSettings, Update
 from federa.engines.inprocess import run_method
 from federa.job import prepare_job
 from federa.methods.base import state_bytes, trainable_state
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 from federa.strategies.base import derive_seed
 from federa.strategies.fedavg import FedAvg
 from federa.strategies.fedavg import weighted_average

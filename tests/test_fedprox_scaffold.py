@@ -17,7 +17,7 @@ from federa.engines.server import ServerRun
 from federa.errors import ConfigError
 from federa.job import prepare_job
 from federa.methods.base import state_bytes
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 from federa.strategies.base import Strategy
 from federa.strategies.scaffold import Scaffold, ScaffoldClient
 from federa.strategies.stack import build_stack

@@ -12,7 +12,7 @@ from federa.engines import inprocess
 from federa.engines.inprocess import run_method
 from federa.errors import ConfigError
 from federa.job import prepare_job
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 from federa.strategies.fedsa import FedSA, FedSAClient
 from federa.types import TrainSettings, Update
 from crash_resume import run_and_crash_resume

@@ -16,10 +16,10 @@ import torch
 
 from federa.checkpoint import load_checkpoint
 from federa.experiment import run_experiment
-from federa.runlog import open_run_dir
+from federa.results_dir import open_run_dir
 from federa.engines.flower import FlowerError, launch
 from local_federation import LocalFederation
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 # Wall-clock numbers legitimately differ between engines; everything else in a metrics line
 # (accuracy, loss, F1, train loss, bytes, examples, clients) must be identical.

@@ -20,7 +20,7 @@ from federa.engines.flower.driver import drive_method
 from federa.engines.flower.node_memory import NodeMemory, memory_dir
 from federa.engines.inprocess import run_method
 from federa.job import prepare_job
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 # Wall-clock numbers legitimately differ between engines; nothing else in a metrics line may.
 _TIMING = {"round_s", "aggregate_s", "eval_s", "client_compute_s", "client_train_s", "cum_train_wall_s",

@@ -9,7 +9,7 @@ import pytest
 
 from federa.cli import main
 from federa.experiment import run_experiment
-from federa.runlog import RunDir, open_run_dir
+from federa.results_dir import RunDir, open_run_dir
 from local_federation import LocalFederation
 from tls_certs import make_certs
 

@@ -469,7 +469,7 @@ def disk_reference(disk_job, tmp_path_factory):
     import os
 
     from federa.engines.inprocess import run_method
-    from federa.runlog import RunDir
+    from federa.results_dir import RunDir
 
     rd = RunDir(tmp_path_factory.mktemp("disk-ref"))
     real, names = os.fsync, []
@@ -499,7 +499,7 @@ def test_a_full_disk_at_any_write_resumes_to_the_same_result(pick, cut_line, dis
 
     from federa.checkpoint import load_checkpoint
     from federa.engines.inprocess import run_method
-    from federa.runlog import RunDir
+    from federa.results_dir import RunDir
     from full_disk import FullDisk
 
     CASES["disk-full"] += 1

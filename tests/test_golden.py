@@ -47,7 +47,7 @@ def _timeless(record: dict) -> dict:
 
 def run_case(make_cfg, overrides: list[str], out: Path) -> list[dict]:
     from federa.experiment import run_experiment
-    from federa.runlog import RunDir, open_run_dir
+    from federa.results_dir import RunDir, open_run_dir
 
     cfg = make_cfg(*overrides)
     run_experiment(cfg, open_run_dir(cfg, out, resume=False), progress=False, log=lambda *_: None)

@@ -15,7 +15,7 @@ import torch
 from federa.engines.inprocess import run_method
 from federa.job import prepare_job
 from federa.methods.base import trainable_state
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

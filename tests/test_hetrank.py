@@ -18,11 +18,11 @@ from federa.engines.server import ServerRun
 from federa.errors import ConfigError
 from federa.job import prepare_job
 from federa.methods.base import state_bytes
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 from federa.strategies.flexlora import FlexLoRA
 from federa.strategies.flora import FLoRA, stack
 from federa.strategies.hetlora import HetLoRA
-from federa.strategies.lora_math import lora_pairs
+from federa.methods.lora_math import lora_pairs
 from federa.types import Update
 
 A, B, HEAD = "m.lora_A.default.weight", "m.lora_B.default.weight", "classifier.weight"

@@ -14,7 +14,7 @@ import pytest
 
 from federa.checkpoint import load_checkpoint
 from federa.interrupt import RunInterrupted, StopOnSignal
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 ROUNDS = 4
 

@@ -12,8 +12,8 @@ from federa.engines.inprocess import run_method
 from federa.errors import ConfigError
 from federa.job import prepare_job
 from federa.methods.base import trainable_state
-from federa.runlog import RunDir
-from federa.strategies.lora_math import aggregation_error
+from federa.results_dir import RunDir
+from federa.methods.lora_math import aggregation_error
 from federa.strategies.rolora import RoLoRA
 from federa.types import TrainSettings
 
@@ -88,7 +88,7 @@ def test_rolora_alternates_the_trained_factor(tiny_cfg, tmp_path):
 
 
 def test_report_plots_the_aggregation_error(tiny_cfg, tmp_path):
-    from federa.runner import run_info, write_report
+    from federa.pending import run_info, write_report
 
     cfg = tiny_cfg("methods=federa", "rounds=2")
     job = prepare_job(cfg)
@@ -104,7 +104,7 @@ def test_fedex_makes_the_global_model_the_average_of_the_clients(tiny_cfg, tmp_p
     """After aggregation, frozen + fold + s·avg(B)·avg(A) equals the mean of the clients' W + s·Bᵢ·Aᵢ."""
     from federa.client import local_update
     from federa.engines.server import ServerRun
-    from federa.strategies.lora_math import lora_pairs
+    from federa.methods.lora_math import lora_pairs
 
     cfg = tiny_cfg("methods=federa+fedex", "rounds=2", "lr.federa=0.05")
     job = prepare_job(cfg)

@@ -18,7 +18,7 @@ from federa.methods.adapter_layers import Bottleneck
 from federa.methods.base import count_parameters, trainable_state
 from federa.methods.bitfit import load_bitfit
 from federa.methods.lora import find_target_linears
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 
 H, FFN, LAYERS, LABELS = 32, 64, 2, 5

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from federa import runlock
+from federa import writer_lock
 from federa.cli import main
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -24,8 +24,8 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 # and keeps it until killed; it prints "held" once it has it.
 _HOLDER = """
 import sys, time
-from federa import runlock
-runlock.acquire(sys.argv[1], role="federa ServerApp")
+from federa import writer_lock
+writer_lock.acquire(sys.argv[1], role="federa ServerApp")
 print("held", flush=True)
 time.sleep(600)
 """
@@ -50,7 +50,7 @@ def _args(tiny_model_dir, small_csv, out: Path, *sets: str) -> list[str]:
 def _finished_once(tiny_model_dir, small_csv, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("finished") / "run"
     assert main(_args(tiny_model_dir, small_csv, out)) == 0
-    runlock.release(out)  # as after `federa run` exits
+    writer_lock.release(out)  # as after `federa run` exits
     return out
 
 
@@ -86,33 +86,33 @@ def test_kill_9_never_leaves_a_stale_lock(tmp_path):
     folder = tmp_path / "f"
     folder.mkdir()
     proc = _hold(folder)
-    with pytest.raises(runlock.RunBusyError, match=f"pid {proc.pid}"):
-        runlock.acquire(folder)
+    with pytest.raises(writer_lock.RunBusyError, match=f"pid {proc.pid}"):
+        writer_lock.acquire(folder)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    runlock.acquire(folder)  # the kernel dropped the dead holder's lock
-    runlock.release(folder)
+    writer_lock.acquire(folder)  # the kernel dropped the dead holder's lock
+    writer_lock.release(folder)
 
 
 def test_lock_is_reentrant_in_one_process_and_lent_to_another(tmp_path):
     folder = tmp_path / "f"
     folder.mkdir()
-    runlock.acquire(folder)
-    runlock.acquire(folder)  # the in-process simulation's ServerApp inside `federa run`
-    runlock.release(folder)
-    assert runlock.is_held(folder)
-    with runlock.lent(folder):  # a deployment ServerApp writes meanwhile
+    writer_lock.acquire(folder)
+    writer_lock.acquire(folder)  # the in-process simulation's ServerApp inside `federa run`
+    writer_lock.release(folder)
+    assert writer_lock.is_held(folder)
+    with writer_lock.lent(folder):  # a deployment ServerApp writes meanwhile
         proc = _hold(folder)
         proc.kill()
         proc.wait()
-    assert runlock.is_held(folder)
+    assert writer_lock.is_held(folder)
     # Someone else kept it: taking it back fails, naming them.
-    with pytest.raises(runlock.RunBusyError, match="federa ServerApp"):
-        with runlock.lent(folder):
+    with pytest.raises(writer_lock.RunBusyError, match="federa ServerApp"):
+        with writer_lock.lent(folder):
             proc = _hold(folder)
     proc.kill()
     proc.wait()
-    assert not runlock.is_held(folder)
+    assert not writer_lock.is_held(folder)
 
 
 # -- the config fingerprint --------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def test_resume_with_a_changed_config_is_refused_naming_the_keys(finished, capsy
         assert n in err[0]
     assert "--allow-changed" in err[0]
     assert sorted(p.name for p in finished.rglob("*")) == before
-    runlock.release(finished)  # (refused before taking it for good; harmless otherwise)
+    writer_lock.release(finished)  # (refused before taking it for good; harmless otherwise)
 
 
 def test_allow_changed_rounds_continues_the_run(finished, capsys):
@@ -156,10 +156,10 @@ def test_allow_changed_rounds_continues_the_run(finished, capsys):
     # rounds=2 on a finished method: it stays finished (result.json), nothing is retrained.
     assert main(["run", "--resume", str(finished), "--no-progress", "--allow-changed", "rounds"]) == 0
     assert "resuming with changed config (allowed): rounds: 1 -> 2" in capsys.readouterr().out
-    runlock.release(finished)
+    writer_lock.release(finished)
     # The fingerprint now holds the new rounds: the next resume needs no flag.
     assert main(["run", "--resume", str(finished), "--no-progress"]) == 0
-    runlock.release(finished)
+    writer_lock.release(finished)
 
 
 @pytest.fixture
@@ -236,12 +236,12 @@ def test_early_error_leaves_nothing_and_the_fixed_command_runs(tiny_model_dir, s
     err = _err_lines(capsys)
     assert len(err) == 1 and message in err[0]
     if existed:
-        assert [p.name for p in out.iterdir() if p.name != runlock.LOCK_NAME] == []
+        assert [p.name for p in out.iterdir() if p.name != writer_lock.LOCK_NAME] == []
     else:
         assert not out.exists()
     if existed and "lora.r=64" in sets:  # once: the fixed command is not refused as "not empty"
         assert main(_args(tiny_model_dir, small_csv, out)) == 0
-        runlock.release(out)
+        writer_lock.release(out)
 
 
 def test_an_earlier_runs_finished_work_is_never_removed(finished, tiny_model_dir, small_csv, capsys):
@@ -250,7 +250,7 @@ def test_an_earlier_runs_finished_work_is_never_removed(finished, tiny_model_dir
     assert "is not empty" in capsys.readouterr().err
     _edit(finished, data__path="/nonexistent.csv")
     assert main(["run", "--resume", str(finished), "--no-progress", "--allow-changed", "data.path"]) == 2
-    runlock.release(finished)
+    writer_lock.release(finished)
     assert sorted(p.relative_to(finished) for p in finished.rglob("*")) == files
 
 
@@ -259,7 +259,7 @@ def test_an_earlier_runs_finished_work_is_never_removed(finished, tiny_model_dir
 
 def test_report_while_another_process_writes_is_refused(finished, capsys):
     def files() -> dict[str, bytes]:
-        return {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file() and p.name != runlock.LOCK_NAME}
+        return {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file() and p.name != writer_lock.LOCK_NAME}
 
     before = files()
     proc = _hold(finished)
@@ -273,7 +273,7 @@ def test_report_while_another_process_writes_is_refused(finished, capsys):
         proc.kill()
         proc.wait()
     assert main(["report", str(finished)]) == 0  # the holder gone, the report is rebuilt
-    assert not runlock.is_held(finished)  # and given back: a later `federa run --resume` may write
+    assert not writer_lock.is_held(finished)  # and given back: a later `federa run --resume` may write
 
 
 @pytest.mark.parametrize("held", ["out", "cell"])
@@ -292,4 +292,4 @@ def test_compare_on_a_folder_being_written_is_refused(tmp_path, capsys, held):
     finally:
         proc.kill()
         proc.wait()
-    assert not runlock.is_held(out) and not runlock.is_held(cell)
+    assert not writer_lock.is_held(out) and not writer_lock.is_held(cell)

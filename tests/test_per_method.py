@@ -11,7 +11,7 @@ from federa.engines.flower.client_app import client_rule
 from federa.engines.inprocess import run_method
 from federa.errors import ConfigError
 from federa.job import prepare_job
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 from federa.strategies.per_method import method_config, method_stack
 from federa.strategies.scaffold import Scaffold
 from federa.strategies.server_opt import ServerOptimizer

@@ -19,11 +19,11 @@ from federa.checkpoint import load_checkpoint
 from federa.config import build_config
 from federa.engines.inprocess import run_method
 from federa.engines.server import ServerRun
-from federa.runner import write_report
+from federa.pending import write_report
 from federa.job import prepare_job
 from federa.privacy import calibrate_noise, epsilon_after
-from federa.runlog import RunDir
-from federa.strategies.deltas import delta, global_norm
+from federa.results_dir import RunDir
+from federa.strategies.robust import delta, global_norm
 from federa.strategies.dp import DpNoise
 from federa.strategies.stack import build_stack
 from federa.types import Update

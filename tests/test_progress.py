@@ -13,7 +13,7 @@ from federa.config import build_config
 from federa.engines.inprocess import run_method
 from federa.job import prepare_job
 from federa.progress import Progress
-from federa.runlog import RunDir, default_run_dir, run_name
+from federa.results_dir import RunDir, default_run_dir, run_name
 
 
 class FakeClock:

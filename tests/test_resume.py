@@ -29,7 +29,7 @@ from federa.cli import main
 from federa.types import TrainSettings
 from federa.engines.inprocess import run_method
 from federa.job import prepare_job
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 from federa.strategies.fedavg import FedAvg
 from crash_resume import run_and_crash_resume
 

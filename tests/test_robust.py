@@ -19,8 +19,8 @@ from federa.types import Update
 from federa.config import build_config
 from federa.engines.server import ServerRun
 from federa.job import prepare_job
-from federa.runlog import RunDir
-from federa.strategies.deltas import clip_update, delta, global_norm
+from federa.results_dir import RunDir
+from federa.strategies.robust import clip_update, delta, global_norm
 from federa.strategies.fedavg import weighted_average
 from federa.strategies.median import coordinate_median
 from federa.strategies.trimmed_mean import trimmed_mean

@@ -25,7 +25,7 @@ from federa.job import prepare_job
 from federa.methods.base import load_trainable_state, trainable_state
 from federa.methods.lora import find_target_linears
 from federa.methods.slora_layers import SparseDelta, stored_index
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 from crash_resume import run_and_crash_resume
 
 quiet = lambda *_: None  # noqa: E731

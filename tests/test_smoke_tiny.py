@@ -1,6 +1,6 @@
 from federa.engines.inprocess import run_method
 from federa.job import prepare_job
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 
 def test_tiny_run_writes_metrics(tiny_cfg, tmp_path):

@@ -65,7 +65,7 @@ def test_compare_config_error_stays_light():
     r = _fresh_python(
         "import sys\nfrom federa.cli import main\n"
         "assert main(['compare', '--set', 'lora.r=0']) == 2\n"
-        "assert 'federa.compare.run' not in sys.modules\n"
+        "assert 'federa.compare.execute' not in sys.modules\n"
         "sys.modules.pop('federa.compare')  # imported for its option parser only: allowed here")
     assert r.returncode == 0, r.stderr
     assert "config key 'lora.r'" in r.stderr

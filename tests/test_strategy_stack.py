@@ -13,7 +13,7 @@ from federa.config import build_config
 from federa.engines.inprocess import run_method
 from federa.errors import ConfigError
 from federa.job import prepare_job
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 from federa.strategies import register_strategy
 from federa.strategies.base import Strategy, Updates
 from federa.strategies.clip import ClipDeltas
@@ -52,7 +52,7 @@ def test_a_registered_toy_strategy_runs_a_round_inside_dp_and_clipping(tiny_cfg,
     # DP hands the strategy the m=2 sampled replies (weight 1 each), after clipping to 0.01.
     assert len(FirstClient.seen) == 1 and len(FirstClient.seen[0]) == 2
     from federa.checkpoint import load_checkpoint
-    from federa.strategies.deltas import delta, global_norm
+    from federa.strategies.robust import delta, global_norm
 
     _, model, _ = job.server_model("lora")
     start = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}

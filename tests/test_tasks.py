@@ -19,7 +19,7 @@ from federa.config import build_config
 from federa.data import load_data
 from federa.engines.inprocess import run_method
 from federa.job import prepare_job
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 from federa.tasks.classification import mcc
 from federa.tasks.token_classification import TokenClassification, entity_type
 
@@ -93,7 +93,7 @@ def test_regression_end_to_end(tiny_cfg, sts_csv, tmp_path, method):
         assert r["score"] == r["pearson"] and -1 <= r["spearman"] <= 1 and r["loss"] >= 0
     assert math.isfinite(records[-1]["train_loss"])
     # The report speaks the task's metric: scores are Pearson's r, labelled so.
-    from federa.runner import run_info, write_report
+    from federa.pending import run_info, write_report
 
     rd = RunDir(tmp_path / method)
     summary = write_report(rd, cfg, run_info(job))

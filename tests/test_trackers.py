@@ -161,7 +161,7 @@ def test_resumed_run_continues_the_same_tracker_runs_without_resending(tmp_path,
     from types import SimpleNamespace
 
     import federa.trackers as registry
-    from federa.runlog import RunDir
+    from federa.results_dir import RunDir
     from federa.trackers.base import Tracker, Trackers
 
     sent: list[tuple[str, int, float]] = []
@@ -210,7 +210,7 @@ def test_a_failing_tracker_is_dropped_with_one_warning(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     import federa.trackers as registry
-    from federa.runlog import RunDir
+    from federa.results_dir import RunDir
     from federa.trackers.base import Tracker, Trackers
 
     class Broken(Tracker):

@@ -9,7 +9,7 @@ import torch
 from federa.checkpoint import load_checkpoint
 from federa.engines.workers import worker_threads
 from federa.experiment import run_experiment
-from federa.runlog import RunDir, open_run_dir
+from federa.results_dir import RunDir, open_run_dir
 
 
 def _run(make_cfg, out, overrides: list[str]) -> tuple[list[dict], dict[str, dict[str, torch.Tensor]]]:

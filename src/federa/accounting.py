@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from federa.methods.base import state_bytes
-from federa.network import record_round_s, speed_factors
-from federa.strategies.lora_math import aggregation_error
+from federa.modelled_time import record_round_s, speed_factors
+from federa.methods.lora_math import aggregation_error
 from federa.trajectory import UpdateTrajectory
 
 if TYPE_CHECKING:
-    from federa.network import NetworkSettings
+    from federa.modelled_time import NetworkSettings
     from federa.types import State, Update
 
 _COUNTERS = ("train_wall_s", "client_compute_s", "wall_s", "bytes_up", "bytes_down", "examples_seen", "modelled_s")
@@ -33,7 +33,7 @@ class Totals:
     bytes_up: int = 0
     bytes_down: int = 0
     examples_seen: int = 0
-    modelled_s: float = 0.0  # Σ of modelled round times under cfg.network (federa.network)
+    modelled_s: float = 0.0  # Σ of modelled round times under cfg.network (federa.modelled_time)
     contacted: set[int] = field(default_factory=set)  # clients that already hold the setup broadcast
 
     def as_dict(self) -> dict[str, Any]:
@@ -102,7 +102,7 @@ class Ledger:
             if aggregate is None else None,
             **strategy_metrics,
             **times,
-            # Per sampled client, in the order of "clients": what a network model (federa.network) prices.
+            # Per sampled client, in the order of "clients": what a network model (federa.modelled_time) prices.
             "client_train_s": [counted[c].get("train_seconds", 0.0) for c in ids],
             "client_bytes_down": [down_each[c] for c in ids],
             "client_bytes_up": [up_each[c] for c in ids],
@@ -111,7 +111,7 @@ class Ledger:
         if not self.travels:
             figures.update({"bytes_down": 0, "bytes_up": 0, "client_bytes_down": [0] * len(ids),
                             "client_bytes_up": [0] * len(ids)})
-        # What this round would take on cfg.network's links (pure arithmetic; see federa.network).
+        # What this round would take on cfg.network's links (pure arithmetic; see federa.modelled_time).
         figures["modelled_round_s"] = record_round_s({"round": rnd, **figures}, self.link, self.speeds)
         t = self.totals
         t.contacted |= newly

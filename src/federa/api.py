@@ -183,7 +183,7 @@ class RunResult:
     @classmethod
     def read(cls, run_dir: PathLike) -> RunResult:
         """Read a results folder back (any finished or interrupted ``federa run``)."""
-        from federa.runlog import RunDir
+        from federa.results_dir import RunDir
 
         rd = RunDir(Path(run_dir))
         if not rd.config.is_file():
@@ -208,7 +208,7 @@ def run(config: PathLike | Mapping[str, Any] | Config | Settings | None = None, 
     on disk and :class:`~federa.interrupt.RunInterrupted` (a ``KeyboardInterrupt``) says the
     ``federa run --resume`` command that continues.
     """
-    from federa.runlog import RunDir, default_run_dir, discard_unstarted, open_run_dir
+    from federa.results_dir import RunDir, default_run_dir, discard_unstarted, open_run_dir
 
     log = log or _quiet
     if resume:
@@ -257,7 +257,7 @@ def _disk_full(err: BaseException, root: Path, removed: bool) -> DiskFullError:
     """The one line for a disk that filled up mid-run: what is kept and the command that goes on.
 
     Every write of a run is atomic or append-only with a cut line dropped on resume
-    (:mod:`federa.checkpoint`, :class:`~federa.runlog.RunDir`), so what a full disk leaves is the
+    (:mod:`federa.checkpoint`, :class:`~federa.results_dir.RunDir`), so what a full disk leaves is the
     state after the last checkpointed round, which ``--resume`` continues.
     """
     import shlex
@@ -297,7 +297,7 @@ def compare(config: PathLike | Mapping[str, Any] | Config | Settings | None = No
     called again. Returns the summary rows and the claims verdicts (see ``docs/compare.md``).
     """
     from federa.compare.plan import DEFAULT_ALPHAS, Plan, parse_alphas, parse_methods, parse_seeds
-    from federa.compare.run import run_compare
+    from federa.compare.execute import run_compare
 
     def joined(xs: Sequence[Any] | str) -> str:
         return xs if isinstance(xs, str) else ",".join(str(x) for x in xs)

@@ -94,8 +94,8 @@ def _cmd_node(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from federa.config import load_config
-    from federa.runlog import RunDir
-    from federa.runner import write_report
+    from federa.results_dir import RunDir
+    from federa.pending import write_report
 
     run_dir = RunDir(Path(args.dir))
     if not run_dir.config.is_file():
@@ -109,10 +109,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             # summary.json is rebuilt here from metrics and results; its run block is a nicety.
             print(f"warning: {run_dir.summary} is corrupt; rebuilding it without its run details", file=sys.stderr)
-    from federa import runlock
+    from federa import writer_lock
 
     # A run (or another report) writing the folder meanwhile would interleave summary.json and plots.
-    with runlock.held(run_dir.root, role="federa report"):
+    with writer_lock.held(run_dir.root, role="federa report"):
         write_report(run_dir, cfg, info)
     print(run_dir.report.read_text(encoding="utf-8"))
     return 0

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from federa.errors import NonFiniteLossError
 from federa.precision import autocast, grad_scaler
 from federa.methods.base import load_tensors, load_trainable_state, trainable_state
-from federa.strategies.lora_math import fit_ranks
+from federa.methods.lora_math import fit_ranks
 from federa.types import LocalRule, State, TrainSettings, Update
 
 

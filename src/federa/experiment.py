@@ -18,8 +18,8 @@ from federa.interrupt import StopOnSignal
 from federa.job import Job, prepare_job
 from federa.partition import format_stats
 from federa.progress import Progress
-from federa.runlog import RunDir, run_name
-from federa.runner import pin_partition, run_info, run_pending, write_report
+from federa.results_dir import RunDir, run_name
+from federa.pending import pin_partition, run_info, run_pending, write_report
 from federa.trackers.base import Trackers
 
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from federa.config import Config
-    from federa.runlog import RunDir
+    from federa.results_dir import RunDir
 
 FILE = "config.fingerprint.json"
 # Safe to change mid-run: they change how long or how often, not what a round computes.

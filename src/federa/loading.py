@@ -19,7 +19,7 @@ from pathlib import Path
 from torch import nn
 
 from federa.errors import FederaError, ModelError
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 _TOKEN_TASKS = ("token_classification",)
 

@@ -19,7 +19,7 @@ The package, one module per idea:
 - :mod:`~federa.compare.jobs`: a cell's job: the shared data re-partitioned, one method's lr set.
 - :mod:`~federa.compare.lr_grid`: ``--lr-grid``: a validation split carved from the clients' shards,
   short runs per lr multiplier, the best lr each.
-- :mod:`~federa.compare.run`: running every pending (method, cell), resume checks included.
+- :mod:`~federa.compare.execute`: running every pending (method, cell), resume checks included.
 - :mod:`~federa.compare.tables`: results read back into per-round and per-(method, alpha) rows; CSV and
   ``summary.md``.
 - :mod:`~federa.compare.stats`: t-intervals over seeds and the paired-difference verdict rule.

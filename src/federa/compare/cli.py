@@ -60,7 +60,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
 
 def main(args: argparse.Namespace) -> list[str]:
     """Run ``federa compare``; returns the (method, alpha) pairs that did not finish."""
-    from federa.compare.run import run_compare  # heavy (jobs, training): not needed to parse options
+    from federa.compare.execute import run_compare  # heavy (jobs, training): not needed to parse options
 
     plan = plan_from_args(args)
     print(f"results: {plan.out}")

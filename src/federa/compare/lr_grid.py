@@ -18,7 +18,7 @@ import numpy as np
 from federa.compare.jobs import with_lr
 from federa.config import build_config
 from federa.errors import DataError
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 if TYPE_CHECKING:
     from federa.job import Job
@@ -94,7 +94,7 @@ def choose_lrs(job: Job, rd: RunDir, methods: Sequence[str], progress: bool = Tr
     """Run (or read back) the lr grid of ``methods`` on this cell's validation split; best lr each.
     ``keep=False`` drops each finished grid run's checkpoints and final model (only its score matters)."""
     from federa.engines.inprocess import run_method  # grid runs are short and local, whatever the engine
-    from federa.runner import run_pending
+    from federa.pending import run_pending
 
     vjob = validation_job(job)
     for mult in LR_MULTIPLIERS:

@@ -15,7 +15,7 @@ from federa.config import Config, build_config
 from federa.errors import ConfigError
 from federa.methods import available_methods
 from federa.strategies.per_method import method_name_problem
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 IID = "iid"
 DEFAULT_ALPHAS = "0.1,0.5,1,iid"

@@ -10,7 +10,7 @@ from typing import Any
 
 from federa.compare.plan import IID, Plan, heterogeneity_order
 from federa.compare.tables import CellResult, _index
-from federa.network import NetworkSettings, cumulative_modelled_s
+from federa.modelled_time import NetworkSettings, cumulative_modelled_s
 from federa.report import plot_client_scores, plot_curves
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from federa.compare.stats import last_k_mean
-from federa.network import NetworkSettings, cumulative_modelled_s
+from federa.modelled_time import NetworkSettings, cumulative_modelled_s
 from federa.report import DEFAULT_TARGET_FRACTION, time_to_target
 
 PLATEAU_WINDOW = 5  # evaluations

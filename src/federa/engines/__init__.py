@@ -3,7 +3,7 @@
 An engine owns time, processes and transport; every engine drives the same
 :class:`~federa.engines.server.ServerRun` and client ``local_update``, so they produce the same
 numbers. Each is ``run_method(job, method, run_dir, progress=..., log=...) -> result record``;
-:func:`federa.runner.run_pending` calls it for every method still to run.
+:func:`federa.pending.run_pending` calls it for every method still to run.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _SECTIONS: dict[str, str] = {
     "inprocess": "federa.engines.settings:InprocessSettings",
     "flower": "federa.engines.flower.settings:FlowerSettings",
     # Not an engine's own, but time is what engines account: the links that modelled round times assume.
-    "network": "federa.network:NetworkSettings",
+    "network": "federa.modelled_time:NetworkSettings",
 }
 
 

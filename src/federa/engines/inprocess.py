@@ -24,7 +24,7 @@ from federa.errors import NonFiniteLossError
 from federa.events import Events
 from federa.job import Job
 from federa.progress import Progress
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 
 class InProcessClients(Transport):

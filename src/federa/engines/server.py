@@ -1,9 +1,11 @@
-"""The server side of one method's federated run, shared by every engine.
+"""The server side of one method's federated run, and the one round loop of every engine.
 
-:class:`ServerRun` owns the global trainable state, the strategy, the counters (time, bytes,
-examples) and the results folder: it plans each round, takes the replies however they
-arrived, aggregates, evaluates, logs a metrics line and checkpoints. Engines only move
-settings and updates between it and the clients.
+:class:`ServerRun` owns the global trainable state, the strategy, the ledger (bytes, modelled
+time, totals: :mod:`federa.accounting`) and the results folder. :meth:`ServerRun.run` is the
+round loop: plan the round (a :class:`~federa.engines.transport.ClientTask` per sampled
+client) → the engine's transport trains them and brings the replies back →
+:meth:`ServerRun.complete_round`: validate → aggregate → account → evaluate → checkpoint.
+An engine is only a transport (:mod:`federa.engines.transport`); it never sees the strategy.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from federa.methods.base import (
     count_parameters, load_tensors, load_trainable_state, private_tensors, state_bytes,
     trainable_state,
 )
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 from federa.methods.variants import VARIANTS, split_method
 from federa.strategies.base import Strategy
 from federa.strategies.fedex import apply_base_fold

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from federa.strategies.base import Strategy, Updates, Wrapper
-from federa.strategies.deltas import RobustSettings, clip_update
+from federa.strategies.robust import RobustSettings, clip_update
 from federa.types import State
 
 if TYPE_CHECKING:

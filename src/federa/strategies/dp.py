@@ -20,7 +20,7 @@ from federa.errors import ConfigError
 from federa.privacy import calibrate_noise, epsilon_after
 from federa.settings import Section
 from federa.strategies.base import Strategy, Updates, Wrapper, derive_seed
-from federa.strategies.deltas import clip_delta, delta
+from federa.strategies.robust import clip_delta, delta
 from federa.types import State, Update
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from federa.strategies.base import Strategy, Updates
 from federa.strategies.fedavg import weighted_average
-from federa.strategies.lora_math import lora_pairs, weighted_mean
+from federa.methods.lora_math import lora_pairs, weighted_mean
 from federa.types import State
 
 if TYPE_CHECKING:

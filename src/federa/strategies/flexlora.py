@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from federa.strategies.base import Updates
 from federa.strategies.hetrank import HeterogeneousRanks
-from federa.strategies.lora_math import lora_pairs
+from federa.methods.lora_math import lora_pairs
 from federa.types import State
 
 if TYPE_CHECKING:

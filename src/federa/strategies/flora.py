@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from federa.strategies.base import Updates
 from federa.strategies.fedex import FoldsIntoBase
 from federa.strategies.hetrank import HeterogeneousRanks
-from federa.strategies.lora_math import lora_pairs, with_rank
+from federa.methods.lora_math import lora_pairs, with_rank
 from federa.types import State
 
 if TYPE_CHECKING:

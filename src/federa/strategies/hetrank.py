@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from federa.strategies.base import Strategy, Updates
 from federa.strategies.fedavg import weighted_average
-from federa.strategies.lora_math import lora_rank, with_rank
+from federa.methods.lora_math import lora_rank, with_rank
 from federa.types import State
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from federa.strategies.base import Strategy, Updates, Wrapper
-from federa.strategies.deltas import RobustSettings, delta, global_norm
+from federa.strategies.robust import RobustSettings, delta, global_norm
 from federa.types import State, TrainSettings, Update
 
 if TYPE_CHECKING:

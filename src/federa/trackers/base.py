@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from federa.events import Events, Log
 
 if TYPE_CHECKING:
-    from federa.runlog import RunDir  # its module loads torch; the config imports this one's settings
+    from federa.results_dir import RunDir  # its module loads torch; the config imports this one's settings
 
 STATE_FILE = "trackers.json"
 

@@ -32,7 +32,7 @@ from federa.errors import FederaError, NonFiniteLossError
 from federa.engines.flower import FlowerError, wire
 from federa.engines.flower.nodes import NodeMap
 from federa.job import Job
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 
 class GridTransport(Transport):

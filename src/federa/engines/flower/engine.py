@@ -11,14 +11,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from federa import runlock
+from federa import writer_lock
 from federa.config import load_config
 from federa.engines.flower import FlowerError, launch
 from federa.engines.flower.driver import stop_file
 from federa.errors import ConfigError
 from federa.events import Events
 from federa.job import Job
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 
 def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = True, log=print,
@@ -49,8 +49,8 @@ def _run(job: Job, method_name: str, run_dir: RunDir, progress: bool, log) -> di
             raise ConfigError(f"engine=flower: {key}={value} is relative; give an absolute path "
                               "(the SuperLink and SuperNodes resolve paths in their own folders)")
     # The ServerApp writes the folder while it runs, so it holds the writer lock meanwhile;
-    # this process takes it back after (runlock: one writer at a time).
-    with runlock.lent(run_dir.root):
+    # this process takes it back after (writer_lock: one writer at a time).
+    with writer_lock.lent(run_dir.root):
         if cfg.flower.mode == "simulation":
             launch.simulate(run_dir, method_name, num_supernodes=cfg.num_clients)
         else:

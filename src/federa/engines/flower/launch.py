@@ -25,7 +25,7 @@ import tomli_w
 
 from federa.engines.flower.settings import FlowerSettings
 from federa.engines.flower import FlowerError
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 APP_TABLE: dict[str, Any] = {
     "publisher": "federa",

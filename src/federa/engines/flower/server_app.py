@@ -28,9 +28,9 @@ def _log(msg: str) -> None:
 
 
 def serve(grid: Grid, context: Context, out: str, config: str = "", overrides: str = "", method: str = "") -> None:
-    from federa import runlock
+    from federa import writer_lock
     from federa.config import load_config
-    from federa.runlog import default_run_dir, open_run_dir
+    from federa.results_dir import default_run_dir, open_run_dir
 
     root = Path(out) if out else None
     # The ServerApp writes the folder for as long as it runs, even after the `federa run` that
@@ -45,7 +45,7 @@ def serve(grid: Grid, context: Context, out: str, config: str = "", overrides: s
     try:
         _serve(grid, context, cfg, run_dir, method)
     finally:
-        runlock.release(run_dir.root)
+        writer_lock.release(run_dir.root)
 
 
 def _serve(grid: Grid, context: Context, cfg, run_dir, method: str) -> None:
@@ -55,7 +55,7 @@ def _serve(grid: Grid, context: Context, cfg, run_dir, method: str) -> None:
 
     from federa.engines.flower.driver import drive_method
     from federa.job import prepare_job
-    from federa.runner import pin_partition, run_info, run_pending, write_report
+    from federa.pending import pin_partition, run_info, run_pending, write_report
 
     if method and method not in cfg.methods:
         raise ConfigError(f"run config method={method} is not in the run's methods {cfg.methods}")

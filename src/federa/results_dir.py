@@ -179,7 +179,7 @@ def out_problem(out: Path) -> str | None:
 
 
 def _has_content(root: Path) -> bool:
-    from federa.runlock import LOCK_NAME
+    from federa.writer_lock import LOCK_NAME
 
     return any(p.name != LOCK_NAME for p in root.iterdir())
 
@@ -188,12 +188,12 @@ def open_run_dir(cfg: Config, out: Path, resume: bool, allow_changed: Sequence[s
                  role: str = "federa run", log=print) -> RunDir:
     """Create ``out`` for a fresh run, or check it belongs to ``cfg`` when resuming.
 
-    Either way this process then holds the folder's writer lock (:mod:`federa.runlock`) until
-    it exits or calls ``runlock.release(out)``: a second writer is refused in one line. A
+    Either way this process then holds the folder's writer lock (:mod:`federa.writer_lock`) until
+    it exits or calls ``writer_lock.release(out)``: a second writer is refused in one line. A
     resume refuses a config that differs from the one the run started with
     (:mod:`federa.fingerprint`), except in the keys of ``allow_changed``.
     """
-    from federa import fingerprint, runlock
+    from federa import fingerprint, writer_lock
 
     if (why := out_problem(out)) is not None:
         raise ConfigError(why)
@@ -201,19 +201,19 @@ def open_run_dir(cfg: Config, out: Path, resume: bool, allow_changed: Sequence[s
     if resume:
         if not run_dir.config.is_file():
             raise ConfigError(f"--resume {out}: no config.yaml there; pass the folder of an earlier run")
-        runlock.acquire(out, role)
+        writer_lock.acquire(out, role)
         try:
             fingerprint.check_resume(run_dir, cfg, allow_changed, log=log)
         except BaseException:
-            runlock.release(out)
+            writer_lock.release(out)
             raise
         return run_dir
     if out.exists() and _has_content(out):
         raise ConfigError(f"output folder {out} is not empty; pass a new --out, or --resume {out} to continue it")
     out.mkdir(parents=True, exist_ok=True)
-    runlock.acquire(out, role)
+    writer_lock.acquire(out, role)
     if _has_content(out):  # another writer created it between our check and our lock
-        runlock.release(out)
+        writer_lock.release(out)
         raise ConfigError(f"output folder {out} is not empty; pass a new --out, or --resume {out} to continue it")
     atomic_write_bytes(run_dir.config, cfg.to_yaml().encode("utf-8"))
     fingerprint.save(run_dir, cfg)
@@ -231,16 +231,16 @@ def discard_unstarted(run_dir: RunDir, created_root: bool) -> bool:
     """
     import shutil
 
-    from federa import runlock
+    from federa import writer_lock
 
     root = run_dir.root
     if not root.is_dir() or any(root.glob("*/checkpoint.pt*")) or any(root.glob("*/result.json")):
         return False
     for p in root.iterdir():
-        if p.name != runlock.LOCK_NAME:
+        if p.name != writer_lock.LOCK_NAME:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     if created_root:
-        runlock.release(root)
-        if not runlock.is_held(root):
+        writer_lock.release(root)
+        if not writer_lock.is_held(root):
             shutil.rmtree(root, ignore_errors=True)
     return True

@@ -56,7 +56,7 @@ class NetworkSettings(Section):
     """``network:`` the links and devices that modelled round times assume (reports only; nothing sleeps)."""
 
     preset: Literal["edge-4g", "wifi", "datacenter"] = Field(
-        "edge-4g", description="Named link (numbers and sources in federa.network); the fields below override it.")
+        "edge-4g", description="Named link (numbers and sources in federa.modelled_time); the fields below override it.")
     uplink_mbps: float | None = Field(None, gt=0, description="Client → server megabits per second.")
     downlink_mbps: float | None = Field(None, gt=0, description="Server → client megabits per second.")
     latency_ms: float | None = Field(None, ge=0, description="One-way latency, paid once per transfer.")

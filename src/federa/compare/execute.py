@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from federa import runlock
+from federa import writer_lock
 from federa.checkpoint import atomic_write_bytes
 from federa.compare.jobs import cell_job, with_lr
 from federa.compare.lr_grid import LR_MULTIPLIERS, VAL_FRACTION, choose_lrs, grid_scores
@@ -21,7 +21,7 @@ from federa.compare.plan import UNPARTITIONABLE, Cell, Plan
 from federa.config import Config, build_config
 from federa.errors import ConfigError, DataError
 from federa.fingerprint import flatten
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 
 if TYPE_CHECKING:
     from federa.job import Job
@@ -54,16 +54,16 @@ def _claim_cell_dir(rd: RunDir, cfg: Config) -> None:
 def run_compare(plan: Plan, progress: bool = True, log=print) -> dict[str, Any]:
     """Run every pending (method, cell) of ``plan``, then write all outputs; returns the outputs' data."""
     plan.out.mkdir(parents=True, exist_ok=True)
-    # One writer per folder (federa.runlock): a second `federa compare` on the same --out would run
+    # One writer per folder (federa.writer_lock): a second `federa compare` on the same --out would run
     # the same cells twice into one metrics.jsonl; a `federa run --resume` or `federa report` of a
     # cell would write beside this one, so each cell is held too while it runs.
-    with runlock.held(plan.out, role="federa compare"):
+    with writer_lock.held(plan.out, role="federa compare"):
         base: Job | None = None
         grid_lrs: dict[str, dict[str, float]] = {}  # alpha → method → lr chosen on its first partitionable seed
         for cell in plan.cells:
             rd = plan.cell_dir(cell)
             rd.root.mkdir(parents=True, exist_ok=True)
-            with runlock.held(rd.root, role="federa compare"):
+            with writer_lock.held(rd.root, role="federa compare"):
                 base = _run_cell(plan, cell, rd, base, grid_lrs, progress, log)
         if not (plan.out / "compare.json").is_file():
             _write_compare_json(plan, {})
@@ -75,7 +75,7 @@ def _run_cell(plan: Plan, cell: Cell, rd: RunDir, base: Job | None, grid_lrs: di
     """Run the pending methods of one cell; returns the shared job (prepared by the first cell with work)."""
     from federa.engines import get_engine
     from federa.job import prepare_job
-    from federa.runner import pin_partition, run_info, run_pending
+    from federa.pending import pin_partition, run_info, run_pending
 
     cfg = plan.cell_config(cell)
     _claim_cell_dir(rd, cfg)

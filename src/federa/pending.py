@@ -19,7 +19,7 @@ from federa.errors import DataError
 from federa.job import Job
 from federa.partition import client_val_fraction, format_stats, partition_stats
 from federa.report import report_markdown, summarize, write_plots
-from federa.runlog import RunDir, run_name
+from federa.results_dir import RunDir, run_name
 
 RunOne = Callable[[Job, str, RunDir], dict[str, Any]]  # one method's rounds → its result record
 

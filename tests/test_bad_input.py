@@ -338,7 +338,7 @@ def test_report_names_a_hand_edited_metrics_line(capsys, tiny_model_dir, small_c
 
 def test_per_client_scores_are_a_list_in_a_metrics_line():
     """`client_score` holds one score per client (None where unscored): a valid line, not a bad number."""
-    from federa.runlog import record_problem
+    from federa.results_dir import record_problem
 
     line = {"method": "lora", "round": 1, "score": 0.5, "client_score": [0.2, None, 0.3333333333333333]}
     assert record_problem(line) is None

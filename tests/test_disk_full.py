@@ -97,12 +97,12 @@ def test_a_full_disk_seen_by_a_rust_writer_is_one_line(tiny_model_dir, small_csv
     monkeypatch.setattr(TokenizersBackend, "_save_pretrained", full)
     assert main(_args(tiny_model_dir, small_csv, out)) == 2
     monkeypatch.undo()
-    runlock.release(out)
+    writer_lock.release(out)
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert err == [f"error: the disk holding {out} is full (No space left on device); finished rounds are kept: "
                    f"free some space, then continue with `federa run --resume {out}`"], err
     assert main(["run", "--resume", str(out), "--no-progress"]) == 0
-    runlock.release(out)
+    writer_lock.release(out)
     assert (out / "lora" / "result.json").is_file() and (out / "lora" / "final" / "tokenizer.json").is_file()
 
 

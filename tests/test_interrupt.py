@@ -82,17 +82,17 @@ def test_stop_request_is_raised_at_the_next_safe_point_and_a_second_signal_at_on
 # training code still imports after the `results:` line; argv[1] names the signal.
 _EARLY = """
 import os, signal, sys
-import federa.runlog
+import federa.results_dir
 from federa.cli import main
 
-opened = federa.runlog.open_run_dir
+opened = federa.results_dir.open_run_dir
 
 def open_then_signal(*args, **kwargs):
     run_dir = opened(*args, **kwargs)
     os.kill(os.getpid(), getattr(signal, sys.argv[1]))
     return run_dir
 
-federa.runlog.open_run_dir = open_then_signal
+federa.results_dir.open_run_dir = open_then_signal
 sys.exit(main(sys.argv[2:]))
 """
 

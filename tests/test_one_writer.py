@@ -172,7 +172,7 @@ def unfinished(tiny_model_dir, small_csv, tmp_path, capsys, monkeypatch) -> Path
     monkeypatch.setattr(os, "fsync", full)
     assert main(_args(tiny_model_dir, small_csv, out, "rounds=2")) == 2
     monkeypatch.setattr(os, "fsync", full.real)
-    runlock.release(out)
+    writer_lock.release(out)
     assert full.fired and (out / "lora" / "checkpoint.pt").is_file() and not (out / "lora" / "result.json").exists()
     capsys.readouterr()
     return out
@@ -184,11 +184,11 @@ def test_a_shape_key_cannot_be_allowed_to_change_on_an_unfinished_run(unfinished
     _edit(unfinished, lora__r=4)
     def files() -> dict[Path, bytes]:  # the lock file records who held the folder last: not the run's
         return {p.relative_to(unfinished): p.read_bytes() for p in unfinished.rglob("*")
-                if p.is_file() and p.name != runlock.LOCK_NAME}
+                if p.is_file() and p.name != writer_lock.LOCK_NAME}
 
     before = files()
     assert main(["run", "--resume", str(unfinished), "--no-progress", "--allow-changed", "lora.r"]) == 2
-    runlock.release(unfinished)
+    writer_lock.release(unfinished)
     err = _err_lines(capsys)
     assert err == [f"error: --resume {unfinished}: lora.r changed (2 -> 4), which changes the shape of the trained "
                    "tensors, and lora has not finished, so its checkpoint cannot load; restore lora.r in config.yaml, "
@@ -196,7 +196,7 @@ def test_a_shape_key_cannot_be_allowed_to_change_on_an_unfinished_run(unfinished
     assert files() == before  # nothing written: not the fingerprint, not a checkpoint
     _edit(unfinished, lora__r=2)  # put back, the run goes on and finishes
     assert main(["run", "--resume", str(unfinished), "--no-progress"]) == 0
-    runlock.release(unfinished)
+    writer_lock.release(unfinished)
     assert json.loads((unfinished / "lora" / "result.json").read_text())["status"] == "done"
 
 
@@ -216,7 +216,7 @@ def test_a_bug_after_the_folder_opened_leaves_it_as_it_was(tiny_model_dir, small
         with pytest.raises(KeyError):
             main(_args(tiny_model_dir, small_csv, out))
         assert not out.exists() if out.name == "new" else [p.name for p in out.iterdir()
-                                                           if p.name != runlock.LOCK_NAME] == []
+                                                           if p.name != writer_lock.LOCK_NAME] == []
 
 
 # -- nothing left behind by an error found after validation -----------------------------------------

@@ -1,0 +1,129 @@
+"""Claims that decide, on made-up seeds: the one-SE lr rule (ties decide nothing), the equivalence
+outcome, the sequential plan's corrected interval and the sample-size line."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from federa.compare.lr_grid import LEGACY_LR_RULE, LR_RULE, LrChoice, one_se_choice, recorded_rule
+from federa.compare.sequential import (
+    fixed_n, half_width, look_confidence, next_look, parse_looks, sample_size_line, seeds_to_close,
+)
+from federa.compare.stats import paired_verdict
+from federa.errors import ConfigError
+
+# -- the lr rule -------------------------------------------------------------------------
+
+
+def test_one_se_rule_keeps_the_default_on_a_two_row_gap():
+    # Today's flip: ×3 ahead of ×1 by 2 rows out of 299 on one seed, behind on the other.
+    rows = 299
+    scores = {0.3: [0.900, 0.903], 1.0: [0.930, 0.933], 3.0: [0.9365, 0.9298]}
+    c = one_se_choice(scores, val_rows=rows, prior=0.23)
+    assert c.chosen == 1.0 and c.status == "default kept"
+    # gains of ×3: +0.0065, −0.0032 → mean +0.00165; SE over seeds 0.00485, binomial floor
+    # √(2·(0.93·0.07·2)/299)/2 ≈ 0.0148 (per seed √(2·0.93·0.07/299) = 0.0209; over two seeds ÷√2).
+    assert c.diffs[3.0] == pytest.approx(0.00165, abs=1e-6)
+    assert c.se[3.0] == pytest.approx(0.0148, abs=5e-4)
+    # The legacy rule (best single score of the first seed) would have taken ×3.
+    assert max(scores, key=lambda m: scores[m][0]) == 3.0
+
+
+def test_one_se_rule_takes_a_rate_that_clearly_wins():
+    scores = {0.3: [0.60, 0.62], 1.0: [0.70, 0.71], 3.0: [0.85, 0.88]}
+    c = one_se_choice(scores, val_rows=300, prior=0.23)
+    # gain +0.16 ± max(0.01/√2·… , binomial ≈ 0.031): clears it.
+    assert c.chosen == 3.0 and c.status == "tuned" and c.diffs[3.0] == pytest.approx(0.16)
+    assert c.se[3.0] < 0.16
+    # Without the binomial floor, the SE is the seeds' own: SD of (0.15, 0.17) / √2 = 0.01.
+    bare = one_se_choice(scores)
+    assert bare.se[3.0] == pytest.approx(0.01, abs=1e-9) and bare.chosen == 3.0
+
+
+def test_a_grid_where_every_rate_sits_at_the_label_prior_decides_nothing():
+    prior = 0.2244  # the validation rows' majority class share (BBC News at alpha=0.1 today)
+    scores = {0.3: [0.2244, 0.2244], 1.0: [0.2244, 0.2244], 3.0: [0.2244, 0.2310]}
+    c = one_se_choice(scores, val_rows=303, prior=prior)
+    assert c.status == "decides nothing" and c.chosen == 1.0
+    # Exact ties with no prior known (a regression metric) decide nothing too.
+    tie = one_se_choice({0.3: [0.5, 0.5], 1.0: [0.5, 0.5], 3.0: [0.5, 0.5]})
+    assert tie.status == "decides nothing" and tie.chosen == 1.0
+    # One rate learned well above the prior: the grid decides.
+    learned = one_se_choice({0.3: [0.2244, 0.2244], 1.0: [0.2244, 0.2244], 3.0: [0.56, 0.60]}, 1.0, 303, prior)
+    assert learned.status == "tuned" and learned.chosen == 3.0
+
+
+def test_one_seed_never_tunes_and_failed_rates_are_left_out():
+    one = one_se_choice({0.3: [0.5], 1.0: [0.6], 3.0: [0.9]})
+    assert one.chosen == 1.0 and one.status == "default kept" and math.isinf(one.se[3.0])
+    failed_default = one_se_choice({0.3: [0.5, 0.52], 1.0: [None, None], 3.0: [0.7, 0.72]})
+    assert failed_default.chosen == 3.0 and failed_default.status == "tuned"
+    assert one_se_choice({1.0: [None, None]}).status == "every rate failed"
+    c = one_se_choice({0.3: [0.60, 0.62], 1.0: [0.70, 0.71], 3.0: [0.85, 0.88]}, val_rows=300, prior=0.2)
+    assert LrChoice.from_dict(json.loads(json.dumps(c.as_dict()))) == c
+
+
+def test_a_folder_made_by_the_old_rule_reads_back_under_it(tmp_path):
+    assert recorded_rule(tmp_path) == LR_RULE  # a new folder
+    (tmp_path / "compare.json").write_text(json.dumps({"lr_grid": True}))  # written before the rule was recorded
+    assert recorded_rule(tmp_path) == LEGACY_LR_RULE
+    (tmp_path / "compare.json").write_text(json.dumps({"lr_grid": True, "lr_rule": LR_RULE}))
+    assert recorded_rule(tmp_path) == LR_RULE
+
+
+# -- equivalence -------------------------------------------------------------------------
+
+
+def test_an_interval_inside_the_band_is_equivalent_and_each_claim_reads_it():
+    diffs = [0.002, -0.001, 0.0005, 0.001, -0.0015]  # mean +0.0002, SD 0.00144 → 95% CI ±0.00179
+    beats = paired_verdict(diffs, ">", 0.0, margin=0.01, if_equivalent="refuted")
+    assert beats.equivalent and beats.outcome == "equivalent" and beats.verdict == "refuted"
+    assert beats.interval.lo == pytest.approx(0.0002 - 0.00179, abs=2e-5)
+    assert "inside ±0.01 → equivalent → refuted" in beats.text()
+    matches = paired_verdict(diffs, ">", -0.01, margin=0.01, if_equivalent="supported")
+    assert matches.verdict == "supported"  # wholly above −0.01: supported by the one-sided reading already
+    # Wider than the band: open.
+    wide = paired_verdict([0.03, -0.03, 0.0], ">", 0.0, margin=0.01, if_equivalent="refuted")
+    assert wide.verdict == "inconclusive" and not wide.equivalent
+    # A real, small gain inside the band is "supported", not "equivalent": the one-sided reading comes first.
+    small = paired_verdict([0.004, 0.005, 0.006], ">", 0.0, margin=0.01, if_equivalent="refuted")
+    assert small.verdict == "supported" and not small.equivalent
+
+
+# -- sequential plan and sample size ------------------------------------------------------
+
+
+def test_bonferroni_over_looks_and_parsing():
+    assert look_confidence(1) == pytest.approx(0.95)
+    assert look_confidence(3) == pytest.approx(1 - 0.05 / 3)
+    assert parse_looks("3,5,8") == (3, 5, 8)
+    for bad in ("1,3", "5,3", "x", ""):
+        with pytest.raises(ConfigError, match="--looks"):
+            parse_looks(bad)
+    assert next_look(3, (3, 5, 8)) == 5 and next_look(8, (3, 5, 8)) is None and next_look(0, (3, 5)) == 3
+    # The corrected interval is wider: t(1 − 0.05/6, 4) · 1/√5 vs t(0.975, 4) · 1/√5.
+    assert half_width(1.0, 5, look_confidence(3)) == pytest.approx(3.9608 / math.sqrt(5), abs=1e-3)
+    assert half_width(1.0, 5, 0.95) == pytest.approx(2.7764 / math.sqrt(5), abs=1e-4)
+
+
+def test_sample_size_line_at_the_observed_sd():
+    # FeDeRA − LoRA at alpha=0.5 on BBC News (claims-steps10): +0.0337, SD ≈ 0.0186 over 3 seeds.
+    diffs = [0.0337 + 0.0186, 0.0337, 0.0337 - 0.0186]
+    # Smallest n with t(0.975, n−1)·0.0186/√n < 0.0337: n = 4 (3.182·0.0186/2 = 0.0296; n = 3: 0.0462).
+    assert seeds_to_close(diffs, 0.0) == 4
+    assert sample_size_line(diffs, 0.0).startswith("≈1 more seed(s) (n≈4) would close it at the observed SD 0.0186")
+    # Under a three-look plan the interval is wider: n = 5 (t(0.99167, 4) = 3.961 → 0.0330 < 0.0337).
+    assert seeds_to_close(diffs, 0.0, confidence=look_confidence(3)) == 5
+    # On the boundary: not closable by the boundary, but the band closes it at n where hw < 0.01.
+    flat = [0.01, -0.01, 0.0]
+    # n = 7: t(0.975, 6)·0.01/√7 = 0.00925 < 0.01; n = 6: 2.571·0.01/√6 = 0.0105.
+    assert seeds_to_close(flat, 0.0, margin=0.01) == 7
+    assert seeds_to_close(flat, 0.0) is None
+    assert "not closable within 200 seeds" in sample_size_line(flat, 0.0)
+    assert "needs a second seed" in sample_size_line([0.1], 0.0)
+    # The fixed-n rule behind a profile's seed count: SD 0.0186, gap 0.02 → n = 6 (2.571·0.0186/√6 = 0.0195;
+    # n = 5: 2.776·0.0186/√5 = 0.0231).
+    assert fixed_n(0.0186, 0.02) == 6

@@ -127,3 +127,44 @@ def test_sample_size_line_at_the_observed_sd():
     # The fixed-n rule behind a profile's seed count: SD 0.0186, gap 0.02 → n = 6 (2.571·0.0186/√6 = 0.0195;
     # n = 5: 2.776·0.0186/√5 = 0.0231).
     assert fixed_n(0.0186, 0.02) == 6
+
+
+def _result(method: str, alpha: str, seed: int, acc: float, cos: float):
+    from federa.compare import SeedResult
+
+    return SeedResult(method=method, alpha=alpha, seed=seed, status="done", final=acc, final_k=acc, best=acc,
+                      target=0.5, round_to_target=3, compute_s_to_target=10.0, wall_s_to_target=10.0,
+                      modelled_s_to_target=10.0, modelled_s_total=10.0, update_cos_mean=cos, update_norm_mean=1.0)
+
+
+def test_sequential_plan_adds_seeds_only_where_a_comparison_is_open(monkeypatch, tmp_path):
+    from federa.compare import CellResult, Plan, run
+    from federa.compare import tables
+    from federa.config import build_config
+
+    plan = Plan(base=build_config({}), methods=("lora", "federa"), alphas=("0.5", "iid"), seeds=tuple(range(8)),
+                out=tmp_path, looks=(3, 5, 8))
+    assert plan.confidence == pytest.approx(1 - 0.05 / 3)
+    ran: list[tuple[str, int]] = []
+    wobble = [0.05, -0.05, 0.0, 0.05, -0.05, 0.0, 0.05, -0.05]  # FeDeRA − LoRA cosine at IID: never decided
+
+    def fake_cells(_plan):
+        out = []
+        for a, s in ran:
+            c = CellResult(a, s, [], {"target_score": 0.5, "methods": {}})
+            if a == "0.5":  # FeDeRA 5 points ahead and steadier on every seed: decided at the first look
+                c.seeds = {"lora": _result("lora", a, s, 0.80, 0.1), "federa": _result("federa", a, s, 0.85, 0.6)}
+            else:
+                c.seeds = {"lora": _result("lora", a, s, 0.90, 0.3),
+                           "federa": _result("federa", a, s, 0.90, 0.3 + wobble[s])}
+            out.append(c)
+        return out
+
+    monkeypatch.setattr(tables, "load_cells", fake_cells)
+    monkeypatch.setattr(tables, "summary_rows", lambda *_: [])
+    logs: list[str] = []
+    run._run_sequential(plan, lambda cells: ran.extend((c.alpha, c.seed) for c in cells), logs.append)
+    assert [s for a, s in ran if a == "0.5"] == [0, 1, 2]  # decided at look 1: no more seeds
+    assert [s for a, s in ran if a == "iid"] == list(range(8))  # open at every look: up to the stated maximum
+    assert logs[0] == "look 1/3 at 3 seeds: decided at alpha 0.5; open at alpha iid"
+    assert logs[-1] == "look 3/3 at 8 seeds: open at alpha iid"

@@ -61,16 +61,45 @@ def run_compare(plan: Plan, progress: bool = True, log=print) -> dict[str, Any]:
     # the same cells twice into one metrics.jsonl; a `federa run --resume` or `federa report` of a
     # cell would write beside this one, so each cell is held too while it runs.
     with runlock.held(plan.out, role="federa compare"):
-        base: Job | None = None
-        grid_lrs: dict[str, dict[str, float]] = {}  # alpha → method → lr chosen on its first partitionable seed
-        for cell in plan.cells:
-            rd = plan.cell_dir(cell)
-            rd.root.mkdir(parents=True, exist_ok=True)
-            with runlock.held(rd.root, role="federa compare"):
-                base = _run_cell(plan, cell, rd, base, grid_lrs, progress, log)
+        state: dict[str, Any] = {"base": None, "grid_lrs": {}}  # the shared job; alpha → method → chosen lr
+
+        def run(cells: list[Cell]) -> None:
+            for cell in cells:
+                rd = plan.cell_dir(cell)
+                rd.root.mkdir(parents=True, exist_ok=True)
+                with runlock.held(rd.root, role="federa compare"):
+                    state["base"] = _run_cell(plan, cell, rd, state["base"], state["grid_lrs"], progress, log)
+
+        if not plan.looks:
+            run(plan.cells)
+        else:
+            _run_sequential(plan, run, log)
         if not (plan.out / "compare.json").is_file():
             _write_compare_json(plan, {})
         return write_outputs(plan)
+
+
+def _run_sequential(plan: Plan, run, log) -> None:
+    """The pre-registered looks: every alpha gets the first look's seeds; after each look the claims
+    are read (at the plan's corrected confidence) and only alphas with an open comparison get the
+    next look's seeds. Deterministic from the cells on disk, so a re-run replays the same looks."""
+    from federa.compare.claims import check_claims
+    from federa.compare.tables import load_cells, summary_rows
+
+    active, done = list(plan.alphas), 0
+    for k, look in enumerate(plan.looks, 1):
+        run([Cell(a, s) for a in active for s in plan.seeds[done:look]])
+        done = look
+        cells = load_cells(plan)
+        claims = check_claims(plan, summary_rows(plan, cells), cells)
+        still = {c.alpha for claim in claims for c in claim.comparisons if c.open}
+        stopped = [a for a in active if a not in still]
+        active = [a for a in active if a in still]
+        log(f"look {k}/{len(plan.looks)} at {look} seeds: " + (f"decided at alpha {', '.join(stopped)}; " if stopped
+                                                                 else "") +
+            (f"open at alpha {', '.join(active)}" if active else "every comparison decided"))
+        if not active:
+            break
 
 
 def _run_cell(plan: Plan, cell: Cell, rd: RunDir, base: Job | None, grid_lrs: dict[str, dict[str, float]],

@@ -168,3 +168,21 @@ def test_sequential_plan_adds_seeds_only_where_a_comparison_is_open(monkeypatch,
     assert [s for a, s in ran if a == "iid"] == list(range(8))  # open at every look: up to the stated maximum
     assert logs[0] == "look 1/3 at 3 seeds: decided at alpha 0.5; open at alpha iid"
     assert logs[-1] == "look 3/3 at 8 seeds: open at alpha iid"
+
+
+def test_evaluation_reads_a_fixed_stratified_subset_except_the_final_k():
+    import numpy as np
+
+    from federa.config import build_config
+    from federa.eval_split import eval_rounds, stratified_subset, whole_split_at
+
+    cfg = build_config({}, ["rounds=10", "eval_every=2", "eval_subset=100", "eval_full_last=3"])
+    assert eval_rounds(10, 2) == [0, 2, 4, 6, 8, 10] and eval_rounds(5, 2) == [0, 2, 4, 5]
+    assert [r for r in eval_rounds(10, 2) if whole_split_at(cfg, r)] == [6, 8, 10]
+    assert all(whole_split_at(build_config({}, ["rounds=10"]), r) for r in range(11))  # no subset: always whole
+    labels = np.array([0] * 300 + [1] * 100 + [2] * 45)  # 445 rows, BBC-sized
+    idx = stratified_subset(labels, 100, len(labels), seed=0)
+    # 100 × (300, 100, 45)/445 = 67.4, 22.5, 10.1 → floors 67, 22, 10 (99), the largest remainder (0.47) gets one.
+    assert len(idx) == 100 and np.bincount(labels[idx]).tolist() == [67, 23, 10]
+    assert (idx == stratified_subset(labels, 100, len(labels), seed=0)).all()  # the same rows every evaluation
+    assert len(set(idx.tolist())) == 100

@@ -18,11 +18,14 @@ The package, one module per idea:
   parsers.
 - :mod:`~federa.compare.jobs`: a cell's job: the shared data re-partitioned, one method's lr set.
 - :mod:`~federa.compare.lr_grid`: ``--lr-grid``: a validation split carved from the clients' shards,
-  short runs per lr multiplier, the best lr each.
+  short runs per lr multiplier on two seeds, the one-SE rule (ties decide nothing).
+- :mod:`~federa.compare.sequential`: ``--looks``: seeds added in pre-registered looks (Bonferroni over
+  looks), and the sample-size line of an open comparison.
 - :mod:`~federa.compare.run`: running every pending (method, cell), resume checks included.
 - :mod:`~federa.compare.tables`: results read back into per-round and per-(method, alpha) rows; CSV and
   ``summary.md``.
-- :mod:`~federa.compare.stats`: t-intervals over seeds and the paired-difference verdict rule.
+- :mod:`~federa.compare.stats`: t-intervals over seeds and the paired-difference verdict rule
+  (supported / refuted / equivalent within ±margin / inconclusive).
 - :mod:`~federa.compare.seeds`: per-(method, alpha, seed) results and the convergence target (FFT's plateau).
 - :mod:`~federa.compare.claims`: the FeDeRA paper's five claims checked seed by seed (paired intervals).
 - :mod:`~federa.compare.plots`: the ``plots/*.png`` files.
@@ -54,7 +57,10 @@ _EXPORTS: dict[str, str] = {
     "Verdict": "stats", "combine": "stats", "last_k_mean": "stats", "paired_verdict": "stats",
     "t_interval": "stats", "RESULT_COLUMNS": "tables", "SUMMARY_COLUMNS": "tables", "CellResult": "tables",
     "load_cells": "tables", "results_rows": "tables", "skipped_cells": "tables", "summary_markdown": "tables",
-    "summary_rows": "tables",
+    "summary_rows": "tables", "Comparison": "claims", "COSINE_MARGIN": "claims", "UNDECIDABLE": "stats",
+    "LrChoice": "lr_grid", "LR_RULE": "lr_grid", "one_se_choice": "lr_grid", "DEFAULT_MARGIN": "plan",
+    "look_confidence": "sequential", "parse_looks": "sequential", "sample_size_line": "sequential",
+    "seeds_to_close": "sequential", "fixed_n": "sequential",
 }
 
 
@@ -75,7 +81,9 @@ __all__ = [
     "heterogeneity_order", "load_cells", "main", "parse_alphas", "parse_methods", "parse_seeds",
     "plan_from_args",
     "plot_robustness", "plot_time_vs_fft", "results_rows", "run_compare", "summary_markdown", "summary_rows",
-    "validation_job", "with_lr", "write_outputs", "write_plots",
+    "validation_job", "with_lr", "write_outputs", "write_plots", "Comparison", "COSINE_MARGIN", "UNDECIDABLE",
+    "LrChoice", "LR_RULE", "one_se_choice", "DEFAULT_MARGIN", "look_confidence", "parse_looks", "sample_size_line",
+    "seeds_to_close", "fixed_n",
 ]
 
 

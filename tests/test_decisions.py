@@ -186,3 +186,28 @@ def test_evaluation_reads_a_fixed_stratified_subset_except_the_final_k():
     assert len(idx) == 100 and np.bincount(labels[idx]).tolist() == [67, 23, 10]
     assert (idx == stratified_subset(labels, 100, len(labels), seed=0)).all()  # the same rows every evaluation
     assert len(set(idx.tolist())) == 100
+
+
+def test_curves_show_each_seed_under_the_mean(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from federa.compare import CellResult
+    from federa.compare.plots import plot_seed_curves
+
+    finals = [0.1, 0.5, 0.9]  # FFT at alpha=0.1 today: the mean hides a ±0.46 spread
+    cells = [CellResult("0.1", s, [{"method": "fft", "round": r, "score": 0.2 + (f - 0.2) * r / 4} for r in range(5)],
+                        {"target_score": None, "methods": {}}) for s, f in enumerate(finals)]
+    drawn: list[tuple[list, list, float]] = []
+    real = matplotlib.axes.Axes.plot
+
+    def spy(self, *args, **kw):
+        drawn.append((list(args[0]), list(args[1]), kw.get("linewidth")))
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    plot_seed_curves(cells, ["fft"], tmp_path / "c.png", "t", None, "accuracy")
+    assert (tmp_path / "c.png").is_file()
+    thin = [ys for _, ys, lw in drawn if lw == 0.8]
+    thick = [ys for _, ys, lw in drawn if lw == 2]
+    assert [ys[-1] for ys in thin] == pytest.approx(finals)  # one thin line per seed, ending at its final score
+    assert len(thick) == 1 and thick[0][-1] == pytest.approx(0.5)  # the mean

@@ -35,7 +35,7 @@ from typing import Any
 
 from federa.cli import _quiet_libraries
 from federa.compare import IID, Plan, parse_alphas, parse_seeds, run_compare
-from federa.compare.lr_grid import LR_MULTIPLIERS, VAL_FRACTION
+from federa.compare.lr_grid import GRID_START_ROWS, LR_MULTIPLIERS, VAL_FRACTION
 from federa.compare.sequential import look_confidence, parse_looks
 from federa.config import build_config
 from federa.errors import FederaError
@@ -74,7 +74,7 @@ PROFILES: dict[str, Profile] = {
         "quick", DATASETS, ("0.5", IID), (2,),
         ("rounds=3", "eval_every=1", "num_clients=3", "clients_per_round=3", "local_steps=1", "batch_size=4",
          "max_length=24", "eval_batch_size=64", "data.max_train_examples=60", "data.max_test_examples=30",
-         "eval_subset=10", "eval_full_last=2", f"network.preset={NETWORK}"),
+         "eval_subset=10", "eval_full_last=3", f"network.preset={NETWORK}"),
         why=("slivers of every dataset, two seeds (so intervals exist), one look: the same code path as the "
              "real profiles, to prove it runs end to end; its numbers mean nothing.",)),
     "cpu": Profile(
@@ -152,7 +152,8 @@ def estimate(profile: Profile, dataset: str, seeds_per_alpha: int) -> dict[str, 
     train = rounds * per_round * step_triple
     cell = train + rows * len(METHODS) * c["eval_s_per_row"]
     val_rows = VAL_FRACTION * int(kv.get("data.max_train_examples", 1500))
-    grid_run = (rounds // 2) * per_round * step_triple + 2 * val_rows * len(METHODS) * c["eval_s_per_row"]
+    # A grid run evaluates the whole validation split once, at its end (round 0 reads GRID_START_ROWS rows).
+    grid_run = (rounds // 2) * per_round * step_triple + (val_rows + GRID_START_ROWS) * len(METHODS) * c["eval_s_per_row"]
     grid = len(LR_MULTIPLIERS) * 2 * grid_run  # per alpha: every multiplier on two seeds, half the rounds
     n_alpha = len(profile.alphas)
     return {"cells": n_alpha * seeds_per_alpha * cell, "grid": n_alpha * grid, "cell_s": cell,

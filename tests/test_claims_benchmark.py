@@ -21,8 +21,9 @@ def test_estimate_prices_steps_grid_and_evaluation_by_hand():
     # One cell: 8 rounds × 10 clients × 5 steps × (0.38 + 0.25 + 0.25) s = 352 s of training, plus evaluation
     # at rounds 0, 2 (150-row subset) and 4, 6, 8 (445 rows): (2·150 + 3·445) × 3 methods × 0.012 s = 58.9 s.
     assert e["cell_s"] == pytest.approx(352 + 1635 * 3 * 0.012)
-    # The grid per alpha: 3 multipliers × 2 seeds × (4 rounds × 50 steps × 0.88 s + 2 × 300 val rows × 3 × 0.012).
-    assert e["grid"] == pytest.approx(2 * 3 * 2 * (176 + 600 * 3 * 0.012))
+    # The grid per alpha: 3 multipliers × 2 seeds × (4 rounds × 50 steps × 0.88 s + (300 val rows at the end
+    # + 8 rows at round 0) × 3 methods × 0.012 s).
+    assert e["grid"] == pytest.approx(2 * 3 * 2 * (176 + 308 * 3 * 0.012))
     assert e["total"] == pytest.approx(2 * (5 * e["cell_s"]) + e["grid"] + 30.0)
 
 

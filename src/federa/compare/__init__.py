@@ -47,7 +47,7 @@ _EXPORTS: dict[str, str] = {
     "claim_matches_fft": "claims", "claim_noniid": "claims", "claim_oscillation": "claims",
     "claim_robustness": "claims", "claim_time": "claims", "claims_markdown": "claims", "headline": "claims",
     "add_arguments": "cli", "main": "cli", "plan_from_args": "cli", "cell_job": "jobs", "with_lr": "jobs",
-    "GRID_COLUMNS": "lr_grid", "LR_MULTIPLIERS": "lr_grid", "VAL_FRACTION": "lr_grid",
+    "GRID_COLUMNS": "lr_grid", "GRID_START_ROWS": "lr_grid", "LR_MULTIPLIERS": "lr_grid", "VAL_FRACTION": "lr_grid",
     "carve_validation": "lr_grid", "choose_lrs": "lr_grid", "grid_scores": "lr_grid",
     "validation_job": "lr_grid", "write_outputs": "outputs", "DEFAULT_ALPHAS": "plan",
     "DEFAULT_LAST_K": "plan", "IID": "plan", "UNPARTITIONABLE": "plan", "Cell": "plan", "Plan": "plan",
@@ -71,7 +71,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "DEFAULT_ALPHAS", "DEFAULT_LAST_K", "GRID_COLUMNS", "IID", "UNPARTITIONABLE",
+    "DEFAULT_ALPHAS", "DEFAULT_LAST_K", "GRID_COLUMNS", "GRID_START_ROWS", "IID", "UNPARTITIONABLE",
     "Interval", "SeedResult", "Verdict", "claim_oscillation", "combine", "converged_score", "convergence_target",
     "last_k_mean", "paired_verdict", "skipped_cells", "t_interval", "LR_MULTIPLIERS", "MATCH_TOLERANCE", "RESULT_COLUMNS",
     "SUMMARY_COLUMNS", "TIME_REDUCTION_CLAIM", "VAL_FRACTION",

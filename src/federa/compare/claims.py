@@ -116,8 +116,9 @@ def learning(plan: Plan, cells: Sequence[CellResult]) -> dict[str, dict[str, Ver
 
 
 def _gated(v: Verdict, cells: Sequence[CellResult], alpha: str, methods: Sequence[str]) -> tuple[str, str]:
-    """(verdict, note): ``v``'s verdict, or inconclusive when none of ``methods`` learned at ``alpha``
-    (unknown is not "did not learn": runs without a round-0 evaluation are not gated)."""
+    """(verdict, note): ``v``'s verdict, or undecidable when none of ``methods`` learned at ``alpha``
+    (left out of the claim's combined verdict; unknown is not "did not learn": runs without a round-0
+    evaluation are not gated)."""
     checks = [learned(cells, alpha, m) for m in methods]
     if any(c.interval is None or c.verdict == "supported" for c in checks):
         return v.verdict, ""
@@ -322,7 +323,8 @@ def claims_markdown(plan: Plan, claims: Sequence[Claim],
                   f"Final-{plan.last_k} score minus the better of the same run's score before training (round 0) "
                   "and the best constant prediction's on the test split (the label prior), per seed; "
                   f"'learned' = supported above +{LEARN_MARGIN:g}. A comparison where neither method learned is "
-                  "noise around the starting point: its verdict is inconclusive whatever its interval says.", ""]
+                  "noise around the starting point: the setting is undecidable at this budget, whatever its "
+                  "interval says, and left out of the claim's verdict.", ""]
         lines += [f"- alpha={a}: {m}: {v.text()}" for a, per in learnt.items() for m, v in per.items()] + [""]
     for i, c in enumerate(claims, 1):
         lines += [f"## Claim {i}: {c.title}", "", f"**Verdict: {c.verdict}**", ""]

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 # shard after half the rounds (a documented, shortened budget: the grid costs 1.5x a cell, not 3x).
 LR_MULTIPLIERS = (0.3, 1.0, 3.0)
 VAL_FRACTION = 0.2
+GRID_START_ROWS = 8  # rows a grid run's round-0 evaluation reads (its score is never used)
 GRID_COLUMNS = ["alpha", "seed", "method", "multiplier", "lr", "val_score", "val_macro_f1", "rounds", "status",
                 "chosen"]
 LR_RULE = "one-se/v2"  # mean over grid seeds, keep ×1 unless beaten by > 1 SE; all-ties decide nothing
@@ -146,12 +147,14 @@ def carve_validation(parts: Sequence[np.ndarray], fraction: float, seed: int) ->
 def validation_job(job: Job) -> Job:
     """The job the lr grid runs: trains on the kept shards, evaluates on held-out *training* rows.
 
-    Half the rounds (at least one), evaluated only at the end, is the grid's shortened budget.
+    Half the rounds (at least one), evaluated in full only at the end, is the grid's shortened budget.
     """
     keep, val = carve_validation(job.parts, VAL_FRACTION, job.cfg.seed)
     rounds = max(1, job.cfg.rounds // 2)
     raw = job.cfg.model_dump(mode="json")
-    raw.update(rounds=rounds, eval_every=rounds)
+    # The rule reads the last evaluation only: the round-0 one (which every server makes) reads a token
+    # GRID_START_ROWS rows instead of the whole validation split, since it cannot change the choice.
+    raw.update(rounds=rounds, eval_every=rounds, eval_subset=GRID_START_ROWS, eval_full_last=1)
     # Scored on the pooled held-out rows only: no per-client scores in a grid run.
     return replace(job, cfg=build_config(raw), parts=keep, test=job.train.select(val.tolist()), val_parts=[])
 

@@ -313,6 +313,9 @@ def test_carve_validation_splits_each_shard():
     (["--seeds", "0,x"], "--seeds must be integers"),
     (["--target", "85"], "--target must be a score in (0, 1]"),
     (["--set", "rounds=0"], "config key 'rounds'"),
+    (["--looks", "3,2"], "--looks needs increasing seed counts"),
+    (["--looks", "3,5", "--seeds", "0,1,2"], "--looks 3,5 needs 5 seeds, --seeds lists 3"),
+    (["--margin", "2"], "--margin must lie in (0, 1)"),
 ])
 def test_cli_rejects_bad_input_with_one_line(args, message, capsys, tmp_path):
     assert cli_main(["compare", "--out", str(tmp_path / "o"), *args]) == 2

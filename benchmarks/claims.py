@@ -98,8 +98,8 @@ PROFILES: dict[str, Profile] = {
             "more seeds, which each open comparison's sample-size line states.",
             "evaluation: a fixed stratified subset of 150 test rows at rounds 0 and 2, the whole split at the "
             "last three evaluations (rounds 4, 6, 8: the final-3 score the verdicts read).",
-            "two datasets as two one-thread processes: two idle cores run two runs at once with no thread "
-            "contention (a second thread speeds one run up by ~1.8×, a second process by ~2×).",
+            "two datasets as two one-thread processes: both idle cores stay busy, and no run waits on a second "
+            "thread (the earlier design priced a second thread at 1.8×, short of 2×; assumed, not measured here).",
         )),
     "gpu": Profile(
         "gpu", DATASETS, ("0.5", IID), (3, 4),

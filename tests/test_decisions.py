@@ -72,6 +72,22 @@ def test_a_folder_made_by_the_old_rule_reads_back_under_it(tmp_path):
     assert recorded_rule(tmp_path) == LEGACY_LR_RULE
     (tmp_path / "compare.json").write_text(json.dumps({"lr_grid": True, "lr_rule": LR_RULE}))
     assert recorded_rule(tmp_path) == LR_RULE
+    # Re-running the comparison rewrites compare.json: a folder begun under the old rule keeps it.
+    from federa.compare import Plan, run
+    from federa.config import build_config
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "compare.json").write_text(json.dumps({"lr_grid": True}))
+    plan = Plan(base=build_config({}), methods=("lora",), alphas=("iid",), seeds=(0, 1), out=old, lr_grid=True)
+    run._write_compare_json(plan, {})
+    info = json.loads((old / "compare.json").read_text())
+    assert info["lr_rule"] == LEGACY_LR_RULE and "first seed" in info["lr_grid_settings"]["scope"]
+    new = tmp_path / "new"
+    new.mkdir()
+    run._write_compare_json(Plan(base=build_config({}), methods=("lora",), alphas=("iid",), seeds=(0, 1), out=new,
+                                 lr_grid=True), {})
+    assert json.loads((new / "compare.json").read_text())["lr_rule"] == LR_RULE
 
 
 # -- equivalence -------------------------------------------------------------------------

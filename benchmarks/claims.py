@@ -1,20 +1,23 @@
-"""Check the FeDeRA paper's claims on every built-in dataset, with seeds, tuned lrs and modelled networks.
+"""Check the FeDeRA paper's claims on the built-in datasets, in profiles sized for a machine.
 
-    .venv/bin/python benchmarks/claims.py --threads 2      # the benchmark (designed for <= 2 h on 2 idle cores)
-    .venv/bin/python benchmarks/claims.py --quick          # the same code path on slivers: proves it runs
-    python benchmarks/claims.py --jobs 4 --threads 4       # a GPU machine: four datasets at once on one card
+    .venv/bin/python benchmarks/claims.py --profile cpu --plan       # print the plan and its cost, run nothing
+    .venv/bin/python benchmarks/claims.py --profile cpu               # BBC News + Rotten Tomatoes, <= 2 h, 2 idle cores
+    .venv/bin/python benchmarks/claims.py --profile cpu --seeds 100,101,102,103,104 --out runs/claims-cpu-b
+    python benchmarks/claims.py --profile gpu                         # all four datasets, <= 10 min on one card
+    .venv/bin/python benchmarks/claims.py --profile quick             # slivers: proves the pipeline (the tests)
 
-For each built-in dataset (``federa datasets``: bbc_news, rotten_tomatoes, sts_b, wnut16) it runs
-``federa compare`` with methods fft, lora, federa at Dirichlet alpha 0.1, 0.5 and IID, three seeds,
-each method's lr picked per (method, alpha) by ``--lr-grid`` on validation rows carved from the
-clients' training shards, and evaluation on the dataset's whole held-out test split. Verdicts follow
-the paired-interval rule (see ``federa.compare.claims``); claim 3 is judged on modelled time under
-``network.preset=edge-4g``. It writes one page per dataset and an overview table (for each claim, the
-verdict per dataset) to ``--pages`` and prints its wall time. Re-running the command resumes: every
-finished (method, cell) is read back, never re-run.
+For each dataset of the profile it runs ``federa compare`` with methods fft, lora, federa on the
+profile's alphas, seeds added by a pre-registered sequential plan (``--looks``: an alpha whose
+comparisons are all decided stops; intervals Bonferroni-corrected over the looks), each method's lr
+chosen per (method, alpha) by the one-SE rule over two seeds' validation grids, evaluation during
+training on a fixed stratified subset of the test split and on the whole split at the last k
+evaluations (what the verdicts read). Verdicts: supported / refuted / equivalent (±margin) /
+inconclusive with a sample-size line (``federa.compare.claims``); claim 3 on modelled time under
+``network.preset=edge-4g``. One page per dataset and an overview with each claim's verdict per dataset,
+the runs' total time and the time per decided comparison. Re-running the command resumes.
 
-The budget (what was cut to fit two hours on two idle CPU cores, and why) is ``BUDGET`` below; the
-estimate it rests on is printed before the run (``estimate_s``) so a slower machine shows up at once.
+Each profile's protocol and the reason for each choice are in ``PROFILES`` (printed on the pages and by
+``--plan``); the cost model behind ``--plan`` is ``COSTS`` (where each number comes from is beside it).
 """
 
 from __future__ import annotations
@@ -26,71 +29,187 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from federa.cli import _quiet_libraries
 from federa.compare import IID, Plan, parse_alphas, parse_seeds, run_compare
+from federa.compare.lr_grid import GRID_START_ROWS, LR_MULTIPLIERS, VAL_FRACTION
+from federa.compare.sequential import look_confidence, parse_looks
 from federa.config import build_config
 from federa.errors import FederaError
 
 METHODS = ("fft", "lora", "federa")
-ALPHAS = ("0.1", "0.5", IID)
-SEEDS = (0, 1, 2)
 DATASETS = ("bbc_news", "rotten_tomatoes", "sts_b", "wnut16")
 NETWORK = "edge-4g"  # the paper timed clients on an edge device: claim 3 is judged on this link
-
-# The budget, common to every dataset. What was cut to fit <= 2 h on 2 idle cores, with the reason:
-# - 10 rounds of 3 sampled clients (of 10) × 3 local steps × 8 examples × 48 tokens: 72 examples per round
-#   and method, 90 optimiser steps per run (the earlier single-dataset benchmark took 200 steps of 16 × 64).
-# - evaluation every 2nd round (6 evaluations: rounds 0, 2, ..., 10) on the *whole* held-out test split:
-#   evaluation is most of the cost (36 cells × 3 methods × 6 passes), so it is spaced out, not subsampled;
-#   final-3 = mean of rounds 6, 8, 10; FFT's plateau rule can fire at round 10 at the earliest.
-# - at most 1,500 training examples per dataset (stratified), shared by the 10 clients.
-# - the lr grid: ×0.3/×1/×3 of each method's default lr, half the rounds, on 20% of the clients' shards,
-#   once per (dataset, method, alpha) on the alpha's first seed (not per seed).
-ROUNDS, EVAL_EVERY, PER_ROUND, STEPS, MAX_TRAIN = 10, 2, 3, 3, 1500
-BUDGET = [
-    f"rounds={ROUNDS}", f"eval_every={EVAL_EVERY}", "num_clients=10", f"clients_per_round={PER_ROUND}",
-    f"local_steps={STEPS}", "batch_size=8", "max_length=48", "eval_batch_size=128",
-    f"data.max_train_examples={MAX_TRAIN}", f"network.preset={NETWORK}",
-]
-# Per dataset: Rotten Tomatoes holds out 10% (1,281 snippets, all evaluated) instead of 20% (2,562) to fit.
-PER_DATASET: dict[str, list[str]] = {"rotten_tomatoes": ["data.test_size=0.1"]}
-# Quick: the same path on slivers, two seeds (so intervals exist), to prove it runs end to end.
-QUICK = [
-    "rounds=3", "eval_every=1", "num_clients=3", "clients_per_round=2", "local_steps=1", "batch_size=4",
-    "max_length=24", "eval_batch_size=64", "data.max_train_examples=60", "data.max_test_examples=30",
-    f"network.preset={NETWORK}",
-]
-QUICK_SEEDS = (0, 1)
-
-# Design-time cost model (seconds, two threads on an idle 2-core machine, MiniLM-L6; from the earlier
-# single-thread measurements FFT ~1.0 s and LoRA ~0.65 s per step of 16×64 tokens, 16 ms per evaluated
-# 64-token example, scaled to 8×48 tokens and ×1/1.8 for the second thread). Only to print a plan.
-STEP_S = {"fft": 0.21, "lora": 0.135, "federa": 0.135}
-EVAL_S_PER_EXAMPLE = 0.0067
-TEST_SIZES = {"bbc_news": 445, "rotten_tomatoes": 1281, "sts_b": 1379, "wnut16": 479}
+# Rows of each dataset's test split under the profiles' settings (data.test_size / max_test_examples
+# below), and of its training pool after data.max_train_examples.
+TEST_ROWS = {"bbc_news": 445, "rotten_tomatoes": 1281, "sts_b": 1379, "wnut16": 479}
 
 
-def estimate_s(datasets: Sequence[str], alphas: Sequence[str], seeds: Sequence[int], lr_grid: bool = True) -> float:
-    """The budget's design estimate: training steps, grid runs and evaluation passes, priced as above."""
-    train = sum(STEP_S.values()) * ROUNDS * PER_ROUND * STEPS  # the three methods of one cell
-    evals = ROUNDS // EVAL_EVERY + 1
-    val = 0.2 * MAX_TRAIN
-    total = 0.0
-    for d in datasets:
-        cell = train + evals * len(METHODS) * TEST_SIZES.get(d, 1000) * EVAL_S_PER_EXAMPLE
-        grid = 3 * (train / 2 + 2 * len(METHODS) * val * EVAL_S_PER_EXAMPLE) if lr_grid else 0.0
-        total += len(alphas) * (len(seeds) * cell + grid)
-    return total
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    datasets: tuple[str, ...]
+    alphas: tuple[str, ...]
+    looks: tuple[int, ...]  # seeds per alpha at each look; the last is the most any alpha gets
+    budget: tuple[str, ...]  # config keys common to every dataset
+    per_dataset: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    threads: int = 1
+    jobs: int = 1  # datasets run at once, one process each
+    costs: str = "cpu"  # which COSTS row prices it
+    limit_s: float | None = None  # the wall time it must fit
+    why: tuple[str, ...] = ()
+
+    def setting(self, key: str, dataset: str | None = None) -> str:
+        kv = dict(x.split("=", 1) for x in (*self.budget, *self.per_dataset.get(dataset or "", ())))
+        return kv[key]
 
 
-def _pages_for(name: str, out: Path, pages: Path, outcome: Mapping[str, Any], budget: Sequence[str]) -> None:
-    """One results page per dataset: budget, summary (with CIs, tuned lrs, modelled times), claims, plots."""
+_COMMON = ("num_clients=10", "batch_size=8", "max_length=48", "data.max_train_examples=1500",
+           f"network.preset={NETWORK}")
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(
+        "quick", DATASETS, ("0.5", IID), (2,),
+        ("rounds=3", "eval_every=1", "num_clients=3", "clients_per_round=3", "local_steps=1", "batch_size=4",
+         "max_length=24", "eval_batch_size=64", "data.max_train_examples=60", "data.max_test_examples=30",
+         "eval_subset=10", "eval_full_last=3", f"network.preset={NETWORK}"),
+        why=("slivers of every dataset, two seeds (so intervals exist), one look: the same code path as the "
+             "real profiles, to prove it runs end to end; its numbers mean nothing.",)),
+    "cpu": Profile(
+        "cpu", ("bbc_news", "rotten_tomatoes"), ("0.5", IID), (3, 5),
+        (*_COMMON, "clients_per_round=10", "local_steps=5", "rounds=8", "eval_every=2", "eval_subset=150",
+         "eval_full_last=3", "eval_batch_size=128"),
+        per_dataset={"rotten_tomatoes": ("data.test_size=0.1", "data.max_test_examples=800")},
+        threads=1, jobs=2, costs="cpu", limit_s=2 * 3600,
+        why=(
+            "alphas 0.5 and IID only: at alpha=0.1 no method learned on BBC News at any budget tried so far "
+            "(claims-steps10: FFT +0.17 [−0.11, +0.45] over its start), so its verdicts are undecidable and its "
+            "cells would spend a third of the budget on nothing; claim 4 compares alpha=0.5 with IID.",
+            "full participation (10 of 10 clients every round), as in the PEFT-in-FL papers with ≤ 10 clients: "
+            "with 3 of 10 sampled, the final model is whichever label-skewed trio came last (FFT at alpha=0.1: "
+            "0.489 ± 0.464 over 3 seeds); averaging all ten removes that draw from the seed-to-seed noise.",
+            "5 local steps × 8 rounds = 40 optimiser steps per client (400 per method per seed, vs 300 in "
+            "claims-steps10, where every method learned at alpha=0.5 and IID with 30 steps per sampled client).",
+            "seeds: a sequential plan of 3 then 5 seeds per alpha (97.5% intervals, Bonferroni over 2 looks): "
+            "at the SD measured in claims-steps10 for FeDeRA − LoRA at alpha=0.5 (0.0186), an observed gap of "
+            "+0.034 closes at n=5 under the corrected interval; gaps near zero need the equivalence band and "
+            "more seeds, which each open comparison's sample-size line states.",
+            "evaluation: a fixed stratified subset of 150 test rows at rounds 0 and 2, the whole split at the "
+            "last three evaluations (rounds 4, 6, 8: the final-3 score the verdicts read).",
+            "two datasets as two one-thread processes: both idle cores stay busy, and no run waits on a second "
+            "thread (the earlier design priced a second thread at 1.8×, short of 2×; assumed, not measured here).",
+        )),
+    "gpu": Profile(
+        "gpu", DATASETS, ("0.5", IID), (3, 4),
+        ("num_clients=10", "clients_per_round=10", "local_steps=2", "batch_size=32", "max_length=48", "rounds=6",
+         "eval_every=2", "eval_subset=256", "eval_full_last=3", "eval_batch_size=512",
+         "data.max_train_examples=1500", f"network.preset={NETWORK}"),
+        per_dataset={"rotten_tomatoes": ("data.test_size=0.1",)},
+        threads=4, jobs=4, costs="gpu", limit_s=600,
+        why=(
+            "all four datasets as four processes of 4 threads each on one card (16 cores): a small model "
+            "leaves a large GPU mostly idle, each process being bound by Python and kernel launches.",
+            "batch 32 × 2 local steps × 6 rounds (384 examples per client, vs 8 × 5 × 8 = 320 on the CPU): on a GPU "
+            "a step of this model costs about the same at batch 8 or 32, so the budget buys examples, not steps; "
+            "6 rounds (not 8) is what fits 10 minutes at the estimated cost; evaluation batch 512.",
+            "otherwise the CPU profile's protocol (full participation, alphas 0.5 and IID), so the two devices' "
+            "verdicts can be set side by side; looks 3 then 4 seeds (not 5): the fifth seed would not fit.",
+        )),
+}
+
+# Cost model of --plan: seconds per optimiser step of one method (batch × max_length as the profile) and
+# per evaluated row, one process.
+# - cpu: calibrated on the last committed CPU run (docs/results/claims-steps10: 83 min of runs at 1
+#   thread, 4,050 step-triples fft+lora+federa and ~88k evaluated rows): fft 0.38 s, lora/federa 0.25 s
+#   per 8×48 step and 0.012 s per evaluated row reproduce its 83 min within 8% (4,620 s vs 4,980 s).
+#   benchmarks/claims_costs.py measured on this shared machine (5× oversubscribed, CPU seconds): fft 1.07, lora 0.53 s per step,
+#   0.025–0.028 s per row: 2.2–2.8× the idle figures, the neighbours' cache and memory traffic.
+# - gpu: from the H100 run (docs/results/claims/h100_run.log: ~5 min of runs per dataset for 3,645 steps and
+#   ~60k evaluated rows with four processes sharing the card): ~0.06 s per step whatever the method (launch-
+#   bound at this size) and ~0.0015 s per row; an H200 is assumed no slower. Not measured on an H200.
+COSTS = {
+    "cpu": {"step_s": {"fft": 0.38, "lora": 0.25, "federa": 0.25}, "eval_s_per_row": 0.012, "start_s": 30.0},
+    "gpu": {"step_s": {"fft": 0.06, "lora": 0.06, "federa": 0.06}, "eval_s_per_row": 0.0015, "start_s": 60.0},
+}
+
+
+def estimate(profile: Profile, dataset: str, seeds_per_alpha: int) -> dict[str, float]:
+    """Seconds of runs for one dataset at ``seeds_per_alpha`` seeds: cells, lr grids, evaluation."""
+    c = COSTS[profile.costs]
+    rounds, every = int(profile.setting("rounds")), int(profile.setting("eval_every"))
+    per_round = int(profile.setting("clients_per_round")) * int(profile.setting("local_steps"))
+    step_triple = sum(c["step_s"][m] for m in METHODS)
+    test = TEST_ROWS[dataset]
+    kv = dict(x.split("=", 1) for x in (*profile.budget, *profile.per_dataset.get(dataset, ())))
+    if "data.max_test_examples" in kv:
+        test = min(test, int(kv["data.max_test_examples"]))
+    evals = sorted({r for r in range(rounds + 1) if r % every == 0 or r == rounds})
+    full = int(kv.get("eval_full_last", len(evals)))
+    sub = min(test, int(kv.get("eval_subset", test)))
+    rows = (len(evals) - full) * sub + min(full, len(evals)) * test
+    train = rounds * per_round * step_triple
+    cell = train + rows * len(METHODS) * c["eval_s_per_row"]
+    val_rows = VAL_FRACTION * int(kv.get("data.max_train_examples", 1500))
+    # A grid run evaluates the whole validation split once, at its end (round 0 reads GRID_START_ROWS rows).
+    grid_run = (rounds // 2) * per_round * step_triple + (val_rows + GRID_START_ROWS) * len(METHODS) * c["eval_s_per_row"]
+    grid = len(LR_MULTIPLIERS) * 2 * grid_run  # per alpha: every multiplier on two seeds, half the rounds
+    n_alpha = len(profile.alphas)
+    return {"cells": n_alpha * seeds_per_alpha * cell, "grid": n_alpha * grid, "cell_s": cell,
+            "total": n_alpha * (seeds_per_alpha * cell + grid) + c["start_s"]}
+
+
+def plan_text(profile: Profile, seeds: Sequence[int]) -> str:
+    """The plan, its cost at the first and at the last look, and whether it fits the profile's limit."""
+    lines = [f"profile {profile.name}: datasets {', '.join(profile.datasets)}; methods {', '.join(METHODS)}; "
+             f"alphas {', '.join(profile.alphas)}; seeds {', '.join(map(str, seeds))} in looks of "
+             f"{', '.join(map(str, profile.looks))} per alpha ({look_confidence(len(profile.looks)):.2%} intervals, "
+             f"Bonferroni over {len(profile.looks)} look(s)); {profile.jobs} process(es) × {profile.threads} thread(s)",
+             f"budget: {' '.join(profile.budget)}"]
+    lines += [f"  {d}: {' '.join(extra)}" for d, extra in profile.per_dataset.items() if d in profile.datasets]
+    lines += ["why:"] + [f"  - {w}" for w in profile.why]
+    lines.append(f"estimated seconds of runs (cost model '{profile.costs}', see COSTS in benchmarks/claims.py):")
+    worst: dict[str, float] = {}
+    for d in profile.datasets:
+        lo, hi = estimate(profile, d, profile.looks[0]), estimate(profile, d, profile.looks[-1])
+        worst[d] = hi["total"]
+        lines.append(f"  {d}: one cell (3 methods) {lo['cell_s']:.0f} s; lr grids {lo['grid']:.0f} s; "
+                     f"{lo['total']:.0f} s if every alpha stops at the first look, {hi['total']:.0f} s if every "
+                     "alpha runs to the last")
+    # Datasets run ``jobs`` at a time: the wall time is the busiest process's.
+    lanes = [0.0] * max(1, min(profile.jobs, len(profile.datasets)))
+    for d in sorted(worst, key=worst.get, reverse=True):
+        lanes[lanes.index(min(lanes))] += worst[d]
+    wall = max(lanes)
+    fits = "" if profile.limit_s is None else (f" — {'fits' if wall <= profile.limit_s else 'does NOT fit'} "
+                                               f"the profile's {profile.limit_s / 60:.0f} min")
+    lines.append(f"worst-case wall time with {len(lanes)} process(es) at once: {wall:.0f} s ({wall / 60:.1f} min){fits}")
+    return "\n".join(lines)
+
+
+def decided_count(claims: Sequence[Any]) -> tuple[int, int]:
+    """(comparisons decided: supported, refuted or equivalent; comparisons read), over every claim."""
+    comps = [c for claim in claims for c in claim.comparisons if c.decided != "undecidable"]
+    return sum(c.decided in ("supported", "refuted") for c in comps), len(comps)
+
+
+def seeds_line(claims: Sequence[Any]) -> str:
+    """Seeds per alpha as the comparisons used them (a sequential plan gives alphas different counts)."""
+    per: dict[str, set[int]] = {}
+    for claim in claims:
+        for c in claim.comparisons:
+            if c.verdict.interval is not None:
+                per.setdefault(c.alpha, set()).add(c.verdict.interval.n)
+    return "; ".join(f"alpha={a}: n={'/'.join(map(str, sorted(ns)))}" for a, ns in per.items()) or "–"
+
+
+def _pages_for(name: str, out: Path, pages: Path, outcome: Mapping[str, Any], budget: Sequence[str],
+               profile: Profile, run_s: float) -> None:
+    """One results page per dataset: protocol, cost, summary (with CIs, lr choices, modelled times), claims, plots."""
     plots = pages / name
     plots.mkdir(parents=True, exist_ok=True)
-    for a in ALPHAS:
+    for a in profile.alphas:
         for stem in (f"acc_vs_round_a{a}", f"acc_vs_modelled_a{a}", f"update_cos_a{a}"):
             src = out / "plots" / f"{stem}.png"
             if src.is_file():
@@ -102,10 +221,16 @@ def _pages_for(name: str, out: Path, pages: Path, outcome: Mapping[str, Any], bu
     claims = (out / "claims.md").read_text(encoding="utf-8").replace("# ", "## ", 1).replace("\n## ", "\n### ")
     lr = (out / "lr_grid.csv").read_text(encoding="utf-8") if (out / "lr_grid.csv").is_file() else ""
     imgs = "\n".join(f"![{p.stem}]({name}/{p.name})" for p in sorted(plots.glob("*.png")))
-    text = [summary, "", f"Budget: `{' '.join(budget)}`", "", claims, ""]
+    decided, read = decided_count(outcome["claims"])
+    per = f"{run_s / 60 / decided:.1f} min of runs per decided comparison" if decided else "no comparison decided"
+    text = [summary, "", f"Profile `{profile.name}`; budget: `{' '.join(budget)}`", "",
+            "Why this protocol:", "", *(f"- {w}" for w in profile.why), "",
+            f"**Cost**: {run_s / 60:.1f} min of runs (all cells and lr grids, summed); {decided} of {read} "
+            f"comparisons decided (supported, refuted or equivalent; undecidable settings not counted): {per}. "
+            f"**Seeds per comparison**: {seeds_line(outcome['claims'])}.", "", claims, ""]
     if lr:
-        text += ["## Learning-rate grid (`lr_grid.csv`)", "", "```", lr.strip(), "```", ""]
-    text += ["## Plots", "", imgs, ""]
+        text += ["## Learning-rate grid runs (`lr_grid.csv`)", "", "```", lr.strip(), "```", ""]
+    text += ["## Plots", "", "Curves: the mean over seeds, each seed a thin line beneath it.", "", imgs, ""]
     (pages / f"{name}.md").write_text("\n".join(text), encoding="utf-8")
 
 
@@ -182,106 +307,147 @@ def learned_row(learnt: Mapping[str, Mapping[str, Any]]) -> str:
     return ", ".join(f"{m} {k}/{len(learnt)}" for m, k in methods.items()) or "–"
 
 
-def overview_markdown(verdicts: Mapping[str, Sequence[tuple[str, str]]], budget: Sequence[str], seeds: Sequence[int],
-                      wall_s: float, quick: bool, run_s: Mapping[str, float] | None = None,
-                      machine: str | None = None, learnt: Mapping[str, str] | None = None) -> str:
-    """For each claim, the verdict per dataset; and what each dataset's runs took."""
+def overview_markdown(verdicts: Mapping[str, Sequence[tuple[str, str]]], profile: Profile, seeds: Sequence[int],
+                      wall_s: float, run_s: Mapping[str, float] | None = None, machine: str | None = None,
+                      learnt: Mapping[str, str] | None = None, decided: Mapping[str, tuple[int, int]] | None = None,
+                      seeds_used: Mapping[str, str] | None = None) -> str:
+    """For each claim, the verdict per dataset; and what each dataset's runs took, per decided comparison."""
     names = list(verdicts)
     titles = next((list(v) for v in verdicts.values() if v), [])
+    quick = profile.name == "quick"
     lines = ["# The FeDeRA paper's claims across the built-in datasets", "",
              ("**QUICK run: slivers of data, numbers meaningless; it only proves the pipeline.**\n" if quick else "")
-             + f"Methods {', '.join(METHODS)}; alphas {', '.join(ALPHAS)}; seeds {', '.join(map(str, seeds))}; "
-             f"lr per (method, alpha) from the validation grid; claim 3 on modelled time (network.preset={NETWORK}). "
-             "Verdicts: 95% t-intervals of paired per-seed differences (see each page).", "",
-             f"Budget: `{' '.join(budget)}`; this invocation's wall time: {wall_s:.0f} s (finished cells are read "
-             "back, not re-run)" + (f". Runs computed on: {machine}." if machine else "."), "",
+             + f"Profile `{profile.name}`. Methods {', '.join(METHODS)}; alphas {', '.join(profile.alphas)}; seeds "
+             f"{', '.join(map(str, seeds))} added in looks of {', '.join(map(str, profile.looks))} per alpha while a "
+             "comparison there is open; lr per (method, alpha) by the one-SE rule over two seeds' validation grids; "
+             f"claim 3 on modelled time (network.preset={NETWORK}). Verdicts: paired per-seed intervals "
+             f"({look_confidence(len(profile.looks)):.2%}, Bonferroni over the looks): supported, refuted, equivalent "
+             "(inside the ±0.01 band; see each page for what it means per claim), or inconclusive with the seeds "
+             "that would close it.", "",
+             f"Budget: `{' '.join(profile.budget)}`; this invocation's wall time: {wall_s:.0f} s (finished cells are "
+             "read back, not re-run)" + (f". Runs computed on: {machine}." if machine else "."), "",
              "| claim | " + " | ".join(f"[{n}]({n}.md)" for n in names) + " |",
              "|---|" + "---|" * len(names)]
     for i, (title, _) in enumerate(titles):
         row = [f"{i + 1}. {title}"] + [verdicts[n][i][1] if i < len(verdicts[n]) else "–" for n in names]
         lines.append("| " + " | ".join(row) + " |")
     if learnt:
-        lines.append("| alphas where each method learned (final-3 score above both its untrained score and the "
-                     "label prior's by +0.02, paired over seeds; where neither compared method learned, a verdict "
-                     "is inconclusive) | "
+        lines.append("| alphas where each method learned (final-k score above both its untrained score and the "
+                     "label prior's by +0.02, paired over seeds; where neither compared method learned, the setting "
+                     "is undecidable and left out of the claim) | "
                      + " | ".join(learnt.get(n, "–") for n in names) + " |")
+    if seeds_used:
+        lines.append("| seeds per comparison | " + " | ".join(seeds_used.get(n, "–") for n in names) + " |")
     if run_s:
         lines.append("| runs' own wall time (all cells and lr grids, summed) | "
                      + " | ".join(f"{run_s[n] / 60:.0f} min" for n in names) + " |")
+    if run_s and decided:
+        lines.append("| comparisons decided / read; minutes of runs per decided one | " + " | ".join(
+            f"{decided[n][0]}/{decided[n][1]}; " + (f"{run_s[n] / 60 / decided[n][0]:.1f}" if decided[n][0] else "–")
+            for n in names) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="slivers of every dataset: check the pipeline, not the claims")
-    p.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated (default {','.join(DATASETS)})")
-    p.add_argument("--alphas", default=",".join(ALPHAS), help="comma-separated alphas and/or iid")
-    p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2; --quick: 0,1)")
-    p.add_argument("--no-lr-grid", action="store_true", help="use each method's default lr (not the benchmark)")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
+                   help="quick: slivers, proves the pipeline; cpu: 2 datasets, <= 2 h on 2 idle cores; "
+                        "gpu: 4 datasets, <= 10 min on one card (default cpu)")
+    p.add_argument("--quick", action="store_true", help="the same as --profile quick")
+    p.add_argument("--plan", "--dry-run", action="store_true", dest="plan",
+                   help="print the plan and its estimated cost, run nothing")
+    p.add_argument("--datasets", help="comma-separated (default: the profile's)")
+    p.add_argument("--alphas", help="comma-separated alphas and/or iid (default: the profile's)")
+    p.add_argument("--seeds", help="comma-separated seeds, at least the last look's count (default 0,1,...; a "
+                                   "second, disjoint set: e.g. 100,101,102,103,104)")
+    p.add_argument("--looks", help="seeds per alpha at each look, e.g. 3,5 (default: the profile's)")
     p.add_argument("--last-k", type=int, default=3, help="final score = mean of the last k evaluations (default 3)")
-    p.add_argument("--out", help="results folder (default: runs/claims-benchmark[-quick])")
-    p.add_argument("--pages", help="per-dataset pages + overview (default: docs/results/claims; --quick: OUT/pages)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2: an idle 2-core machine)")
+    p.add_argument("--out", help="results folder (default: runs/claims-<profile>)")
+    p.add_argument("--pages", help="per-dataset pages + overview (default: docs/results/claims-<profile>; "
+                                   "quick: OUT/pages)")
+    p.add_argument("--threads", type=int, help="torch threads per process (default: the profile's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a budget key, e.g. --set local_steps=10 (repeatable; use a new --out: finished "
                         "cells of another budget are refused)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="datasets run at once, each in its own process (default 1; a GPU machine: 4 with --threads 4)")
+    p.add_argument("--jobs", type=int, help="datasets run at once, each in its own process (default: the profile's)")
     args = p.parse_args(argv)
     _quiet_libraries()
+    base = PROFILES["quick" if args.quick else args.profile]
     try:
-        seeds = parse_seeds(args.seeds) if args.seeds else (QUICK_SEEDS if args.quick else SEEDS)
-        alphas = parse_alphas(args.alphas)
+        looks = parse_looks(args.looks) if args.looks else base.looks
+        seeds = parse_seeds(args.seeds) if args.seeds else tuple(range(looks[-1]))
+        alphas = parse_alphas(args.alphas) if args.alphas else base.alphas
+        if len(seeds) < looks[-1]:
+            raise FederaError(f"--seeds lists {len(seeds)} seed(s) but the plan's last look needs {looks[-1]}; "
+                              "list more seeds or pass --looks")
     except FederaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    out_root = Path(args.out or ("runs/claims-benchmark" + ("-quick" if args.quick else "")))
-    pages = Path(args.pages) if args.pages else (out_root / "pages" if args.quick else Path("docs/results/claims"))
+    datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip()) if args.datasets else base.datasets
+    unknown = [d for d in datasets if d not in TEST_ROWS]
+    if unknown:
+        print(f"error: --datasets: unknown '{unknown[0]}'; choose from {','.join(DATASETS)}", file=sys.stderr)
+        return 2
+    from dataclasses import replace
+
+    profile = replace(base, datasets=datasets, alphas=alphas, looks=looks,
+                      budget=(*base.budget, *args.set), threads=args.threads or base.threads,
+                      jobs=args.jobs or base.jobs)
+    print(plan_text(profile, seeds), flush=True)
+    if args.plan:
+        return 0
+    quick = profile.name == "quick"
+    out_root = Path(args.out or f"runs/claims-{profile.name}")
+    pages = Path(args.pages) if args.pages else (out_root / "pages" if quick else Path(f"docs/results/claims-{profile.name}"))
     pages.mkdir(parents=True, exist_ok=True)
-    common = [*(QUICK if args.quick else BUDGET), *args.set, f"model.num_threads={args.threads}"]
-    if not args.quick and not args.set:  # the estimate prices the default budget only
-        print(f"design estimate on 2 idle cores: {estimate_s(datasets, alphas, seeds, not args.no_lr_grid) / 3600:.2f} h "
-              f"({len(datasets)} datasets × {len(alphas)} alphas × {len(seeds)} seeds × {len(METHODS)} methods)")
+    common = [*profile.budget, f"model.num_threads={profile.threads}"]
     started = time.perf_counter()
-    if args.jobs > 1 and len(datasets) > 1:
-        child = [*(["--quick"] if args.quick else []), *(f"--set={kv}" for kv in args.set), "--alphas", args.alphas,
-                 "--seeds", ",".join(map(str, seeds)), "--last-k", str(args.last_k), "--threads", str(args.threads),
-                 *(["--no-lr-grid"] if args.no_lr_grid else [])]
-        codes = run_in_parallel(datasets, args.jobs, child, out_root)
+    if profile.jobs > 1 and len(datasets) > 1:
+        child = ["--profile", profile.name, *(f"--set={kv}" for kv in args.set), "--alphas", ",".join(alphas),
+                 "--seeds", ",".join(map(str, seeds)), "--looks", ",".join(map(str, looks)),
+                 "--last-k", str(args.last_k), "--threads", str(profile.threads), "--jobs", "1"]
+        codes = run_in_parallel(datasets, profile.jobs, child, out_root)
         # 3 = finished with a failed method or cell (read back and reported); anything else broke the process:
         # re-running it here, serially, would only repeat the failure slowly. Its log says what happened.
         broken = [d for d, c in codes.items() if c not in (0, 3)]
-        datasets = [d for d in datasets if d not in broken]
+        datasets = tuple(d for d in datasets if d not in broken)
     else:
         broken = []
     verdicts: dict[str, list[tuple[str, str]]] = {}
     learnt: dict[str, str] = {}
+    decided: dict[str, tuple[int, int]] = {}
+    seeds_used: dict[str, str] = {}
+    outcomes: dict[str, tuple[Any, list[str]]] = {}
     failed: list[str] = [f"{d} (process failed; see {out_root / f'{d}.log'})" for d in broken]
     for name in datasets:
-        budget = [*common, f"data.builtin={name}", *PER_DATASET.get(name, [])]
+        budget = [*common, f"data.builtin={name}", *profile.per_dataset.get(name, ())]
         out = out_root / name
         t0 = time.perf_counter()
         try:
             plan = Plan(base=build_config({"name": f"claims-{name}"}, budget), methods=METHODS, alphas=alphas,
-                        seeds=seeds, out=out, lr_grid=not args.no_lr_grid, last_k=args.last_k)
+                        seeds=seeds, out=out, lr_grid=True, last_k=args.last_k, looks=looks)
             outcome = run_compare(plan, progress=False)
         except FederaError as err:
             print(f"[{name}] error: {err}", file=sys.stderr)
             failed.append(name)
             continue
-        _pages_for(name, out, pages, outcome, budget)
+        outcomes[name] = (outcome, budget)
         verdicts[name] = [(c.title, c.verdict) for c in outcome["claims"]]
         learnt[name] = learned_row(outcome["learned"])
+        decided[name] = decided_count(outcome["claims"])
+        seeds_used[name] = seeds_line(outcome["claims"])
         failed += [f"{name}: {f}" for f in outcome["failed"]]
         print(f"[{name}] {time.perf_counter() - t0:.0f} s; " + "; ".join(
             f"claim {i}: {v}" for i, (_, v) in enumerate(verdicts[name], 1))
               + (f"; skipped (un-partitionable): {len(outcome['skipped'])} cell(s)" if outcome["skipped"] else ""))
     wall = time.perf_counter() - started
     run_s = {name: measured_s(out_root / name) for name in verdicts}
-    overview = overview_markdown(verdicts, common, seeds, wall, args.quick, run_s, machines(out_root, run_s), learnt)
+    for name, (outcome, budget) in outcomes.items():
+        _pages_for(name, out_root / name, pages, outcome, budget, profile, run_s[name])
+    overview = overview_markdown(verdicts, profile, seeds, wall, run_s, machines(out_root, run_s), learnt, decided,
+                                 seeds_used)
     (pages / "overview.md").write_text(overview, encoding="utf-8")
-    print(f"\n== FeDeRA claims benchmark{' (QUICK: numbers meaningless)' if args.quick else ''} ==")
+    print(f"\n== FeDeRA claims benchmark{' (QUICK: numbers meaningless)' if quick else ''} ==")
     print(overview)
     print(f"wall time of this invocation: {wall:.0f} s; results: {out_root}; pages: {pages}")
     if failed:

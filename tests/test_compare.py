@@ -278,13 +278,16 @@ def test_lr_grid_scores_on_held_out_training_rows_never_the_test_set(tiny_model_
         assert gjob.cfg.rounds == 1  # the documented half budget
         assert not set(val.tolist()) & {int(i) for p in gjob.parts for i in p}  # held-out rows never train
         assert [list(p) for p in gjob.parts] == [list(p) for p in keep]
-    for root, ds in evaluated:
-        if "lr_grid" in root.parts:
-            assert ds is not cell_job.test and len(ds) == len(val)
-            assert ds["input_ids"] == cell_job.train.select(val.tolist())["input_ids"]
-        else:
-            assert ds is cell_job.test
-    assert sum("lr_grid" in root.parts for root, _ in evaluated) == 2 * len(compare.LR_MULTIPLIERS)  # rounds 0, 1
+    held = cell_job.train.select(val.tolist())["input_ids"]
+    grid_evals = [ds for root, ds in evaluated if "lr_grid" in root.parts]
+    for ds in grid_evals:
+        assert ds is not cell_job.test and all(x in held for x in ds["input_ids"])  # validation rows only
+    # Per grid run: round 0 reads a token GRID_START_ROWS rows (its score cannot change the choice), the
+    # end the whole validation split, the score the rule reads.
+    assert [len(ds) for ds in grid_evals] == [min(len(val), compare.GRID_START_ROWS), len(val)] * len(
+        compare.LR_MULTIPLIERS)
+    assert grid_evals[1]["input_ids"] == held
+    assert all(ds is cell_job.test for root, ds in evaluated if "lr_grid" not in root.parts)
 
     grid = _csv(plan.out / "lr_grid.csv")
     assert [float(r["multiplier"]) for r in grid] == list(compare.LR_MULTIPLIERS)
@@ -310,6 +313,9 @@ def test_carve_validation_splits_each_shard():
     (["--seeds", "0,x"], "--seeds must be integers"),
     (["--target", "85"], "--target must be a score in (0, 1]"),
     (["--set", "rounds=0"], "config key 'rounds'"),
+    (["--looks", "3,2"], "--looks needs increasing seed counts"),
+    (["--looks", "3,5", "--seeds", "0,1,2"], "--looks 3,5 needs 5 seeds, --seeds lists 3"),
+    (["--margin", "2"], "--margin must lie in (0, 1)"),
 ])
 def test_cli_rejects_bad_input_with_one_line(args, message, capsys, tmp_path):
     assert cli_main(["compare", "--out", str(tmp_path / "o"), *args]) == 2

@@ -126,6 +126,10 @@ class CoreConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's SeedSequence takes non-negative seeds
     eval_every: int = Field(1, ge=1)
+    eval_subset: int | None = Field(
+        None, ge=1, description="Evaluate on a fixed stratified subset of this many test rows, except at the last "
+        "eval_full_last evaluations, which use the whole test split (what final-k scores read); None: always whole.")
+    eval_full_last: int = Field(3, ge=1, description="With eval_subset: the last this-many evaluations use the whole split.")
     target_score: float | None = Field(
         None, gt=0, le=1, description="Target of the main metric; None: 99% of the best FFT score of the run (or of any method)."
     )

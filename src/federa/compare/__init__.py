@@ -18,11 +18,14 @@ The package, one module per idea:
   parsers.
 - :mod:`~federa.compare.jobs`: a cell's job: the shared data re-partitioned, one method's lr set.
 - :mod:`~federa.compare.lr_grid`: ``--lr-grid``: a validation split carved from the clients' shards,
-  short runs per lr multiplier, the best lr each.
+  short runs per lr multiplier on two seeds, the one-SE rule (ties decide nothing).
+- :mod:`~federa.compare.sequential`: ``--looks``: seeds added in pre-registered looks (Bonferroni over
+  looks), and the sample-size line of an open comparison.
 - :mod:`~federa.compare.execute`: running every pending (method, cell), resume checks included.
 - :mod:`~federa.compare.tables`: results read back into per-round and per-(method, alpha) rows; CSV and
   ``summary.md``.
-- :mod:`~federa.compare.stats`: t-intervals over seeds and the paired-difference verdict rule.
+- :mod:`~federa.compare.stats`: t-intervals over seeds and the paired-difference verdict rule
+  (supported / refuted / equivalent within ±margin / inconclusive).
 - :mod:`~federa.compare.seeds`: per-(method, alpha, seed) results and the convergence target (FFT's plateau).
 - :mod:`~federa.compare.claims`: the FeDeRA paper's five claims checked seed by seed (paired intervals).
 - :mod:`~federa.compare.plots`: the ``plots/*.png`` files.
@@ -44,7 +47,7 @@ _EXPORTS: dict[str, str] = {
     "claim_matches_fft": "claims", "claim_noniid": "claims", "claim_oscillation": "claims",
     "claim_robustness": "claims", "claim_time": "claims", "claims_markdown": "claims", "headline": "claims",
     "add_arguments": "cli", "main": "cli", "plan_from_args": "cli", "cell_job": "jobs", "with_lr": "jobs",
-    "GRID_COLUMNS": "lr_grid", "LR_MULTIPLIERS": "lr_grid", "VAL_FRACTION": "lr_grid",
+    "GRID_COLUMNS": "lr_grid", "GRID_START_ROWS": "lr_grid", "LR_MULTIPLIERS": "lr_grid", "VAL_FRACTION": "lr_grid",
     "carve_validation": "lr_grid", "choose_lrs": "lr_grid", "grid_scores": "lr_grid",
     "validation_job": "lr_grid", "write_outputs": "outputs", "DEFAULT_ALPHAS": "plan",
     "DEFAULT_LAST_K": "plan", "IID": "plan", "UNPARTITIONABLE": "plan", "Cell": "plan", "Plan": "plan",
@@ -54,7 +57,10 @@ _EXPORTS: dict[str, str] = {
     "Verdict": "stats", "combine": "stats", "last_k_mean": "stats", "paired_verdict": "stats",
     "t_interval": "stats", "RESULT_COLUMNS": "tables", "SUMMARY_COLUMNS": "tables", "CellResult": "tables",
     "load_cells": "tables", "results_rows": "tables", "skipped_cells": "tables", "summary_markdown": "tables",
-    "summary_rows": "tables",
+    "summary_rows": "tables", "Comparison": "claims", "COSINE_MARGIN": "claims", "UNDECIDABLE": "stats",
+    "LrChoice": "lr_grid", "LR_RULE": "lr_grid", "one_se_choice": "lr_grid", "DEFAULT_MARGIN": "plan",
+    "look_confidence": "sequential", "parse_looks": "sequential", "sample_size_line": "sequential",
+    "seeds_to_close": "sequential", "fixed_n": "sequential",
 }
 
 
@@ -65,7 +71,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "DEFAULT_ALPHAS", "DEFAULT_LAST_K", "GRID_COLUMNS", "IID", "UNPARTITIONABLE",
+    "DEFAULT_ALPHAS", "DEFAULT_LAST_K", "GRID_COLUMNS", "GRID_START_ROWS", "IID", "UNPARTITIONABLE",
     "Interval", "SeedResult", "Verdict", "claim_oscillation", "combine", "converged_score", "convergence_target",
     "last_k_mean", "paired_verdict", "skipped_cells", "t_interval", "LR_MULTIPLIERS", "MATCH_TOLERANCE", "RESULT_COLUMNS",
     "SUMMARY_COLUMNS", "TIME_REDUCTION_CLAIM", "VAL_FRACTION",
@@ -75,7 +81,9 @@ __all__ = [
     "heterogeneity_order", "load_cells", "main", "parse_alphas", "parse_methods", "parse_seeds",
     "plan_from_args",
     "plot_robustness", "plot_time_vs_fft", "results_rows", "run_compare", "summary_markdown", "summary_rows",
-    "validation_job", "with_lr", "write_outputs", "write_plots",
+    "validation_job", "with_lr", "write_outputs", "write_plots", "Comparison", "COSINE_MARGIN", "UNDECIDABLE",
+    "LrChoice", "LR_RULE", "one_se_choice", "DEFAULT_MARGIN", "look_confidence", "parse_looks", "sample_size_line",
+    "seeds_to_close", "fixed_n",
 ]
 
 

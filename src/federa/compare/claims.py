@@ -1,27 +1,33 @@
 """The FeDeRA paper's claims, checked seed by seed against a comparison (``claims.md``).
 
 Every verdict follows one rule (:mod:`federa.compare.stats`): the per-seed difference between two
-methods on the same cell (same partition, same seed) gets a 95% t-interval; **supported** when
-the interval lies wholly on the claimed side, **refuted** when wholly on the other, otherwise
-**inconclusive** (printed with its interval). A claim checked in several settings (alphas,
-baselines) is supported or refuted only when every setting agrees, **mixed** when settings
-disagree outright. Accuracy is the mean of each run's last ``plan.last_k`` evaluations.
+methods on the same cell (same partition, same seed) gets a 95% t-interval (Bonferroni-corrected
+over the looks of a sequential plan); **supported** when the interval lies wholly on the claimed
+side, **refuted** when wholly on the other, **equivalent** when it straddles the boundary but lies
+inside the band ``±plan.margin`` (what that means is the claim's: "matches FFT" is supported, "beats
+LoRA" refuted), otherwise **inconclusive** (printed with its interval and a sample-size line).
+
+Across settings (alphas, baselines): settings where neither compared method learned are
+*undecidable* at this budget and left out (named on the page); of the rest, the claim is supported
+or refuted only when every one agrees, **mixed** when they disagree outright, **inconclusive** when
+any is open. Accuracy is the mean of each run's last ``plan.last_k`` evaluations.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from federa.compare.plan import IID, Plan, heterogeneity_order
+from federa.compare.plan import DEFAULT_MARGIN, IID, Plan, heterogeneity_order
 from federa.compare.seeds import SeedResult
-from federa.compare.stats import Verdict, combine, paired_verdict
+from federa.compare.sequential import sample_size_line
+from federa.compare.stats import UNDECIDABLE, Verdict, combine, paired_verdict
 from federa.compare.tables import CellResult, _index
 
 # Claim 2 ("matches FFT"): FeDeRA's accuracy at most this far below FFT's.
-MATCH_TOLERANCE = 0.01
+MATCH_TOLERANCE = DEFAULT_MARGIN  # the default equivalence band; a plan's own is plan.margin
 # Claim 3: the paper reports >90% less training time to FFT's accuracy.
 TIME_REDUCTION_CLAIM = 0.90
 # A method "learned" in a setting when its final-k score beats both its own untrained start (round 0)
@@ -29,6 +35,23 @@ TIME_REDUCTION_CLAIM = 0.90
 # Where neither of two compared methods learned, their difference is noise around the starting point:
 # the setting is undecidable at this budget, whatever the interval of the difference says.
 LEARN_MARGIN = 0.02
+# Claim 5's equivalence band on the mean cosine between consecutive updates (a scale of -1..1, not a score).
+COSINE_MARGIN = 0.02
+
+
+@dataclass
+class Comparison:
+    """One interval a claim reads (one alpha, one pair of methods): what the sequential plan and the
+    sample-size lines look at."""
+
+    alpha: str
+    what: str
+    verdict: Verdict
+    decided: str  # the claim's reading: supported | refuted | inconclusive | undecidable
+
+    @property
+    def open(self) -> bool:
+        return self.decided == "inconclusive" and self.verdict.interval is not None
 
 
 @dataclass
@@ -36,6 +59,23 @@ class Claim:
     title: str
     verdict: str  # supported | refuted | mixed | inconclusive
     evidence: list[str]
+    comparisons: list[Comparison] = field(default_factory=list)
+
+
+def _judge(plan: Plan, cells: Sequence[CellResult], alpha: str, what: str, diffs: Sequence[float], side: str,
+           boundary: float, gate: Sequence[str], margin: float | None = None,
+           if_equivalent: str = "inconclusive", spec: str = "+.4f") -> tuple[Comparison, str] | None:
+    """One comparison read by the paired rule at the plan's confidence, gated on learning, with a
+    sample-size line when it stays open: (comparison, evidence line), or None without any seed."""
+    v = paired_verdict(diffs, side, boundary, plan.confidence, margin, if_equivalent)
+    if v.interval is None:
+        return None
+    decided, note = _gated(v, cells, alpha, gate)
+    comp = Comparison(alpha, what, v, decided)
+    line = f"{what}: {v.text(spec)}{note}"
+    if comp.open:
+        line += "; open: " + sample_size_line(v.diffs, boundary, margin, plan.confidence)
+    return comp, line
 
 
 def _peft(plan: Plan) -> list[str]:
@@ -76,13 +116,15 @@ def learning(plan: Plan, cells: Sequence[CellResult]) -> dict[str, dict[str, Ver
 
 
 def _gated(v: Verdict, cells: Sequence[CellResult], alpha: str, methods: Sequence[str]) -> tuple[str, str]:
-    """(verdict, note): ``v``'s verdict, or inconclusive when none of ``methods`` learned at ``alpha``
-    (unknown is not "did not learn": runs without a round-0 evaluation are not gated)."""
+    """(verdict, note): ``v``'s verdict, or undecidable when none of ``methods`` learned at ``alpha``
+    (left out of the claim's combined verdict; unknown is not "did not learn": runs without a round-0
+    evaluation are not gated)."""
     checks = [learned(cells, alpha, m) for m in methods]
     if any(c.interval is None or c.verdict == "supported" for c in checks):
         return v.verdict, ""
     who = "neither method learned" if len(methods) > 1 else f"{methods[0]} did not learn"
-    return "inconclusive", f"; but {who} here (see 'Did the runs learn?'), so → inconclusive"
+    return UNDECIDABLE, (f"; but {who} here (see 'Did the runs learn?'), so → {UNDECIDABLE} at this budget "
+                         "(left out of the claim's verdict)")
 
 
 def claim_noniid(plan: Plan, cells: Sequence[CellResult]) -> Claim:
@@ -91,66 +133,69 @@ def claim_noniid(plan: Plan, cells: Sequence[CellResult]) -> Claim:
     others = _peft(plan)
     if "federa" not in plan.methods or not others or not alphas:
         return Claim(title, "inconclusive", ["needs federa, at least one other PEFT method and a numeric alpha."])
-    verdicts, ev = [], []
+    comps, ev = [], []
     for a in alphas:
         for m in others:
-            v = paired_verdict(_diffs(cells, a, "federa", m, _final_k), ">", 0.0)
-            if v.interval is None:
-                continue
-            verdict, note = _gated(v, cells, a, ("federa", m))
-            verdicts.append(verdict)
-            ev.append(f"alpha={a}: FeDeRA − {m}, final-{plan.last_k} score per seed: {v.text()}{note}")
-    return Claim(title, combine(verdicts), ev or ["no finished cells to compare."])
+            got = _judge(plan, cells, a, f"alpha={a}: FeDeRA − {m}, final-{plan.last_k} score per seed",
+                         _diffs(cells, a, "federa", m, _final_k), ">", 0.0, ("federa", m), plan.margin, "refuted")
+            if got:
+                comps.append(got[0])
+                ev.append(got[1])
+    if comps:
+        ev.append(f"equivalent (interval inside ±{plan.margin:g}) refutes 'beats'.")
+    return Claim(title, combine([c.decided for c in comps]), ev or ["no finished cells to compare."], comps)
 
 
 def claim_matches_fft(plan: Plan, cells: Sequence[CellResult], rows: Sequence[Mapping[str, Any]]) -> Claim:
     title = "FeDeRA matches or beats FFT with ~1% of FFT's trainable parameters"
     if not {"federa", "fft"} <= set(plan.methods):
         return Claim(title, "inconclusive", ["needs both fft and federa in --methods."])
-    verdicts, ev = [], []
+    comps, ev = [], []
     for a in heterogeneity_order(plan.alphas):
-        v = paired_verdict(_diffs(cells, a, "federa", "fft", _final_k), ">", -MATCH_TOLERANCE)
-        if v.interval is None:
-            continue
-        verdict, note = _gated(v, cells, a, ("federa", "fft"))
-        verdicts.append(verdict)
-        ev.append(f"alpha={a}: FeDeRA − FFT, final-{plan.last_k} score per seed: {v.text()}{note}")
+        got = _judge(plan, cells, a, f"alpha={a}: FeDeRA − FFT, final-{plan.last_k} score per seed",
+                     _diffs(cells, a, "federa", "fft", _final_k), ">", -plan.margin, ("federa", "fft"), plan.margin,
+                     "supported")
+        if got:
+            comps.append(got[0])
+            ev.append(got[1])
     f_any = next((r for r in rows if r["method"] == "federa" and r["trainable_params"]), None)
     g_any = next((r for r in rows if r["method"] == "fft" and r["trainable_params"]), None)
     if f_any and g_any:
         ev.append(f"trainable parameters: FeDeRA {f_any['trainable_params']:,} = "
                   f"{100 * f_any['trainable_params'] / g_any['trainable_params']:.2f}% of FFT's "
                   f"{g_any['trainable_params']:,} ({f_any['trainable_pct']:.3f}% of the model)")
-    ev.append(f"'matches' = the interval of FeDeRA − FFT lies above −{MATCH_TOLERANCE:g}.")
-    return Claim(title, combine(verdicts), ev)
+    ev.append(f"'matches' = the interval of FeDeRA − FFT lies above −{plan.margin:g} (the equivalence band; "
+              "inside ±band → equivalent → supported).")
+    return Claim(title, combine([c.decided for c in comps]), ev, comps)
 
 
-def _time_verdict(pairs: Sequence[tuple[SeedResult, SeedResult]], attr: str) -> tuple[Verdict | None, int, int]:
+def _time_verdict(pairs: Sequence[tuple[SeedResult, SeedResult]], attr: str,
+                  confidence: float = 0.95) -> tuple[Verdict | None, int, int]:
     """Verdict on log(FeDeRA's time / FFT's) < log(1 − claim), over the seeds where FFT reached its
     target; returns (verdict, seeds where FeDeRA reached, seeds where FFT reached)."""
     usable = [(f, g) for f, g in pairs if getattr(g, attr) is not None and getattr(g, attr) > 0]
     logs = [math.log(getattr(f, attr) / getattr(g, attr)) for f, g in usable if getattr(f, attr) is not None]
     if not logs:
         return None, 0, len(usable)
-    return paired_verdict(logs, "<", math.log(1 - TIME_REDUCTION_CLAIM)), len(logs), len(usable)
+    return paired_verdict(logs, "<", math.log(1 - TIME_REDUCTION_CLAIM), confidence), len(logs), len(usable)
 
 
 def claim_time(plan: Plan, cells: Sequence[CellResult]) -> Claim:
     title = f"FeDeRA reaches FFT's accuracy with >{TIME_REDUCTION_CLAIM:.0%} less training time"
     if not {"federa", "fft"} <= set(plan.methods):
         return Claim(title, "inconclusive", ["needs both fft and federa in --methods."])
-    verdicts, ev = [], []
+    verdicts, ev, comps = [], [], []
     for a in heterogeneity_order(plan.alphas):
         pairs = _pairs(cells, a, "federa", "fft")
         if not pairs:
             continue
-        v, reached, usable = _time_verdict(pairs, "modelled_s_to_target")
+        v, reached, usable = _time_verdict(pairs, "modelled_s_to_target", plan.confidence)
         fft_learned = learned(cells, a, "fft")
         if plan.explicit_target is None and usable and fft_learned.interval is not None \
                 and fft_learned.verdict != "supported":
-            verdicts.append("inconclusive")
+            verdicts.append(UNDECIDABLE)
             ev.append(f"alpha={a}: FFT did not learn here (see 'Did the runs learn?'): a target read off its "
-                      "curve is the untrained score, so time to it says nothing → inconclusive.")
+                      f"curve is the untrained score, so time to it says nothing → {UNDECIDABLE} at this budget.")
             continue
         if usable == 0:
             ev.append(f"alpha={a}: FFT reached no target after training began in any seed; nothing to compare.")
@@ -163,23 +208,26 @@ def claim_time(plan: Plan, cells: Sequence[CellResult]) -> Claim:
             continue
         verdict = v.verdict if reached == usable or v.verdict == "refuted" else "inconclusive"
         verdicts.append(verdict)
+        comps.append(Comparison(a, f"alpha={a}: log modelled time to target, FeDeRA ÷ FFT", v, verdict))
         iv = v.interval
         ratio = (f"geometric-mean ratio {math.exp(iv.mean):.3f}"
                  + (f" [{math.exp(iv.lo):.3f}, {math.exp(iv.hi):.3f}]" if iv.lo is not None else ""))
         others = []
         for attr, name in (("compute_s_to_target", "client compute"), ("wall_s_to_target", "measured wall")):
-            w, _, _ = _time_verdict(pairs, attr)
+            w, _, _ = _time_verdict(pairs, attr, plan.confidence)
             if w is not None:
                 others.append(f"{name} ratio {math.exp(w.interval.mean):.3f}")
         ev.append(f"alpha={a}: modelled time to target, FeDeRA ÷ FFT: {ratio} over {reached}/{usable} seed(s) "
                   f"(claim: < {1 - TIME_REDUCTION_CLAIM:.2f}) → {verdict}"
                   + (f"; FeDeRA missed the target in {usable - reached} seed(s)" if reached < usable else "")
-                  + (f"; beside it: {', '.join(others)}" if others else ""))
+                  + (f"; beside it: {', '.join(others)}" if others else "")
+                  + ("; open: " + sample_size_line(v.diffs, v.boundary, None, plan.confidence)
+                     if verdict == "inconclusive" and reached == usable else ""))
     rule = (f"absolute target {plan.explicit_target:g}" if plan.explicit_target is not None
             else "target = 99% of FFT's score at convergence in the same cell (see summary.md)")
     ev.append(f"{rule}; judged on modelled time under {plan.base.network.describe()}; the interval is over per-seed "
               "log ratios.")
-    return Claim(title, combine(verdicts), ev)
+    return Claim(title, combine(verdicts), ev, comps)
 
 
 def claim_robustness(plan: Plan, cells: Sequence[CellResult]) -> Claim:
@@ -197,25 +245,28 @@ def claim_robustness(plan: Plan, cells: Sequence[CellResult]) -> Claim:
 
     where = "IID" if mild == IID else f"alpha={mild}"
     ev = [f"drop = final-{plan.last_k} score at {where} minus at alpha={skewed}, same seed (positive = loses)"]
-    verdicts = []
+    comps = []
     d = {m: drops(m) for m in peft}
-    # A drop from the mildest setting means something only where the method learned there.
+    # A drop from the mildest setting means something only where the method learned there. Equivalent
+    # (inside the band) refutes both "loses" and "loses less".
     for m in peft:
-        v = paired_verdict(list(d[m].values()), ">", 0.0)
-        if v.interval is not None:
-            verdict, note = _gated(v, cells, mild, (m,))
-            verdicts.append(verdict)
-            ev.append(f"{m} loses accuracy: drop {v.text()}{note}")
+        got = _judge(plan, cells, mild, f"{m} loses accuracy: drop", list(d[m].values()), ">", 0.0, (m,),
+                     plan.margin, "refuted")
+        if got:
+            comps.append(got[0])
+            ev.append(got[1])
     for m in peft:
         if m == "federa":
             continue
-        seeds = d[m].keys() & d["federa"].keys()
-        v = paired_verdict([d[m][s] - d["federa"][s] for s in seeds], ">", 0.0)
-        if v.interval is not None:
-            verdict, note = _gated(v, cells, mild, ("federa", m))
-            verdicts.append(verdict)
-            ev.append(f"FeDeRA loses less than {m}: {m}'s drop − FeDeRA's {v.text()}{note}")
-    return Claim(title, combine(verdicts) if verdicts else "inconclusive", ev)
+        seeds = sorted(d[m].keys() & d["federa"].keys())
+        got = _judge(plan, cells, mild, f"FeDeRA loses less than {m}: {m}'s drop − FeDeRA's",
+                     [d[m][s] - d["federa"][s] for s in seeds], ">", 0.0, ("federa", m), plan.margin, "refuted")
+        if got:
+            comps.append(got[0])
+            ev.append(got[1])
+    # The sequential plan adds seeds per alpha: a drop reads two alphas, so both are this claim's.
+    comps += [Comparison(skewed, c.what, c.verdict, c.decided) for c in list(comps)]
+    return Claim(title, combine([c.decided for c in comps]), ev, comps)
 
 
 def claim_oscillation(plan: Plan, cells: Sequence[CellResult]) -> Claim:
@@ -223,23 +274,24 @@ def claim_oscillation(plan: Plan, cells: Sequence[CellResult]) -> Claim:
     others = _peft(plan)
     if "federa" not in plan.methods or not others:
         return Claim(title, "inconclusive", ["needs federa and another PEFT method."])
-    verdicts, ev = [], []
+    comps, ev = [], []
     for a in heterogeneity_order(plan.alphas):
         for m in others:
-            v = paired_verdict(_diffs(cells, a, "federa", m, lambda s: s.update_cos_mean), ">", 0.0)
-            if v.interval is None:
+            got = _judge(plan, cells, a, f"alpha={a}: FeDeRA − {m}, mean cosine between consecutive global "
+                         "updates per seed", _diffs(cells, a, "federa", m, lambda s: s.update_cos_mean), ">", 0.0,
+                         ("federa", m), COSINE_MARGIN, "refuted", "+.3f")
+            if not got:
                 continue
-            verdict, note = _gated(v, cells, a, ("federa", m))
-            verdicts.append(verdict)
+            comps.append(got[0])
             norms = {x: [c.seeds[x].update_norm_mean for c in cells if c.alpha == a and x in c.seeds]
                      for x in ("federa", m)}
             norm_text = ", ".join(f"{x} {sum(n) / len(n):.3g}" for x, n in norms.items() if n and None not in n)
-            ev.append(f"alpha={a}: FeDeRA − {m}, mean cosine between consecutive global updates per seed: "
-                      f"{v.text('+.3f')}{note}" + (f"; mean update norm {norm_text}" if norm_text else ""))
+            ev.append(got[1] + (f"; mean update norm {norm_text}" if norm_text else ""))
     ev.append("an update is one round's change of the global trainable state; oscillating less = a higher cosine "
               "between consecutive updates (plots/update_cos_a<alpha>.png). Norms differ in scale between "
-              "parameterisations and are shown, not judged.")
-    return Claim(title, combine(verdicts), ev)
+              f"parameterisations and are shown, not judged. Equivalence band ±{COSINE_MARGIN:g} of cosine: "
+              "equivalent refutes 'less'.")
+    return Claim(title, combine([c.decided for c in comps]), ev, comps)
 
 
 def check_claims(plan: Plan, rows: Sequence[Mapping[str, Any]], cells: Sequence[CellResult]) -> list[Claim]:
@@ -250,11 +302,20 @@ def check_claims(plan: Plan, rows: Sequence[Mapping[str, Any]], cells: Sequence[
 def claims_markdown(plan: Plan, claims: Sequence[Claim],
                     learnt: Mapping[str, Mapping[str, Verdict]] | None = None) -> str:
     n = len(plan.seeds)
+    conf = (f"{plan.confidence:.2%} t-interval (95% Bonferroni-corrected over {len(plan.looks)} pre-registered looks "
+            f"at {', '.join(map(str, plan.looks))} seeds per alpha)" if plan.looks else "95% t-interval")
+    seeds_text = (f"seeds added per alpha in looks of {', '.join(map(str, plan.looks))} while a comparison there is "
+                  "open" if plan.looks else f"{n} seed(s)")
     lines = ["# The FeDeRA paper's claims, checked against this run", "",
-             f"Methods {', '.join(plan.methods)}; alphas {', '.join(plan.alphas)}; {n} seed(s). Each verdict reads "
-             "the 95% t-interval of per-seed paired differences (same partition, same seed): supported when it "
-             "lies wholly on the claimed side, refuted when wholly on the other, inconclusive otherwise (or with "
-             "fewer than two seeds); mixed when settings disagree. Accuracy = mean of each run's last "
+             f"Methods {', '.join(plan.methods)}; alphas {', '.join(plan.alphas)}; {seeds_text}. Each comparison "
+             f"reads the {conf} of per-seed paired differences (same partition, same seed; `n=` is the seeds it "
+             "used): **supported** when it lies wholly on the claimed side, **refuted** when wholly on the other, "
+             f"**equivalent** when it straddles the boundary but lies inside the band ±{plan.margin:g} of the main "
+             f"metric (±{COSINE_MARGIN:g} of cosine for claim 5): each claim states what equivalence means for it; "
+             "**inconclusive** otherwise, with a sample-size line (the seeds at which an interval at the observed "
+             "SD would close). A claim combines its settings: settings where neither compared method learned are "
+             "undecidable at this budget and left out; of the rest, supported or refuted only when all agree, "
+             "mixed when they disagree, inconclusive when any is open. Accuracy = mean of each run's last "
              f"{plan.last_k} evaluations (final-{plan.last_k}); summary.md also shows the last evaluation alone."
              + (" With one seed no interval exists: every verdict is inconclusive." if n < 2 else ""), ""]
     if learnt:
@@ -262,7 +323,8 @@ def claims_markdown(plan: Plan, claims: Sequence[Claim],
                   f"Final-{plan.last_k} score minus the better of the same run's score before training (round 0) "
                   "and the best constant prediction's on the test split (the label prior), per seed; "
                   f"'learned' = supported above +{LEARN_MARGIN:g}. A comparison where neither method learned is "
-                  "noise around the starting point: its verdict is inconclusive whatever its interval says.", ""]
+                  "noise around the starting point: the setting is undecidable at this budget, whatever its "
+                  "interval says, and left out of the claim's verdict.", ""]
         lines += [f"- alpha={a}: {m}: {v.text()}" for a, per in learnt.items() for m, v in per.items()] + [""]
     for i, c in enumerate(claims, 1):
         lines += [f"## Claim {i}: {c.title}", "", f"**Verdict: {c.verdict}**", ""]

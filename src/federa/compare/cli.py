@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from federa.compare.lr_grid import LR_MULTIPLIERS
-from federa.compare.plan import DEFAULT_ALPHAS, DEFAULT_LAST_K, Plan, parse_alphas, parse_methods, parse_seeds
+from federa.compare.plan import (
+    DEFAULT_ALPHAS, DEFAULT_LAST_K, DEFAULT_MARGIN, Plan, parse_alphas, parse_methods, parse_seeds,
+)
+from federa.compare.sequential import parse_looks
 from federa.config import load_config
 from federa.errors import ConfigError
 from federa.methods import available_methods
@@ -35,6 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "on a validation split of the clients' training data")
     p.add_argument("--last-k", type=int, default=DEFAULT_LAST_K,
                    help=f"final score = mean of the last k evaluations in the claims (default {DEFAULT_LAST_K})")
+    p.add_argument("--looks", help="sequential plan: seed counts per alpha at which the claims are read, e.g. 3,5,8; "
+                                   "an alpha with an open comparison gets the next look's seeds (intervals "
+                                   "Bonferroni-corrected over the looks; --seeds lists at least the last count)")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                   help=f"equivalence band ±margin of the main metric (default {DEFAULT_MARGIN:g}: one point)")
     p.add_argument("--out", help="results folder (default: runs/compare-<name>); re-run the command to resume")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep each finished run's checkpoint.pt (and the lr grid's final models); by default only "
@@ -48,11 +56,18 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         raise ConfigError(f"--target must be a score in (0, 1], got {args.target}; e.g. --target 0.85")
     if args.last_k < 1:
         raise ConfigError(f"--last-k must be at least 1, got {args.last_k}; e.g. --last-k 3")
+    if not 0 < args.margin < 1:
+        raise ConfigError(f"--margin must lie in (0, 1), got {args.margin}; e.g. --margin 0.01")
+    looks = parse_looks(args.looks) if args.looks else ()
+    seeds = parse_seeds(args.seeds) if args.seeds else (tuple(range(looks[-1])) if looks else (base.seed,))
+    if looks and len(seeds) < looks[-1]:
+        raise ConfigError(f"--looks {args.looks} needs {looks[-1]} seeds, --seeds lists {len(seeds)}; "
+                          f"list more seeds or drop --looks")
     return Plan(
         base=base,
         methods=parse_methods(args.methods) if args.methods else tuple(base.methods),
         alphas=parse_alphas(args.alphas),
-        seeds=parse_seeds(args.seeds) if args.seeds else (base.seed,),
+        seeds=seeds, looks=looks, margin=args.margin,
         out=Path(args.out) if args.out else Path("runs") / f"compare-{base.name}",
         target=args.target, lr_grid=args.lr_grid, last_k=args.last_k, keep_checkpoints=args.keep_checkpoints,
     )

@@ -15,7 +15,10 @@ import yaml
 from federa import writer_lock
 from federa.checkpoint import atomic_write_bytes
 from federa.compare.jobs import cell_job, with_lr
-from federa.compare.lr_grid import LR_MULTIPLIERS, VAL_FRACTION, choose_lrs, grid_scores
+from federa.compare.lr_grid import (
+    LEGACY_LR_RULE, LR_MULTIPLIERS, VAL_FRACTION, choose_lrs, choose_over_seeds, grid_scores, read_choices,
+    recorded_rule, write_choices,
+)
 from federa.compare.outputs import write_outputs
 from federa.compare.plan import UNPARTITIONABLE, Cell, Plan
 from federa.config import Config, build_config
@@ -58,16 +61,45 @@ def run_compare(plan: Plan, progress: bool = True, log=print) -> dict[str, Any]:
     # the same cells twice into one metrics.jsonl; a `federa run --resume` or `federa report` of a
     # cell would write beside this one, so each cell is held too while it runs.
     with writer_lock.held(plan.out, role="federa compare"):
-        base: Job | None = None
-        grid_lrs: dict[str, dict[str, float]] = {}  # alpha → method → lr chosen on its first partitionable seed
-        for cell in plan.cells:
-            rd = plan.cell_dir(cell)
-            rd.root.mkdir(parents=True, exist_ok=True)
-            with writer_lock.held(rd.root, role="federa compare"):
-                base = _run_cell(plan, cell, rd, base, grid_lrs, progress, log)
+        state: dict[str, Any] = {"base": None, "grid_lrs": {}}  # the shared job; alpha → method → chosen lr
+
+        def run(cells: list[Cell]) -> None:
+            for cell in cells:
+                rd = plan.cell_dir(cell)
+                rd.root.mkdir(parents=True, exist_ok=True)
+                with writer_lock.held(rd.root, role="federa compare"):
+                    state["base"] = _run_cell(plan, cell, rd, state["base"], state["grid_lrs"], progress, log)
+
+        if not plan.looks:
+            run(plan.cells)
+        else:
+            _run_sequential(plan, run, log)
         if not (plan.out / "compare.json").is_file():
             _write_compare_json(plan, {})
         return write_outputs(plan)
+
+
+def _run_sequential(plan: Plan, run, log) -> None:
+    """The pre-registered looks: every alpha gets the first look's seeds; after each look the claims
+    are read (at the plan's corrected confidence) and only alphas with an open comparison get the
+    next look's seeds. Deterministic from the cells on disk, so a re-run replays the same looks."""
+    from federa.compare.claims import check_claims
+    from federa.compare.tables import load_cells, summary_rows
+
+    active, done = list(plan.alphas), 0
+    for k, look in enumerate(plan.looks, 1):
+        run([Cell(a, s) for a in active for s in plan.seeds[done:look]])
+        done = look
+        cells = load_cells(plan)
+        claims = check_claims(plan, summary_rows(plan, cells), cells)
+        still = {c.alpha for claim in claims for c in claim.comparisons if c.open}
+        stopped = [a for a in active if a not in still]
+        active = [a for a in active if a in still]
+        log(f"look {k}/{len(plan.looks)} at {look} seeds: " + (f"decided at alpha {', '.join(stopped)}; " if stopped
+                                                                 else "") +
+            (f"open at alpha {', '.join(active)}" if active else "every comparison decided"))
+        if not active:
+            break
 
 
 def _run_cell(plan: Plan, cell: Cell, rd: RunDir, base: Job | None, grid_lrs: dict[str, dict[str, float]],
@@ -107,8 +139,11 @@ def _run_cell(plan: Plan, cell: Cell, rd: RunDir, base: Job | None, grid_lrs: di
         # One grid per (method, alpha), on the first seed of the alpha that partitions; the
         # other seeds reuse its choice (read back from that cell's grid when resuming).
         if cell.alpha not in grid_lrs:
-            grid_lrs[cell.alpha] = _earlier_grid(plan, cell) or choose_lrs(job, rd, plan.methods, progress, log,
-                                                                            keep=plan.keep_checkpoints)
+            if recorded_rule(plan.out) == LEGACY_LR_RULE:  # a folder made by the old rule resumes under it
+                grid_lrs[cell.alpha] = _earlier_grid(plan, cell) or choose_lrs(job, rd, plan.methods, progress, log,
+                                                                                keep=plan.keep_checkpoints)
+            else:
+                grid_lrs[cell.alpha] = _one_se_lrs(plan, cell.alpha, base, progress, log)
         lrs = grid_lrs[cell.alpha]
     engine = get_engine(cfg.engine)
 
@@ -125,6 +160,31 @@ def _run_cell(plan: Plan, cell: Cell, rd: RunDir, base: Job | None, grid_lrs: di
     return base
 
 
+def _one_se_lrs(plan: Plan, alpha: str, base: Job, progress: bool, log) -> dict[str, float]:
+    """The alpha's lrs by the one-SE rule over the grids of its first ``plan.grid_seeds`` partitionable
+    seeds (read back from ``lr_choice.json`` once made: later seeds and resumes reuse the choice)."""
+    recorded = read_choices(plan.out).get(alpha)
+    if recorded is None or set(recorded) != set(plan.methods):
+        cells = []
+        for s in plan.seeds:
+            if len(cells) == plan.grid_seeds:
+                break
+            c = Cell(alpha, s)
+            cfg = plan.cell_config(c)
+            try:
+                job, _ = cell_job(base, cfg)
+            except DataError:
+                continue  # recorded as un-partitionable when its own turn comes
+            rd = plan.cell_dir(c)
+            _claim_cell_dir(rd, cfg)
+            cells.append((c.seed, job, rd))
+        choices = choose_over_seeds([(j, rd) for _, j, rd in cells], plan.methods, progress, log,
+                                    keep=plan.keep_checkpoints)
+        write_choices(plan.out, alpha, choices, [s for s, _, _ in cells])
+        recorded = choices
+    return {m: base.cfg.lr_of(m) * c.chosen for m, c in recorded.items()}
+
+
 def _earlier_grid(plan: Plan, cell: Cell) -> dict[str, float]:
     """The lrs chosen by a finished grid of an earlier seed of ``cell``'s alpha (a resumed comparison)."""
     for s in plan.seeds:
@@ -138,12 +198,16 @@ def _earlier_grid(plan: Plan, cell: Cell) -> dict[str, float]:
 
 
 def _write_compare_json(plan: Plan, info: Mapping[str, Any]) -> None:
+    # The lr rule a folder was begun under stays its rule: a resume must not relabel the lrs its runs used.
+    rule = recorded_rule(plan.out) if plan.lr_grid else None
+    scope = ("per (method, alpha), on the alpha's first seed" if rule == LEGACY_LR_RULE else
+             f"per (method, alpha), mean over the alpha's first {plan.grid_seeds} seeds, one-SE rule")
     RunDir(plan.out).write_json(plan.out / "compare.json", {
         "methods": list(plan.methods), "alphas": list(plan.alphas), "seeds": list(plan.seeds),
-        "target": plan.explicit_target, "lr_grid": plan.lr_grid,
+        "target": plan.explicit_target, "lr_grid": plan.lr_grid, "lr_rule": rule,
         "lr_grid_settings": {"multipliers": list(LR_MULTIPLIERS), "val_fraction": VAL_FRACTION,
-                             "rounds": "half of rounds, at least 1",
-                             "scope": "per (method, alpha), on the alpha's first seed"} if plan.lr_grid else None,
+                             "rounds": "half of rounds, at least 1", "scope": scope} if plan.lr_grid else None,
+        "looks": list(plan.looks), "confidence": plan.confidence, "margin": plan.margin,
         "last_k": plan.last_k, "network": plan.base.network.describe(),
         "run": {k: v for k, v in info.items() if k not in ("partition", "seed")},
         "base_config": plan.base.model_dump(mode="json"),

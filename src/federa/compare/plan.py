@@ -20,6 +20,11 @@ from federa.results_dir import RunDir
 IID = "iid"
 DEFAULT_ALPHAS = "0.1,0.5,1,iid"
 DEFAULT_LAST_K = 3
+# Two methods whose main metric differs by less than one point (accuracy, Pearson r, entity F1) are
+# "equivalent" for the claims: smaller gaps are below what a user would choose a method by.
+DEFAULT_MARGIN = 0.01
+# The one-standard-error lr rule needs a spread to compare against: at least two seeds of validation scores.
+DEFAULT_GRID_SEEDS = 2
 # Written in a cell's folder when its seed cannot be partitioned: the comparison records it and goes on.
 UNPARTITIONABLE = "unpartitionable.json"
 
@@ -54,6 +59,17 @@ class Plan:
     # A finished run's checkpoints only served its resume; a comparison of dozens of runs would keep
     # gigabytes of them (3 × the model per FFT run), so they go unless asked for.
     keep_checkpoints: bool = False
+    # Sequential plan (federa.compare.sequential): seed counts per alpha at which the claims are read;
+    # () = a fixed plan, every seed of ``seeds``. Intervals are then Bonferroni-corrected over the looks.
+    looks: tuple[int, ...] = ()
+    margin: float = DEFAULT_MARGIN  # the equivalence band ±margin on the main metric (score)
+    grid_seeds: int = DEFAULT_GRID_SEEDS  # the lr grid runs on this many seeds of each alpha
+
+    @property
+    def confidence(self) -> float:
+        from federa.compare.sequential import look_confidence
+
+        return look_confidence(len(self.looks)) if self.looks else 0.95
 
     @property
     def cells(self) -> list[Cell]:

@@ -270,9 +270,14 @@ def summary_markdown(plan: Plan, rows: Sequence[Mapping[str, Any]], info: Mappin
             else "99% of FFT's test score at convergence in the same (alpha, seed) cell: FFT's best up to its "
                  "plateau (no gain > 0.5 points over its last 5 evaluations), or over the round budget when it "
                  "never plateaus (best method's best when FFT is not in the run); per cell below")
-    lr_rule = ("best of the lr grid per (method, alpha), chosen on validation rows carved from the clients' "
-               "training shards of the alpha's first seed, never the test set (see lr_grid.csv)"
-               if plan.lr_grid else "configured per method")
+    legacy = info.get("lr_grid") and not info.get("lr_rule")
+    lr_rule = ("configured per method" if not plan.lr_grid else
+               "best of the lr grid per (method, alpha), chosen on validation rows carved from the clients' "
+               "training shards of the alpha's first seed, never the test set (see lr_grid.csv; rule "
+               "best-single-seed/v1, the folder's own)" if legacy or info.get("lr_rule") == "best-single-seed/v1" else
+               f"the lr grid per (method, alpha), one-SE rule over the alpha's first {plan.grid_seeds} seeds' "
+               "validation rows carved from the clients' training shards, never the test set (see 'Learning rates' "
+               "below and lr_grid.csv)")
     lines += [f"- **target**: {rule}", f"- **lr**: {lr_rule}",
               f"- **modelled time**: {b.network.describe()}",
               f"- **final k**: final score also as the mean of the last {plan.last_k} evaluations (the claims use it)",

@@ -27,6 +27,7 @@ from federa.events import Events
 from federa.export import self_contained_adapter
 from federa.job import Job
 from federa.client_eval import evaluate_clients, node_metrics
+from federa.eval_split import eval_rows
 from federa.methods.base import (
     count_parameters, load_tensors, load_trainable_state, private_tensors, state_bytes,
     trainable_state,
@@ -327,16 +328,19 @@ class ServerRun:
             self.last_metrics = node_metrics(replies, trained, job.cfg.num_clients, job.main_metric, held_out)
             return self.last_metrics
         scored = []
+        test = eval_rows(job, self.round)  # the whole split, or eval_subset's fixed rows (federa.eval_split)
         # The global model (FedSA: global A with the clients' mean B), or with no global model (+local)
         # each client's own, averaged over clients.
         for private, clients in self.strategy.test_privates():
             load_tensors(self.model, private)
-            scored.append((job.task.evaluate(self.model, job.test, job.collate, job.label_names,
+            scored.append((job.task.evaluate(self.model, test, job.collate, job.label_names,
                                              job.cfg.eval_batch_size, job.device, job.cfg.model.precision), clients))
         load_tensors(self.model, self.strategy.client_private(None))  # what is checkpointed and saved
         metrics = mean_metrics(scored)
         # "score" is the task's main metric under one name, for targets, claims, plots and reports;
         # with held-out client splits, each client's score too (its own model where it has one).
+        if job.cfg.eval_subset is not None:
+            metrics["eval_rows"] = len(test)
         self.last_metrics = {"score": metrics[job.main_metric], **metrics,
                              **evaluate_clients(job, self.model, self.strategy.client_private)}
         return self.last_metrics

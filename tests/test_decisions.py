@@ -73,7 +73,8 @@ def test_a_folder_made_by_the_old_rule_reads_back_under_it(tmp_path):
     (tmp_path / "compare.json").write_text(json.dumps({"lr_grid": True, "lr_rule": LR_RULE}))
     assert recorded_rule(tmp_path) == LR_RULE
     # Re-running the comparison rewrites compare.json: a folder begun under the old rule keeps it.
-    from federa.compare import Plan, run
+    from federa.compare import Plan
+    from federa.compare import execute as run
     from federa.config import build_config
 
     old = tmp_path / "old"
@@ -154,7 +155,8 @@ def _result(method: str, alpha: str, seed: int, acc: float, cos: float):
 
 
 def test_sequential_plan_adds_seeds_only_where_a_comparison_is_open(monkeypatch, tmp_path):
-    from federa.compare import CellResult, Plan, run
+    from federa.compare import CellResult, Plan
+    from federa.compare import execute as run
     from federa.compare import tables
     from federa.config import build_config
 

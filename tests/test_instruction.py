@@ -125,7 +125,8 @@ def test_prompt_tokens_are_masked_and_truncation_keeps_the_answer(tiny_llama_dir
 def test_categories_are_what_a_dirichlet_partition_groups_by(tiny_llama_dir, instruct_jsonl):
     from federa.job import prepare_job
 
-    job = prepare_job(_cfg(tiny_llama_dir, instruct_jsonl, "partition.alpha=0.1"))
+    job = prepare_job(_cfg(tiny_llama_dir, instruct_jsonl, "partition.alpha=0.1", "task=null"))
+    assert job.task.name == "instruction"  # inferred: instruction + output columns, no label column
     assert job.strata_names == TOPICS
     assert [job.data.train[int(i)]["category"] for i in np.flatnonzero(job.strata == 1)][:3] == ["sport"] * 3
     assert job.main_metric == "exact_match"  # one-word answers
@@ -241,3 +242,45 @@ def test_instruct_mix_is_listed_and_its_entities_are_read_from_bio_tags():
                          ["B-facility", "I-facility", "I-facility", "O", "B-facility", "O", "B-geo-loc"]) == \
         "Empire State Building (facility); ESB (facility); NY (geo-loc)"
     assert entities_text(["a", "b"], ["O", "O"]) == "none"
+
+
+# -- every method family on a causal LM (slow) ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_variants_and_aggregators_run_on_a_causal_lm(tiny_llama_dir, instruct_jsonl, tmp_path):
+    import federa
+
+    methods = ["fft", "lora+ffa", "federa@fedadam", "federa+fedex", "federa+fedsa", "lora@scaffold", "federa+flexlora"]
+    cfg = _cfg(tiny_llama_dir, instruct_jsonl, "methods=" + ",".join(methods), "data.generation_examples=4",
+               "lora.client_ranks=2,4")
+    result = federa.run(cfg, out=tmp_path / "run", progress=False, log=None)
+    assert not result.failed
+    for m in methods:
+        assert result.methods[m]["status"] == "done", m
+        assert result.methods[m]["final_score"] is not None and len(result.methods[m]["samples"]) == 3, m
+    assert result.methods["fft"]["trainable_pct"] == pytest.approx(100.0)
+    assert result.methods["lora+ffa"]["bytes_per_client_round"] < result.methods["federa@fedadam"]["bytes_per_client_round"]
+
+
+@pytest.mark.slow
+def test_flower_engine_runs_instruction_tuning_as_inprocess(tiny_llama_dir, instruct_jsonl, tmp_path):
+    from local_federation import LocalFederation
+
+    from federa.experiment import run_experiment
+    from federa.runlog import RunDir, open_run_dir
+
+    base = ["methods=federa", "num_clients=2", "clients_per_round=2", "data.generation_examples=4"]
+    with LocalFederation(tmp_path / "federation", 2) as fed:
+        cfg = _cfg(tiny_llama_dir, instruct_jsonl, *base, "engine=flower", f"flower.superlink={fed.address}",
+                   "flower.round_timeout_s=300")
+        flower = run_experiment(cfg, open_run_dir(cfg, tmp_path / "flower", resume=False), progress=False)
+    local_cfg = _cfg(tiny_llama_dir, instruct_jsonl, *base)
+    run_experiment(local_cfg, open_run_dir(local_cfg, tmp_path / "inprocess", resume=False), progress=False)
+    assert flower["methods"]["federa"]["status"] == "done"
+    fl, ip = (RunDir(tmp_path / k).read_metrics() for k in ("flower", "inprocess"))
+    assert [r["round"] for r in fl] == [r["round"] for r in ip] == [0, 1]
+    for x, y in zip(fl, ip):
+        for k in ("loss", "rouge_l", "exact_match", "train_loss", "bytes_up"):
+            if k in x or k in y:
+                assert x[k] == pytest.approx(y[k], rel=1e-5), k

@@ -122,7 +122,7 @@ class DerivedBuiltin(Builtin):
 
 
 INSTRUCT_MIX = DerivedBuiltin(
-    "instruct_mix", "instruction", "", "", "",
+    "instruct_mix", "instruction", "derived: bbc_news+rotten_tomatoes+sts_b+wnut16", "", "",
     "2,000 instructions derived from the four sets above: topic, sentiment, similarity, entities (500 each)",
     "DERIVED by federa: our instructions over the texts and labels of bbc_news, rotten_tomatoes, sts_b "
     "and wnut16 (their sources' terms apply)",

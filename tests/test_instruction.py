@@ -77,6 +77,14 @@ def _cfg(tiny_llama_dir, data, *overrides):
                              "eval_batch_size=8", *overrides])
 
 
+@pytest.fixture(scope="module")
+def job(tiny_llama_dir, instruct_jsonl):
+    """The task inferred (instruction + output columns, no label column), a skewed split over categories."""
+    from federa.job import prepare_job
+
+    return prepare_job(_cfg(tiny_llama_dir, instruct_jsonl, "partition.alpha=0.1", "task=null"))
+
+
 # -- pure functions ------------------------------------------------------------------------
 
 
@@ -104,10 +112,7 @@ def test_rouge_l_and_exact_match():
     assert exact_match("sports", "sport") == 0.0
 
 
-def test_prompt_tokens_are_masked_and_truncation_keeps_the_answer(tiny_llama_dir, instruct_jsonl):
-    from federa.job import prepare_job
-
-    job = prepare_job(_cfg(tiny_llama_dir, instruct_jsonl))
+def test_prompt_tokens_are_masked_and_truncation_keeps_the_answer(job):
     tok = job.tokenizer
     row = job.train[0]
     k = row["prompt_length"]
@@ -116,16 +121,12 @@ def test_prompt_tokens_are_masked_and_truncation_keeps_the_answer(tiny_llama_dir
     assert answer == f"{row['reference']} [SEP]"  # the template's own end of turn is learned
     assert row["labels"][:k] == [IGNORE] * k and row["labels"][k:] == row["input_ids"][k:]
     # A window too small for the prompt: its start goes, its end (the generation prompt) and the answer stay.
-    short = prepare_job(_cfg(tiny_llama_dir, instruct_jsonl, "max_length=12"))
-    for r in short.train:
-        assert len(r["input_ids"]) <= 12 and r["labels"][-1] != IGNORE
+    short = job.task.tokenize(job.data.train.select(range(20)), tok, 12)
+    for r in short:
         assert tok.decode(r["input_ids"][:r["prompt_length"]]).endswith("assistant :")
 
 
-def test_categories_are_what_a_dirichlet_partition_groups_by(tiny_llama_dir, instruct_jsonl):
-    from federa.job import prepare_job
-
-    job = prepare_job(_cfg(tiny_llama_dir, instruct_jsonl, "partition.alpha=0.1", "task=null"))
+def test_categories_are_what_a_dirichlet_partition_groups_by(job):
     assert job.task.name == "instruction"  # inferred: instruction + output columns, no label column
     assert job.strata_names == TOPICS
     assert [job.data.train[int(i)]["category"] for i in np.flatnonzero(job.strata == 1)][:3] == ["sport"] * 3
@@ -138,10 +139,7 @@ def test_categories_are_what_a_dirichlet_partition_groups_by(tiny_llama_dir, ins
 # -- FeDeRA on a Llama ---------------------------------------------------------------------
 
 
-def test_federa_start_on_all_llama_projections_leaves_the_logits_unchanged(tiny_llama_dir, instruct_jsonl):
-    from federa.job import prepare_job
-
-    job = prepare_job(_cfg(tiny_llama_dir, instruct_jsonl))
+def test_federa_start_on_all_llama_projections_leaves_the_logits_unchanged(job):
     base = job.base_model()
     _, model, setup = job.server_model("federa")
     adapted = {n.split(".")[-2] for n, _ in model.named_modules() if n.endswith("lora_A")}
@@ -215,21 +213,23 @@ def test_an_encoder_for_instruction_and_a_causal_lm_without_a_head_are_refused(t
     assert "CodeGenForCausalLM (codegen)" in why and "task=instruction" in why
 
 
-def test_chat_data_needs_a_chat_template(tiny_llama_dir, tmp_path):
-    from federa.job import prepare_job
+def test_chat_data_needs_a_chat_template():
+    from datasets import Dataset
 
-    plain = tmp_path / "plain"
-    tok = _tokenizer(template=False)
-    _llama(tok).save_pretrained(plain)
-    tok.save_pretrained(plain)
-    chat = tmp_path / "chat.jsonl"
     rows = [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Say {w}."},
-                          {"role": "assistant", "content": w}]} for w in ["yes", "no"] * 10]
-    chat.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+                          {"role": "assistant", "content": w}]} for w in ["yes", "no"]]
+    task = Instruction(build_config({}, []).data)
+    ds = task.normalise(Dataset.from_list(rows), "chat.jsonl")
     with pytest.raises(ModelError, match="needs a tokenizer with a chat template, and this model's has none"):
-        prepare_job(_cfg(plain, chat))
-    job = prepare_job(_cfg(tiny_llama_dir, chat))  # with a template: the system turn is rendered
-    assert job.tokenizer.decode(job.train[0]["input_ids"]).startswith("[CLS] system : be brief. [SEP]")
+        task.tokenize(ds, _tokenizer(template=False), 48)
+    out = task.tokenize(ds, _tokenizer(template=True), 48)  # with a template: the system turn is rendered
+    assert _tokenizer(True).decode(out[0]["input_ids"]) == "[CLS] system : be brief. [SEP] [CLS] user : say yes. " \
+        "[SEP] [CLS] assistant : yes [SEP]"
+    assert out[0]["reference"] == "yes"
+    # Alpaca rows on a tokenizer without a template: the plain Alpaca layout, answer + EOS
+    alpaca = task.normalise(Dataset.from_list([{"instruction": "Say yes.", "output": "yes"}]), "a.jsonl")
+    plain = task.tokenize(alpaca, _tokenizer(template=False), 48)
+    assert _tokenizer(False).decode(plain[0]["input_ids"]) == "# # # instruction : say yes. # # # response : yes [SEP]"
 
 
 def test_instruct_mix_is_listed_and_its_entities_are_read_from_bio_tags():

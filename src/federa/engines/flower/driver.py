@@ -209,7 +209,7 @@ def drive_method(grid: Grid, job: Job, method: str, run_dir: RunDir, context: Co
             extra = {} if aggregate is None else {"aggregate": aggregate}
             record = server.complete_round(rnd, updates, started, **extra)
             log(f"[{method}] round {rnd}/{cfg.rounds}: {len(updates)}/{len(plan)} replies"
-                + (f", accuracy {record['accuracy']:.4f}" if record else ""))
+                + (f", {job.main_metric} {record['score']:.4f}" if record else ""))
     except NonFiniteLossError as err:  # as in-process: the method is over, resuming cannot help
         log(f"[{method}] stopped: {err}")
         return server.fail(str(err))

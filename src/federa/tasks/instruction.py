@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from federa.errors import DataError, ModelError
 from federa.generation_metrics import exact_match, rouge_l
-from federa.tasks.base import Task, require_columns
+from federa.tasks.base import Task, backbone_problem, require_columns
 
 if TYPE_CHECKING:
     import numpy as np
@@ -235,9 +235,13 @@ class Instruction(Task):
         from transformers import AutoModelForCausalLM
 
         try:
-            return AutoModelForCausalLM.from_pretrained(str(path))
+            model, info = AutoModelForCausalLM.from_pretrained(str(path), output_loading_info=True)
         except (OSError, ValueError, SafetensorError) as err:
             raise ModelError(f"cannot load a causal LM from {path}: {str(err).splitlines()[0]}") from None
+        if (why := backbone_problem(model.base_model_prefix, info)) is not None:  # a body left randomly initialised
+            raise ModelError(f"model.path {path}: {why}; config.json does not describe these weights: "
+                             "restore the model's own config.json")
+        return model
 
     # -- evaluation -----------------------------------------------------------------------
 

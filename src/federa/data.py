@@ -121,6 +121,9 @@ def infer_task(ds: Dataset, cfg: DataConfig) -> str:
     cols = ds.column_names
     if cfg.text_column not in cols and cfg.tokens_column in cols and cfg.tags_column in cols:
         return "token_classification"
+    if cfg.label_column not in cols and (cfg.messages_column in cols or
+                                         {cfg.instruction_column, cfg.output_column} <= set(cols)):
+        return "instruction"  # Alpaca columns or chat messages, and no class label
     if cfg.label_column in cols:
         sample = ds.select(range(min(1000, len(ds))))[cfg.label_column]  # not the whole column
         # Float labels that are not all whole numbers are scores, not classes (STS-B: 3.8).

@@ -27,6 +27,7 @@ from federa.methods import get_method
 from federa.methods.variants import VARIANTS, split_method
 from federa.methods.base import Method
 from federa.types import State
+from federa.model_fit import model_problem
 from federa.partition import carve_client_val, client_val_fraction, partition_indices
 from federa.pretrained import load_base_model, load_tokenizer, position_limit, resolve_device, resolve_model_path
 from federa.tasks.base import Task
@@ -162,6 +163,8 @@ def prepare_job(cfg: Config) -> Job:
                          f"({limit} positions); set max_length<={limit}")
     data = load_data(cfg.data, cfg.task)
     data.task.main_metric(cfg.metric)  # a metric the task does not have: refuse before any work
+    if (why := model_problem(data.task, model_path)) is not None:
+        raise ModelError(why)
     tokenizer = load_tokenizer(model_path, for_words=data.task.peft_task_type == "TOKEN_CLS")
     strata, strata_names = data.task.strata(data.train, data.label_names)
     parts = partition_indices(Dataset.from_dict({"label": strata}), cfg.partition, cfg.num_clients, cfg.seed)

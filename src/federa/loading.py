@@ -22,26 +22,33 @@ from federa.errors import FederaError, ModelError
 from federa.results_dir import RunDir
 
 _TOKEN_TASKS = ("token_classification",)
+_CAUSAL_TASKS = ("instruction",)
 
 
-def _is_token_task(rd: RunDir, model_config: Path | None) -> bool:
-    """Which head the saved model has: from the run's summary, else the saved config's architecture."""
+def _head_kind(rd: RunDir, model_config: Path | None) -> str:
+    """Which head the saved model has (``token``, ``causal`` or ``sequence``): from the run's summary,
+    else the saved config's architecture."""
     if rd.summary.is_file():
         task = json.loads(rd.summary.read_text(encoding="utf-8")).get("run", {}).get("task")
         if task:
-            return task in _TOKEN_TASKS
+            return "token" if task in _TOKEN_TASKS else "causal" if task in _CAUSAL_TASKS else "sequence"
     if model_config is not None and model_config.is_file():
         archs = json.loads(model_config.read_text(encoding="utf-8")).get("architectures") or []
-        return any(a.endswith("ForTokenClassification") for a in archs)
-    return False
+        if any(a.endswith("ForTokenClassification") for a in archs):
+            return "token"
+        if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+            return "causal"
+    return "sequence"
 
 
-def _auto_classes(token: bool):
+def _auto_classes(kind: str):
     import peft
     import transformers
 
-    if token:
+    if kind == "token":
         return transformers.AutoModelForTokenClassification, peft.AutoPeftModelForTokenClassification
+    if kind == "causal":
+        return transformers.AutoModelForCausalLM, peft.AutoPeftModelForCausalLM
     return transformers.AutoModelForSequenceClassification, peft.AutoPeftModelForSequenceClassification
 
 
@@ -59,7 +66,7 @@ def load_final_model(run_dir: Path, method: str, as_peft: bool = False) -> nn.Mo
     if as_peft:
         raise ModelError(f"'{method}' did not save a peft adapter; call load_model(..., peft=False)")
     if (final / "config.json").is_file():  # FFT: a whole model
-        auto, _ = _auto_classes(_is_token_task(rd, final / "config.json"))
+        auto, _ = _auto_classes(_head_kind(rd, final / "config.json"))
         return auto.from_pretrained(str(final))
     from federa.methods.bitfit import INFO_FILE
 
@@ -67,7 +74,7 @@ def load_final_model(run_dir: Path, method: str, as_peft: bool = False) -> nn.Mo
     if not info_path.is_file():
         raise ModelError(f"{final}: not a model folder federa wrote (no config.json, adapter_config.json or {INFO_FILE})")
     info = json.loads(info_path.read_text(encoding="utf-8"))
-    auto, _ = _auto_classes(_is_token_task(rd, None))
+    auto, _ = _auto_classes(_head_kind(rd, None))
     base = auto.from_pretrained(info["base_model"], num_labels=info["num_labels"])
     if info.get("method") == "adapter":
         from federa.methods.adapter import load_adapter
@@ -96,7 +103,7 @@ def _check_weights(rd: RunDir, final: Path, method: str) -> None:
 def _load_peft(rd: RunDir, final: Path, method: str, as_peft: bool) -> nn.Module:
     import peft
 
-    auto, _ = _auto_classes(_is_token_task(rd, final / "base" / "config.json"))
+    auto, _ = _auto_classes(_head_kind(rd, final / "base" / "config.json"))
     # What AutoPeftModel does (base from adapter_config's base_model_name_or_path, then the adapter),
     # in two steps: the base alone lacks the trained head, and transformers reports it "MISSING ...
     # newly initialized" although the adapter loads it right after. That report is held back only

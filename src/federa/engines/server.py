@@ -395,6 +395,8 @@ class ServerRun:
                 "private": self.private_names}, indent=2))
         write_checksums(final)  # last: it vouches for every file above
         result = {**self.info(), "status": "done", "rounds": self.round, "final_model": str(final)}
+        if (samples := getattr(self.job.task, "samples_for", None)) is not None:  # generative tasks: report.md shows them
+            result["samples"] = samples(self.job.test)
         self.run_dir.write_json(self.run_dir.result(self.name), result)
         return result
 

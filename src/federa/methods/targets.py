@@ -33,6 +33,20 @@ FALLBACK_DEFAULTS: dict[str, dict[str, list[str] | str]] = {
 }
 
 
+# Causal LMs (task=instruction): every projection of attention and MLP, as PiSSA, QLoRA and
+# FlowerTune's baselines adapt (peft's own default, q and v only, would leave FeDeRA's SVD start on 2 of 7).
+_LLAMA_LIKE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+CAUSAL_LM_DEFAULTS: dict[str, dict[str, list[str]]] = {
+    "lora.target_modules": {**{t: _LLAMA_LIKE for t in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma",
+                                                        "gemma2", "olmo", "olmo2", "granite", "smollm3")},
+                            "gpt2": ["c_attn", "c_proj", "c_fc"]},
+}
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    return type(model).__name__.endswith(("ForCausalLM", "LMHeadModel"))
+
+
 def peft_defaults(key: str) -> Mapping[str, list[str]]:
     """Config ``key`` -> peft's default per model_type."""
     from peft.utils import constants
@@ -75,6 +89,8 @@ def architecture_default(model: nn.Module, key: str) -> list[str]:
     """peft's default for config ``key`` on this model's architecture (``config.model_type``)."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     peft_table = peft_defaults(key)
+    if is_causal_lm(model) and (causal := CAUSAL_LM_DEFAULTS.get(key, {}).get(model_type)) is not None:
+        return list(causal)
     names = peft_table.get(model_type) or FALLBACK_DEFAULTS[key].get(model_type)
     if names == "bert":
         names = peft_table["bert"]

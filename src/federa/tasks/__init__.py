@@ -18,6 +18,7 @@ _REGISTRY: dict[str, str] = {
     "pair_classification": "federa.tasks.classification:PairClassification",
     "regression": "federa.tasks.regression:Regression",
     "token_classification": "federa.tasks.token_classification:TokenClassification",
+    "instruction": "federa.tasks.instruction:Instruction",
 }
 
 

@@ -13,6 +13,8 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from importlib import import_module
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -399,7 +401,8 @@ class ServerRun:
     def finish(self) -> dict[str, Any]:
         final = self.run_dir.final_model(self.name)
         load_tensors(self.model, self.strategy.client_private(None))
-        self.method.save(self.model, final, self.setup)
+        with self._saveable() as model:
+            self.method.save(model, final, self.setup)
         self_contained_adapter(final, self.model, self.job.model_path, self.job.tokenizer)
         if fold := self.strategy.base_fold():
             # FedEx-LoRA moved frozen weights too: the adapter alone is not the trained model.
@@ -425,6 +428,12 @@ class ServerRun:
         result = {**self.info(), "status": "done", "rounds": self.round, "final_model": str(final)}
         self.run_dir.write_json(self.run_dir.result(self.name), result)
         return result
+
+    def _saveable(self) -> AbstractContextManager[Any]:
+        """The model in the form peft saves: a variant's extra layers (Fed-SB's R) merged into the adapter."""
+        variant = split_method(self.name)[1]
+        layers = VARIANTS[variant].layers if variant else None
+        return import_module(layers).merged(self.model) if layers else nullcontext(self.model)
 
     def fail(self, reason: str) -> dict[str, Any]:
         result = {**self.info(), "status": "failed", "rounds": self.round, "reason": reason}

@@ -32,6 +32,10 @@ class Variant:
     # False for a baseline in which nothing crosses a network: its bytes are 0 by definition,
     # setup broadcast included (each client computes FeDeRA's SVD of the weights it already holds).
     travels: bool = True
+    # A module that reshapes the method's adapter (Fed-SB's r×r matrix between B and A): its
+    # ``insert(model)`` runs on every party's model before freezing, and its ``merged(model)``
+    # context gives the plain peft model that is saved. None: the method's model as it builds it.
+    layers: str | None = None
 
 
 # The empty fragment is in every name: every tensor the method trains is private to its client.
@@ -60,6 +64,13 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     # client, as in the paper's code (personalization.local_param: lora_B, classifier).
     Variant("fedsa", "Guo et al., Selective Aggregation for Low-Rank Adaptation in Federated Learning, ICLR 2025",
             strategy="fedsa", private=("lora_B", "modules_to_save")),
+    # Fed-SB (Singhal et al., 2025): A and B fixed, an r×r R between them trains and travels
+    # (methods/latent.py); averaging R is exact, so the run's strategy (FedAvg) needs no help.
+    Variant("fedsb", "Singhal et al., Fed-SB: A Silver Bullet for Extreme Communication Efficiency and Performance "
+            "in (Private) Federated LoRA Fine-Tuning, arXiv 2502.15436, 2025",
+            frozen=("lora_A.default.weight", "lora_B.default.weight"), layers="federa.methods.latent",
+            refuses=(("lora", "LoRA's B starts at 0, so B·R·A and R's gradient Bᵀ·G·Aᵀ stay 0 and R never trains; "
+                              "use federa+fedsb, whose A and B come from W's SVD as in Fed-SB's own initialisation"),)),
     # Reference baselines (strategies/local.py, strategies/centralized.py), any method underneath.
     # local: every client trains alone on its own shard, in the rounds it is sampled, and keeps its model.
     Variant("local", "baseline: each client fine-tunes alone, no aggregation", strategy="local",

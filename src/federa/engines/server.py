@@ -121,6 +121,7 @@ class ServerRun:
         variant = split_method(method_name)[1]
         private = private_tensors(self.model, job.private_names.get(method_name, ()))
         self.strategy.start_private(private)
+        self._start_frozen()
         # A baseline (+local, +centralized) sends nothing anywhere: its bytes are 0 by definition.
         self.travels = VARIANTS[variant].travels if variant else True
         self.private_names = sorted(private)
@@ -200,6 +201,12 @@ class ServerRun:
         # (federa+rolora) may bring its own aggregation rule, an @aggregator its own (federa@fedadam).
         return method_stack(self.job.cfg, self.name)
 
+    def _start_frozen(self) -> None:
+        """Hand the strategy the frozen tensors it moves (FedSVD's A), as every party builds them."""
+        if fragments := self.strategy.reads_frozen:
+            self.strategy.start_frozen({n: p.detach().cpu().clone() for n, p in self.model.named_parameters()
+                                        if not p.requires_grad and any(f in n for f in fragments)})
+
     def _stage_settings(self, stage: int) -> TrainSettings:
         base = self.job.train_settings(self.name)
         return replace(base, lr=self.method.stage_lr(stage, base.lr))
@@ -213,6 +220,7 @@ class ServerRun:
         self.model.to(self.job.device)
         self.strategy = self._new_strategy()
         self.strategy.register_shards(self.shard_sizes)
+        self._start_frozen()
         self.settings = self._stage_settings(stage)
         self.trainable, self.total = count_parameters(self.model)
         self._stage = stage
@@ -263,6 +271,7 @@ class ServerRun:
             new_state = self.strategy.aggregate_round(rnd, self.state, updates)
         else:
             new_state = self.strategy.finish_sum(rnd, self.state, aggregate)
+        new_state = self.strategy.reparametrise(rnd, new_state)  # FedSVD's SVD, after DP's noise
         strategy_metrics = self.strategy.round_metrics(rnd)  # rejected clients, ε under DP, ...
         if aggregate is not None:
             # The sum hides each update, but counts and metrics still arrive one by one: a forged

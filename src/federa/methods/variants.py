@@ -71,6 +71,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             frozen=("lora_A.default.weight", "lora_B.default.weight"), layers="federa.methods.latent",
             refuses=(("lora", "LoRA's B starts at 0, so B·R·A and R's gradient Bᵀ·G·Aᵀ stay 0 and R never trains; "
                               "use federa+fedsb, whose A and B come from W's SVD as in Fed-SB's own initialisation"),)),
+    # FedSVD (Lee et al., NeurIPS 2025): B alone trains and travels up (A frozen, as in FFA); after each
+    # round the server SVDs avg(B)·A into a new orthonormal A (sent down) and B (strategies/fedsvd.py).
+    Variant("fedsvd", "Lee et al., FedSVD: Adaptive Orthogonalization for Private Federated Learning with LoRA, "
+            "NeurIPS 2025", frozen=("lora_A",), strategy="fedsvd"),
     # Reference baselines (strategies/local.py, strategies/centralized.py), any method underneath.
     # local: every client trains alone on its own shard, in the rounds it is sampled, and keeps its model.
     Variant("local", "baseline: each client fine-tunes alone, no aggregation", strategy="local",

@@ -25,6 +25,7 @@ _REGISTRY: dict[str, str | type[Strategy]] = {
     "flexlora": "federa.strategies.flexlora:FlexLoRA",
     "hetlora": "federa.strategies.hetlora:HetLoRA",
     "fedsa": "federa.strategies.fedsa:FedSA",
+    "fedsvd": "federa.strategies.fedsvd:FedSVD",
     "local": "federa.strategies.local:Local",
     "centralized": "federa.strategies.centralized:Centralized",
 }

@@ -75,6 +75,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     # round the server SVDs avg(B)·A into a new orthonormal A (sent down) and B (strategies/fedsvd.py).
     Variant("fedsvd", "Lee et al., FedSVD: Adaptive Orthogonalization for Private Federated Learning with LoRA, "
             "NeurIPS 2025", frozen=("lora_A",), strategy="fedsvd"),
+    # FRLoRA (Yan et al., ICLR 2025): each round's s·(avg(B)·avg(A) − B0·A0) is folded into the frozen
+    # weights and the adapter restarts from its built factors (strategies/frlora.py).
+    Variant("frlora", "Yan et al., Federated Residual Low-Rank Adaptation of Large Language Models, ICLR 2025",
+            strategy="frlora"),
     # Reference baselines (strategies/local.py, strategies/centralized.py), any method underneath.
     # local: every client trains alone on its own shard, in the rounds it is sampled, and keeps its model.
     Variant("local", "baseline: each client fine-tunes alone, no aggregation", strategy="local",

@@ -26,6 +26,7 @@ _REGISTRY: dict[str, str | type[Strategy]] = {
     "hetlora": "federa.strategies.hetlora:HetLoRA",
     "fedsa": "federa.strategies.fedsa:FedSA",
     "fedsvd": "federa.strategies.fedsvd:FedSVD",
+    "frlora": "federa.strategies.frlora:FRLoRA",
     "local": "federa.strategies.local:Local",
     "centralized": "federa.strategies.centralized:Centralized",
 }

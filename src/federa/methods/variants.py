@@ -79,6 +79,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     # weights and the adapter restarts from its built factors (strategies/frlora.py).
     Variant("frlora", "Yan et al., Federated Residual Low-Rank Adaptation of Large Language Models, ICLR 2025",
             strategy="frlora"),
+    # LoRA-FAIR (Bian et al., ICCV 2025): average A and B, then fit a server-side residual ΔB so that
+    # (B̄ + ΔB)·Ā points along avg(B·A) (strategies/lorafair.py).
+    Variant("lorafair", "Bian et al., LoRA-FAIR: Federated LoRA Fine-Tuning with Aggregation and Initialization "
+            "Refinement, ICCV 2025", strategy="lorafair"),
     # Reference baselines (strategies/local.py, strategies/centralized.py), any method underneath.
     # local: every client trains alone on its own shard, in the rounds it is sampled, and keeps its model.
     Variant("local", "baseline: each client fine-tunes alone, no aggregation", strategy="local",

@@ -27,6 +27,7 @@ _REGISTRY: dict[str, str | type[Strategy]] = {
     "fedsa": "federa.strategies.fedsa:FedSA",
     "fedsvd": "federa.strategies.fedsvd:FedSVD",
     "frlora": "federa.strategies.frlora:FRLoRA",
+    "lorafair": "federa.strategies.lorafair:LoraFair",
     "local": "federa.strategies.local:Local",
     "centralized": "federa.strategies.centralized:Centralized",
 }

@@ -89,7 +89,8 @@ def _assert_same_run(a: Path, b: Path, method: str) -> None:
                                               ("lora+rolora", "fedavg"), ("federa+ffa", "fedprox"),
                                               ("lora+flora", "fedavg"), ("federa+flora", "fedavg"),
                                               ("federa+fedsb", "fedavg"), ("lora+fedsvd", "fedavg"),
-                                              ("federa+frlora", "fedavg")])
+                                              ("federa+frlora", "fedavg"), ("lora+lorafair", "fedavg"),
+                                              ("lora+ravan", "fedavg")])
 def test_client_hook_on_flower_equals_inprocess(tiny_cfg, tmp_path, method, strategy):
     """3 rounds, 2 of 4 clients a round (so clients skip rounds and come back to their memory). FLoRA
     runs at heterogeneous ranks: each node restarts its adapter every round under a growing fold."""

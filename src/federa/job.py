@@ -135,7 +135,7 @@ class Job:
         variant = VARIANTS[v] if (v := split_method(method_name)[1]) is not None else None
         frozen, private = (variant.frozen, variant.private) if variant is not None else ((), ())
         if variant is not None and variant.layers is not None:
-            model = import_module(variant.layers).insert(model)  # Fed-SB's R between B and A
+            model = import_module(variant.layers).insert(model, self.cfg)  # Fed-SB's R between B and A
         # Among what the method trains: +local's EVERYTHING fragment must not reach the pretrained weights.
         self.private_names[method_name] = tuple(n for n, p in model.named_parameters()
                                                 if p.requires_grad and any(f in n for f in private))

@@ -48,9 +48,9 @@ def _lora_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, peft.tuners.lora.LoraLayer)]
 
 
-def insert(model: nn.Module) -> nn.Module:
+def insert(model: nn.Module, cfg: object = None) -> nn.Module:
     """Put R = I between B and A of every LoRA layer of ``model`` (in place; the model computes
-    exactly what it did)."""
+    exactly what it did). ``cfg``: the run's config (unused: Fed-SB has no settings)."""
     for layer in _lora_layers(model):
         for adapter, a in list(layer.lora_A.items()):
             if not isinstance(a, LatentA):

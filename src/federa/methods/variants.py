@@ -33,7 +33,7 @@ class Variant:
     # setup broadcast included (each client computes FeDeRA's SVD of the weights it already holds).
     travels: bool = True
     # A module that reshapes the method's adapter (Fed-SB's r×r matrix between B and A): its
-    # ``insert(model)`` runs on every party's model before freezing, and its ``merged(model)``
+    # ``insert(model, cfg)`` runs on every party's model before freezing, and its ``merged(model)``
     # context gives the plain peft model that is saved. None: the method's model as it builds it.
     layers: str | None = None
 
@@ -83,6 +83,11 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     # (B̄ + ΔB)·Ā points along avg(B·A) (strategies/lorafair.py).
     Variant("lorafair", "Bian et al., LoRA-FAIR: Federated LoRA Fine-Tuning with Aggregation and Initialization "
             "Refinement, ICCV 2025", strategy="lorafair"),
+    # RAVAN (Raje et al., NeurIPS 2025): h heads s_i·B_i·H_i·A_i, B_i and A_i frozen, H_i and s_i train
+    # (methods/ravan_layers.py); the server averages s_i·H_i exactly and resets s_i to 1 (strategies/ravan.py).
+    Variant("ravan", "Raje et al., Ravan: Multi-Head Low-Rank Adaptation for Federated Fine-Tuning, NeurIPS 2025",
+            frozen=("lora_A.default.weight", "lora_B.default.weight"), strategy="ravan",
+            layers="federa.methods.ravan_layers"),
     # Reference baselines (strategies/local.py, strategies/centralized.py), any method underneath.
     # local: every client trains alone on its own shard, in the rounds it is sampled, and keeps its model.
     Variant("local", "baseline: each client fine-tunes alone, no aggregation", strategy="local",

@@ -28,6 +28,7 @@ _REGISTRY: dict[str, str | type[Strategy]] = {
     "fedsvd": "federa.strategies.fedsvd:FedSVD",
     "frlora": "federa.strategies.frlora:FRLoRA",
     "lorafair": "federa.strategies.lorafair:LoraFair",
+    "ravan": "federa.strategies.ravan:Ravan",
     "local": "federa.strategies.local:Local",
     "centralized": "federa.strategies.centralized:Centralized",
 }

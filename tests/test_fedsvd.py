@@ -47,7 +47,7 @@ def test_rule_on_hand_made_tensors_matches_the_authors_code():
     assert torch.allclose(again[B_KEY] @ s.current_a(A_KEY), B1 @ a_new, atol=1e-5)
 
 
-def test_under_dp_the_svd_runs_on_the_noised_mean(tiny_cfg):
+def test_under_dp_the_svd_runs_on_the_noised_mean():
     cfg = build_config({}, ["methods=lora+fedsvd", "dp.enabled=true", "dp.noise_multiplier=1.0",
                             "clients_per_round=2", "num_clients=4"])
     stack = method_stack(cfg, "lora+fedsvd")

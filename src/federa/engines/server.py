@@ -14,8 +14,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from importlib import import_module
 from dataclasses import dataclass, field, replace
+from importlib import import_module
 from typing import Any
 
 from safetensors.torch import save_file

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from federa.settings import Section
+from federa.settings import SHAPES, Section
 from federa.strategies.base import Strategy, Updates
 from federa.strategies.fedavg import weighted_average
 from federa.types import State
@@ -27,7 +27,8 @@ H_PART, S_PART = ".lora_H.", ".lora_s."
 class RavanSettings(Section):
     """``ravan:`` the number of heads of RAVAN (…+ravan); lora.r is split evenly among them."""
 
-    heads: int = Field(4, ge=1, description="Heads h; each has rank lora.r / h (lora.r must be a multiple of h).")
+    heads: int = Field(4, ge=1, description="Heads h; each has rank lora.r / h (lora.r must be a multiple of h).",
+                       json_schema_extra=SHAPES)
 
 
 class Ravan(Strategy):

@@ -87,14 +87,17 @@ def _assert_same_run(a: Path, b: Path, method: str) -> None:
 
 @pytest.mark.parametrize("method, strategy", [("lora", "scaffold"), ("lora+fedex", "fedavg"),
                                               ("lora+rolora", "fedavg"), ("federa+ffa", "fedprox"),
-                                              ("lora+flora", "fedavg"), ("federa+flora", "fedavg")])
+                                              ("lora+flora", "fedavg"), ("federa+flora", "fedavg"),
+                                              ("federa+fedsb", "fedavg"), ("lora+fedsvd", "fedavg"),
+                                              ("federa+frlora", "fedavg"), ("lora+lorafair", "fedavg"),
+                                              ("lora+ravan", "fedavg")])
 def test_client_hook_on_flower_equals_inprocess(tiny_cfg, tmp_path, method, strategy):
     """3 rounds, 2 of 4 clients a round (so clients skip rounds and come back to their memory). FLoRA
     runs at heterogeneous ranks: each node restarts its adapter every round under a growing fold."""
     over = (f"methods={method}", f"strategy={strategy}", "rounds=3", "lr.lora=0.01", "lr.federa=0.01",
             *(("lora.client_ranks=2,4",) if "flora" in method else ()))
     cfg = tiny_cfg(*over, "engine=flower")  # accepted: no refusal left for these
-    grid = InProcessGrid(4, fresh=method in ("lora+fedex", "federa+flora"), **{"memory-dir": str(tmp_path / "mem")})
+    grid = InProcessGrid(4, fresh=method in ("lora+fedex", "federa+flora", "lora+fedsvd"), **{"memory-dir": str(tmp_path / "mem")})
     assert _flower(cfg, method, tmp_path / "flower", grid)["status"] == "done"
     assert _inprocess(tiny_cfg(*over), method, tmp_path / "inprocess")["status"] == "done"
     _assert_same_run(tmp_path / "flower", tmp_path / "inprocess", method)
@@ -103,7 +106,7 @@ def test_client_hook_on_flower_equals_inprocess(tiny_cfg, tmp_path, method, stra
         # c went down with every train message after the first round, Δcᵢ came up (bytes in the metrics).
         assert all(wire.PAYLOAD in c.array_records for c in trains)
         assert any(t.abs().sum() > 0 for c in trains[2:] for t in wire.optional_state(c, wire.PAYLOAD).values())
-    if "fedex" in method or "flora" in method:
+    if any(m in method for m in ("fedex", "flora", "fedsvd", "frlora")):
         # Round 1: no fold yet; afterwards the whole cumulative fold, to every sampled client.
         assert [wire.FOLD in c.array_records for c in trains] == [False, False, True, True, True, True]
     if "flora" in method:  # each node got its own rank's factors: 2 for even clients, 4 for odd ones

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,8 @@ class Job:
         when the config asks for it."""
         variant = VARIANTS[v] if (v := split_method(method_name)[1]) is not None else None
         frozen, private = (variant.frozen, variant.private) if variant is not None else ((), ())
+        if variant is not None and variant.layers is not None:
+            model = import_module(variant.layers).insert(model, self.cfg)  # Fed-SB's R between B and A
         # Among what the method trains: +local's EVERYTHING fragment must not reach the pretrained weights.
         self.private_names[method_name] = tuple(n for n, p in model.named_parameters()
                                                 if p.requires_grad and any(f in n for f in private))

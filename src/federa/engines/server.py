@@ -14,7 +14,9 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
+from importlib import import_module
 from typing import Any
 
 from safetensors.torch import save_file
@@ -71,6 +73,7 @@ class ServerRun:
         variant = split_method(method_name)[1]
         private = private_tensors(self.model, job.private_names.get(method_name, ()))
         self.strategy.start_private(private)
+        self._start_frozen()
         # A baseline (+local, +centralized) sends nothing anywhere: its bytes are 0 by definition.
         self.travels = VARIANTS[variant].travels if variant else True
         self.ledger = Ledger(cfg.network, cfg.num_clients, cfg.seed, self.travels)  # bytes, time, trajectory, totals
@@ -146,6 +149,12 @@ class ServerRun:
         # (federa+rolora) may bring its own aggregation rule, an @aggregator its own (federa@fedadam).
         return method_stack(self.job.cfg, self.name)
 
+    def _start_frozen(self) -> None:
+        """Hand the strategy the frozen tensors it moves (FedSVD's A), as every party builds them."""
+        if fragments := self.strategy.reads_frozen:
+            self.strategy.start_frozen({n: p.detach().cpu().clone() for n, p in self.model.named_parameters()
+                                        if not p.requires_grad and any(f in n for f in fragments)})
+
     def _stage_settings(self, stage: int) -> TrainSettings:
         base = self.job.train_settings(self.name)
         return replace(base, lr=self.method.stage_lr(stage, base.lr))
@@ -159,6 +168,7 @@ class ServerRun:
         self.model.to(self.job.device)
         self.strategy = self._new_strategy()
         self.strategy.register_shards(self.shard_sizes)
+        self._start_frozen()
         self.settings = self._stage_settings(stage)
         self.trainable, self.total = count_parameters(self.model)
         self._stage = stage
@@ -285,7 +295,8 @@ class ServerRun:
             new_state = self.strategy.aggregate_round(rnd, self.state, updates)
         else:
             new_state = self.strategy.finish_sum(rnd, self.state, aggregate)
-        strategy_metrics = self.strategy.round_metrics(rnd)
+        new_state = self.strategy.reparametrise(rnd, new_state)  # FedSVD's SVD, after DP's noise
+        strategy_metrics = self.strategy.round_metrics(rnd)  # rejected clients, ε under DP, ...
         if aggregate is not None:
             # The sum hides each update, but counts and metrics still arrive one by one: a forged
             # one stays out of the counters and the train loss.
@@ -371,7 +382,8 @@ class ServerRun:
     def finish(self) -> dict[str, Any]:
         final = self.run_dir.final_model(self.name)
         load_tensors(self.model, self.strategy.client_private(None))
-        self.method.save(self.model, final, self.setup)
+        with self._saveable() as model:
+            self.method.save(model, final, self.setup)
         self_contained_adapter(final, self.model, self.job.model_path, self.job.tokenizer)
         if fold := self.strategy.base_fold():
             # FedEx-LoRA moved frozen weights too: the adapter alone is not the trained model.
@@ -399,6 +411,12 @@ class ServerRun:
             result["samples"] = samples(self.job.test)
         self.run_dir.write_json(self.run_dir.result(self.name), result)
         return result
+
+    def _saveable(self) -> AbstractContextManager[Any]:
+        """The model in the form peft saves: a variant's extra layers (Fed-SB's R) merged into the adapter."""
+        variant = split_method(self.name)[1]
+        layers = VARIANTS[variant].layers if variant else None
+        return import_module(layers).merged(self.model) if layers else nullcontext(self.model)
 
     def fail(self, reason: str) -> dict[str, Any]:
         result = {**self.info(), "status": "failed", "rounds": self.round, "reason": reason}

@@ -30,6 +30,10 @@ class Variant:
     # False for a baseline in which nothing crosses a network: its bytes are 0 by definition,
     # setup broadcast included (each client computes FeDeRA's SVD of the weights it already holds).
     travels: bool = True
+    # A module that reshapes the method's adapter (Fed-SB's r×r matrix between B and A): its
+    # ``insert(model, cfg)`` runs on every party's model before freezing, and its ``merged(model)``
+    # context gives the plain peft model that is saved. None: the method's model as it builds it.
+    layers: str | None = None
 
 
 # The empty fragment is in every name: every tensor the method trains is private to its client.
@@ -58,6 +62,30 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     # client, as in the paper's code (personalization.local_param: lora_B, classifier).
     Variant("fedsa", "Guo et al., Selective Aggregation for Low-Rank Adaptation in Federated Learning, ICLR 2025",
             strategy="fedsa", private=("lora_B", "modules_to_save")),
+    # Fed-SB (Singhal et al., 2025): A and B fixed, an r×r R between them trains and travels
+    # (methods/latent.py); averaging R is exact, so the run's strategy (FedAvg) needs no help.
+    Variant("fedsb", "Singhal et al., Fed-SB: A Silver Bullet for Extreme Communication Efficiency and Performance "
+            "in (Private) Federated LoRA Fine-Tuning, arXiv 2502.15436, 2025",
+            frozen=("lora_A.default.weight", "lora_B.default.weight"), layers="federa.methods.latent",
+            refuses=(("lora", "LoRA's B starts at 0, so B·R·A and R's gradient Bᵀ·G·Aᵀ stay 0 and R never trains; "
+                              "use federa+fedsb, whose A and B come from W's SVD as in Fed-SB's own initialisation"),)),
+    # FedSVD (Lee et al., NeurIPS 2025): B alone trains and travels up (A frozen, as in FFA); after each
+    # round the server SVDs avg(B)·A into a new orthonormal A (sent down) and B (strategies/fedsvd.py).
+    Variant("fedsvd", "Lee et al., FedSVD: Adaptive Orthogonalization for Private Federated Learning with LoRA, "
+            "NeurIPS 2025", frozen=("lora_A",), strategy="fedsvd"),
+    # FRLoRA (Yan et al., ICLR 2025): each round's s·(avg(B)·avg(A) − B0·A0) is folded into the frozen
+    # weights and the adapter restarts from its built factors (strategies/frlora.py).
+    Variant("frlora", "Yan et al., Federated Residual Low-Rank Adaptation of Large Language Models, ICLR 2025",
+            strategy="frlora"),
+    # LoRA-FAIR (Bian et al., ICCV 2025): average A and B, then fit a server-side residual ΔB so that
+    # (B̄ + ΔB)·Ā points along avg(B·A) (strategies/lorafair.py).
+    Variant("lorafair", "Bian et al., LoRA-FAIR: Federated LoRA Fine-Tuning with Aggregation and Initialization "
+            "Refinement, ICCV 2025", strategy="lorafair"),
+    # RAVAN (Raje et al., NeurIPS 2025): h heads s_i·B_i·H_i·A_i, B_i and A_i frozen, H_i and s_i train
+    # (methods/ravan_layers.py); the server averages s_i·H_i exactly and resets s_i to 1 (strategies/ravan.py).
+    Variant("ravan", "Raje et al., Ravan: Multi-Head Low-Rank Adaptation for Federated Fine-Tuning, NeurIPS 2025",
+            frozen=("lora_A.default.weight", "lora_B.default.weight"), strategy="ravan",
+            layers="federa.methods.ravan_layers"),
     # Reference baselines (strategies/local.py, strategies/centralized.py), any method underneath.
     # local: every client trains alone on its own shard, in the rounds it is sampled, and keeps its model.
     Variant("local", "baseline: each client fine-tunes alone, no aggregation", strategy="local",

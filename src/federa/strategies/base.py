@@ -112,6 +112,22 @@ class Strategy(ABC):
         weight to its unfolded value + the fold."""
         return {}
 
+    # -- frozen tensors a strategy moves (FedSVD's A) ---------------------------------------
+
+    # Name fragments of the frozen tensors the strategy must read: the server hands their values to
+    # :meth:`start_frozen` once (FedSVD re-orthonormalises the shared A, so it needs A itself).
+    reads_frozen: ClassVar[tuple[str, ...]] = ()
+
+    def start_frozen(self, frozen: State) -> None:
+        """Told once by the server: the frozen tensors named by :attr:`reads_frozen`, at the values
+        every party builds them with (before any :meth:`base_fold`)."""
+
+    def reparametrise(self, rnd: int, state: State) -> State:
+        """The new global state once every wrapper is done with it (after DP's noise, SecAgg+'s
+        sum): a change of parametrisation that keeps the model (FedSVD refactors B·A by SVD), which
+        as post-processing of the released aggregate costs no privacy. Default: the state as it is."""
+        return state
+
     # -- personalised parts (FedSA-LoRA's B): trained on each client, never sent ----------
 
     def start_private(self, initial: State) -> None:
@@ -245,6 +261,16 @@ class Wrapper(Strategy):
 
     def start_private(self, initial: State) -> None:
         self.inner.start_private(initial)
+
+    @property
+    def reads_frozen(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.inner.reads_frozen
+
+    def start_frozen(self, frozen: State) -> None:
+        self.inner.start_frozen(frozen)
+
+    def reparametrise(self, rnd: int, state: State) -> State:
+        return self.inner.reparametrise(rnd, state)
 
     def client_private(self, client: int | None) -> State:
         return self.inner.client_private(client)

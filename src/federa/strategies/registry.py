@@ -25,6 +25,10 @@ _REGISTRY: dict[str, str | type[Strategy]] = {
     "flexlora": "federa.strategies.flexlora:FlexLoRA",
     "hetlora": "federa.strategies.hetlora:HetLoRA",
     "fedsa": "federa.strategies.fedsa:FedSA",
+    "fedsvd": "federa.strategies.fedsvd:FedSVD",
+    "frlora": "federa.strategies.frlora:FRLoRA",
+    "lorafair": "federa.strategies.lorafair:LoraFair",
+    "ravan": "federa.strategies.ravan:Ravan",
     "local": "federa.strategies.local:Local",
     "centralized": "federa.strategies.centralized:Centralized",
 }

@@ -12,7 +12,7 @@ from federa.errors import ConfigError
 from federa.job import prepare_job
 from federa.methods.base import trainable_state
 from federa.methods.latent import LatentA
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 from federa.strategies.fedavg import weighted_average
 
 

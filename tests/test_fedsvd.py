@@ -10,7 +10,7 @@ from federa.engines.inprocess import run_method
 from federa.errors import ConfigError
 from federa.job import prepare_job
 from federa.methods.base import trainable_state
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 from federa.strategies.fedsvd import FedSVD
 from federa.strategies.per_method import method_stack
 from federa.types import Update

@@ -9,7 +9,7 @@ from federa.config import build_config
 from federa.engines.inprocess import run_method
 from federa.errors import ConfigError
 from federa.job import prepare_job
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 from federa.strategies.frlora import FRLoRA
 from federa.types import Update
 
@@ -48,7 +48,7 @@ def test_refusals():
 def test_end_to_end_folds_the_average_product_and_restarts(tiny_cfg, tmp_path, init):
     from federa.client import local_update
     from federa.engines.server import ServerRun
-    from federa.strategies.lora_math import lora_pairs
+    from federa.methods.lora_math import lora_pairs
 
     method = f"{init}+frlora"
     cfg = tiny_cfg(f"methods={method}", f"lr.{init}=0.05")

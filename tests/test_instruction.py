@@ -268,7 +268,7 @@ def test_flower_engine_runs_instruction_tuning_as_inprocess(tiny_llama_dir, inst
     from local_federation import LocalFederation
 
     from federa.experiment import run_experiment
-    from federa.runlog import RunDir, open_run_dir
+    from federa.results_dir import RunDir, open_run_dir
 
     base = ["methods=federa", "num_clients=2", "clients_per_round=2", "data.generation_examples=4"]
     with LocalFederation(tmp_path / "federation", 2) as fed:

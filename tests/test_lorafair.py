@@ -9,8 +9,8 @@ from federa.config import build_config
 from federa.engines.inprocess import run_method
 from federa.errors import ConfigError
 from federa.job import prepare_job
-from federa.runlog import RunDir
-from federa.strategies.lora_math import aggregation_error
+from federa.results_dir import RunDir
+from federa.methods.lora_math import aggregation_error
 from federa.strategies.lorafair import LoraFair, fit_residual, objective
 from federa.types import Update
 

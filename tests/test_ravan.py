@@ -11,7 +11,7 @@ from federa.engines.inprocess import run_method
 from federa.job import prepare_job
 from federa.methods.base import trainable_state
 from federa.methods.ravan_layers import HeadsA
-from federa.runlog import RunDir
+from federa.results_dir import RunDir
 from federa.strategies.ravan import Ravan
 from federa.types import Update
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from federa.strategies.fedavg import FedAvg
-from federa.strategies.lora_math import A_KEY, B_KEY
+from federa.methods.lora_math import A_KEY, B_KEY
 from federa.types import State
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from federa.strategies.base import Strategy, Updates
 from federa.strategies.fedavg import weighted_average
 from federa.strategies.fedex import FoldsIntoBase
-from federa.strategies.lora_math import lora_pairs, lora_rank, weighted_mean
+from federa.methods.lora_math import lora_pairs, lora_rank, weighted_mean
 from federa.types import State
 
 if TYPE_CHECKING:

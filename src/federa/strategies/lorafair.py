@@ -27,7 +27,7 @@ from pydantic import Field
 from federa.settings import Section
 from federa.strategies.base import Strategy, Updates
 from federa.strategies.fedavg import weighted_average
-from federa.strategies.lora_math import lora_pairs, weighted_mean
+from federa.methods.lora_math import lora_pairs, weighted_mean
 from federa.types import State
 
 if TYPE_CHECKING:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from federa.client import local_update
+from federa.engines.batched import BatchedClients
 from federa.engines.server import ServerRun, check_replies, min_replies
 from federa.engines.workers import ClientPool, worker_threads
 from federa.errors import NonFiniteLossError
@@ -39,6 +40,7 @@ def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = Tru
     pool = ClientPool(job, method_name, server.setup, workers,
                       worker_threads(job.cfg.model.num_threads or torch.get_num_threads(), workers)
                       ) if workers > 1 and server.round < job.cfg.rounds else None
+    batched = BatchedClients(job, method_name, job.cfg.clients_per_round, log) if pool is None else None
     try:
         for rnd in server.remaining_rounds():
             events.round_start(rnd)
@@ -51,8 +53,10 @@ def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = Tru
             if pool is not None:
                 updates, failed = pool.train({cid: server.client_state(rnd, cid) for cid in clients}, clients,
                                              server.strategy.base_fold())
+            elif batched is not None and (replies := batched.train(server, rnd, clients, events)) is not None:
+                updates, failed = replies
             for k, (cid, (settings, rule)) in enumerate(clients.items(), 1):
-                if pool is None:
+                if pool is None and cid not in updates and cid not in failed:
                     events.client_start(k, len(clients), cid)
                     try:
                         updates[cid] = local_update(server.model, server.client_state(rnd, cid), job.shard(cid),

@@ -2,14 +2,46 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
 
 from federa.settings import Section
 
 
 class InprocessSettings(Section):
-    """engine=inprocess: how many processes train a round's sampled clients."""
+    """engine=inprocess: how many processes train a round's sampled clients, and how many at once."""
 
     workers: int = Field(
         1, ge=1, description="Worker processes that train a round's clients side by side; each gets "
                              "model.num_threads // workers torch threads. 1: one after another, in this process.")
+    batch_clients: int | Literal["auto"] = Field(
+        "auto", description="Clients trained together in one forward/backward per step (federa.client_batch): "
+                            "the frozen model once over their stacked batches, each client's own tensors on its "
+                            "own rows. 1: one at a time. auto: all of a round's sampled clients for lora and "
+                            "federa (and their +variants/@aggregators), one at a time for other methods. "
+                            "Same updates as one at a time, to float rounding (CPU).")
+
+    @field_validator("batch_clients", mode="before")
+    @classmethod
+    def _positive_or_auto(cls, v: Any) -> Any:
+        if v == "auto":
+            return v
+        try:
+            k = int(v)
+        except (TypeError, ValueError):
+            k = 0
+        if isinstance(v, bool) or k < 1 or (isinstance(v, float) and v != k):
+            raise ValueError(f"inprocess.batch_clients must be a positive integer or auto, got {v!r}; "
+                             "try inprocess.batch_clients=auto")
+        return k
+
+    def clients_at_once(self, method: str, sampled: int) -> int:
+        """How many of ``sampled`` clients of ``method`` train together (1: one at a time)."""
+        from federa.methods.variants import split_method
+
+        if self.batch_clients == "auto":
+            # Measured (benchmarks/throughput.py): a gain for LoRA factors; for methods whose
+            # tensors sit in every layer (bitfit, ia3, adapters) the per-module vmap costs more.
+            return sampled if split_method(method)[0] in ("lora", "federa") else 1
+        return min(self.batch_clients, sampled)

@@ -134,3 +134,14 @@ def test_fallback_says_why(tiny_cfg, tmp_path):
     run_method(prepare_job(cfg), "fft", RunDir(tmp_path), progress=False, log=lines.append)
     said = [line for line in lines if "one at a time" in line]
     assert len(said) == 1 and "embedding table trains" in said[0], lines
+
+
+def test_auto_batches_lora_and_federa_on_a_gpu_only(tiny_cfg):
+    s = tiny_cfg().inprocess
+    assert s.batch_clients == "auto"
+    assert s.clients_at_once("federa+fedsa@fedprox", 30, "cuda:0") == 10  # capped: the gain flattens past 10
+    assert s.clients_at_once("lora", 3, "cuda") == 3
+    assert s.clients_at_once("lora", 3, "cpu") == 1  # no gain measured on 2 CPU cores
+    assert s.clients_at_once("fft", 3, "cuda") == 1
+    explicit = tiny_cfg("inprocess.batch_clients=4").inprocess
+    assert explicit.clients_at_once("bitfit", 3, "cpu") == 3 and explicit.clients_at_once("lora", 9, "cpu") == 4

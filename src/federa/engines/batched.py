@@ -16,7 +16,7 @@ class BatchedClients:
 
     def __init__(self, job, method_name: str, clients_per_round: int, log: Callable[[str], None]) -> None:
         self.job, self.name, self.log = job, method_name, log
-        self.k = job.cfg.inprocess.clients_at_once(method_name, clients_per_round)
+        self.k = job.cfg.inprocess.clients_at_once(method_name, clients_per_round, str(job.device))
         self._said = False
 
     def train(self, server, rnd: int, clients: Mapping[int, tuple[TrainSettings, LocalRule | None]],

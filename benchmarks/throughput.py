@@ -114,7 +114,8 @@ def bare_round(model, shards, collate, test, args, lr: float, out: Path) -> None
 # -- batched clients against one at a time ------------------------------------------------
 
 BUDGETS = {"claims": (3, 8, 48), "default": (8, 16, 64)}  # local steps, batch size, max_length
-PER_CLIENT = 48  # examples per client: a multiple of both batch sizes, so every batch has one shape (30 fit in BBC News)
+# Examples per client: a multiple of both batch sizes, so every batch has one shape (30 clients fit in BBC News).
+PER_CLIENT = 48
 
 
 def measure_batched(args: argparse.Namespace, method: str) -> list[dict]:
@@ -164,7 +165,8 @@ def measure_batched(args: argparse.Namespace, method: str) -> list[dict]:
                 batched_local_update(model, tasks, job.collate, job.device)
                 bat_s.append(time.perf_counter() - t)
             examples = k * steps * batch_size
-            rows.append({"method": method, "budget": budget, "k": k, "model": Path(str(job.model_path)).name, "threads": torch.get_num_threads(),
+            rows.append({"method": method, "budget": budget, "k": k, "model": Path(str(job.model_path)).name,
+                         "threads": torch.get_num_threads(),
                          "seq_s": median(seq_s), "batched_s": median(bat_s),
                          "seq_ex_s": examples / median(seq_s), "batched_ex_s": examples / median(bat_s),
                          "ratio": median(seq_s) / median(bat_s),
@@ -183,7 +185,8 @@ def print_batched(rows: list[dict]) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['method']} | {r['budget']} | {r['k']} | {r['seq_s']:.2f} | {r['batched_s']:.2f} "
-              f"| {r['seq_ex_s']:.1f} | {r['batched_ex_s']:.1f} | {r['ratio']:.2f}x | {r['state_mib_per_client']:.2f} |")
+              f"| {r['seq_ex_s']:.1f} | {r['batched_ex_s']:.1f} | {r['ratio']:.2f}x "
+              f"| {r['state_mib_per_client']:.2f} |")
     print("\nround s: the K clients' local training only (aggregation and evaluation do not change); "
           "ratios are measured side by side in one process, absolute figures depend on the machine's load")
 

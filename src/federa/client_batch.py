@@ -337,7 +337,8 @@ def batched_local_update(
         if t.client_id in failed:
             continue
         mine = {n: P[n].detach()[i].cpu().clone() for n in names}
-        new_state = fit_ranks({n: mine[n] for n in names if n not in own_names}, {k: x.shape for k, x in t.state.items()})
+        new_state = fit_ranks({n: mine[n] for n in names if n not in own_names},
+                              {k: x.shape for k, x in t.state.items()})
         trained_own = {n: mine[n] for n in own_names}
         extra, memory = t.rule.finish({**new_state, **trained_own}, steps[i]) if t.rule is not None else ({}, {})
         updates[t.client_id] = Update(

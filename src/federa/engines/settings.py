@@ -48,8 +48,9 @@ class InprocessSettings(Section):
             # Measured (benchmarks/throughput.py --batched): LoRA factors gain where Python and kernel
             # launches dominate (1.2-2.4x on a tiny model, the regime of a GPU with small batches) but
             # not reliably where matmuls do (MiniLM on 2 shared CPU cores: 0.7-1.75x, run to run), and
-            # one-at-a-time clients there stay bit-identical to Flower's. From 10 to 30 clients the gain flattens while activations
-            # grow with K. Methods with tensors in every layer (bitfit, ia3, adapters) pay a vmap per layer.
+            # one-at-a-time clients there stay bit-identical to Flower's. From 10 to 30 clients the gain
+            # flattens while activations grow with K. Methods with tensors in every layer (bitfit, ia3,
+            # adapters) pay a vmap per layer.
             lora_like = split_method(method)[0] in ("lora", "federa")
             return min(sampled, AUTO_MAX) if lora_like and str(device).startswith("cuda") else 1
         return min(self.batch_clients, sampled)

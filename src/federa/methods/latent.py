@@ -17,8 +17,8 @@ holding R·A while the model is saved, which is the same update as a standard Lo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 from torch import nn
@@ -59,22 +59,27 @@ def insert(model: nn.Module, cfg: object = None) -> nn.Module:
 
 
 @contextmanager
-def merged(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` with every :class:`LatentA` replaced by a plain Linear holding R·A (a standard
-    LoRA factor, what peft saves and loads), restored on exit."""
-    swapped: list[tuple[nn.Module, str, LatentA]] = []
+def plain_a(model: nn.Module, kind: type[nn.Linear], factor: Callable[[nn.Linear], torch.Tensor]) -> Iterator[nn.Module]:
+    """``model`` with every LoRA A module of class ``kind`` replaced by a plain frozen Linear holding
+    ``factor(module) @ module.weight`` (a standard LoRA factor, what peft saves and loads), restored on exit."""
+    swapped: list[tuple[nn.Module, str, nn.Linear]] = []
     for layer in _lora_layers(model):
-        for adapter, latent in list(layer.lora_A.items()):
-            if isinstance(latent, LatentA):
-                plain = nn.Linear(latent.in_features, latent.out_features, bias=False,
-                                  device=latent.weight.device, dtype=latent.weight.dtype)
+        for adapter, special in list(layer.lora_A.items()):
+            if isinstance(special, kind):
+                plain = nn.Linear(special.in_features, special.out_features, bias=False,
+                                  device=special.weight.device, dtype=special.weight.dtype)
                 with torch.no_grad():
-                    plain.weight.copy_(latent.lora_R.weight @ latent.weight)
+                    plain.weight.copy_(factor(special) @ special.weight)
                 plain.weight.requires_grad_(False)
                 layer.lora_A[adapter] = plain
-                swapped.append((layer, adapter, latent))
+                swapped.append((layer, adapter, special))
     try:
         yield model
     finally:
-        for layer, adapter, latent in swapped:
-            layer.lora_A[adapter] = latent
+        for layer, adapter, special in swapped:
+            layer.lora_A[adapter] = special
+
+
+def merged(model: nn.Module) -> AbstractContextManager[nn.Module]:
+    """``model`` with every :class:`LatentA` holding R·A as a plain LoRA A, restored on exit."""
+    return plain_a(model, LatentA, lambda latent: latent.lora_R.weight)

@@ -15,13 +15,12 @@ model starts at the pretrained one, as in FedLLM-Factory's ``alg/ravan.py`` (ran
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import torch
 from torch import nn
 
-from federa.methods.latent import _lora_layers
+from federa.methods.latent import _lora_layers, plain_a
 
 
 class HeadsA(nn.Linear):
@@ -63,23 +62,7 @@ def insert(model: nn.Module, cfg) -> nn.Module:
     return model
 
 
-@contextmanager
-def merged(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` with every :class:`HeadsA` replaced by a plain Linear holding blocks·A (a standard
-    LoRA factor), restored on exit."""
-    swapped: list[tuple[nn.Module, str, HeadsA]] = []
-    for layer in _lora_layers(model):
-        for adapter, heads in list(layer.lora_A.items()):
-            if isinstance(heads, HeadsA):
-                plain = nn.Linear(heads.in_features, heads.out_features, bias=False,
-                                  device=heads.weight.device, dtype=heads.weight.dtype)
-                with torch.no_grad():
-                    plain.weight.copy_(heads.blocks() @ heads.weight)
-                plain.weight.requires_grad_(False)
-                layer.lora_A[adapter] = plain
-                swapped.append((layer, adapter, heads))
-    try:
-        yield model
-    finally:
-        for layer, adapter, heads in swapped:
-            layer.lora_A[adapter] = heads
+def merged(model: nn.Module) -> AbstractContextManager[nn.Module]:
+    """``model`` with every :class:`HeadsA` holding blocks·A as a plain LoRA A (a standard LoRA
+    factor), restored on exit."""
+    return plain_a(model, HeadsA, lambda heads: heads.blocks())

@@ -23,6 +23,7 @@ Each profile's protocol and the reason for each choice are in ``PROFILES`` (prin
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -79,7 +80,8 @@ PROFILES: dict[str, Profile] = {
              "real profiles, to prove it runs end to end; its numbers mean nothing.",)),
     "cpu": Profile(
         "cpu", ("bbc_news", "rotten_tomatoes"), ("0.5", IID), (3, 5),
-        (*_COMMON, "clients_per_round=10", "local_steps=5", "rounds=8", "eval_every=2", "eval_subset=150",
+        ("num_clients=5", "clients_per_round=5", "local_steps=8", "rounds=6", "batch_size=8", "max_length=32",
+         "data.max_train_examples=1500", f"network.preset={NETWORK}", "eval_every=1", "eval_subset=150",
          "eval_full_last=3", "eval_batch_size=128"),
         per_dataset={"rotten_tomatoes": ("data.test_size=0.1", "data.max_test_examples=800")},
         threads=1, jobs=2, costs="cpu", limit_s=2 * 3600,
@@ -87,51 +89,59 @@ PROFILES: dict[str, Profile] = {
             "alphas 0.5 and IID only: at alpha=0.1 no method learned on BBC News at any budget tried so far "
             "(claims-steps10: FFT +0.17 [−0.11, +0.45] over its start), so its verdicts are undecidable and its "
             "cells would spend a third of the budget on nothing; claim 4 compares alpha=0.5 with IID.",
-            "full participation (10 of 10 clients every round), as in the PEFT-in-FL papers with ≤ 10 clients: "
+            "full participation of 5 clients (5 of 5 every round), as in the PEFT-in-FL papers with ≤ 10 clients: "
             "with 3 of 10 sampled, the final model is whichever label-skewed trio came last (FFT at alpha=0.1: "
-            "0.489 ± 0.464 over 3 seeds); averaging all ten removes that draw from the seed-to-seed noise.",
-            "5 local steps × 8 rounds = 40 optimiser steps per client (400 per method per seed, vs 300 in "
-            "claims-steps10, where every method learned at alpha=0.5 and IID with 30 steps per sampled client).",
+            "0.489 ± 0.464 over 3 seeds); averaging every client removes that draw from the seed-to-seed noise. "
+            "Five clients, not ten: a round's progress is one client's local steps (the average of parallel "
+            "updates), so ten clients would double the compute for the same 48 sequential steps.",
+            "8 local steps × 6 rounds = 48 optimiser steps per client, 240 per method per seed, every evaluation "
+            "at batch 8 × 32 tokens (a BBC article's title and first sentence; a Rotten Tomatoes review's "
+            "opening): the budget that fits two seed sets of both datasets on 2 cores of this project's AMD EPYC "
+            "machine (1.6× slower than the machine of the earlier runs).",
             "seeds: a sequential plan of 3 then 5 seeds per alpha (97.5% intervals, Bonferroni over 2 looks): "
             "at the SD measured in claims-steps10 for FeDeRA − LoRA at alpha=0.5 (0.0186), an observed gap of "
             "+0.034 closes at n=5 under the corrected interval; gaps near zero need the equivalence band and "
             "more seeds, which each open comparison's sample-size line states.",
-            "evaluation: a fixed stratified subset of 150 test rows at rounds 0 and 2, the whole split at the "
-            "last three evaluations (rounds 4, 6, 8: the final-3 score the verdicts read).",
-            "two datasets as two one-thread processes: both idle cores stay busy, and no run waits on a second "
-            "thread (the earlier design priced a second thread at 1.8×, short of 2×; assumed, not measured here).",
+            "evaluation every round: a fixed stratified subset of 150 test rows at rounds 0–3, the whole split at "
+            "the last three (rounds 4, 5, 6: the final-3 score the verdicts read).",
+            "two datasets (or two seed sets) as two one-thread processes: both idle cores stay busy, and no run "
+            "waits on a second thread.",
         )),
     "gpu": Profile(
         "gpu", DATASETS, ("0.5", IID), (3, 4),
-        ("num_clients=10", "clients_per_round=10", "local_steps=2", "batch_size=32", "max_length=48", "rounds=6",
-         "eval_every=2", "eval_subset=256", "eval_full_last=3", "eval_batch_size=512",
-         "data.max_train_examples=1500", f"network.preset={NETWORK}"),
-        per_dataset={"rotten_tomatoes": ("data.test_size=0.1",)},
+        ("num_clients=5", "clients_per_round=5", "local_steps=8", "rounds=6", "batch_size=8", "max_length=32",
+         "data.max_train_examples=1500", f"network.preset={NETWORK}", "eval_every=1", "eval_subset=150",
+         "eval_full_last=3", "eval_batch_size=512", "inprocess.batch_clients=auto"),
+        per_dataset={"rotten_tomatoes": ("data.test_size=0.1", "data.max_test_examples=800")},
         threads=4, jobs=4, costs="gpu", limit_s=600,
         why=(
+            "the CPU profile's protocol unchanged (5 clients, full participation, 8 local steps × 6 rounds, "
+            "batch 8 × 32 tokens, alphas 0.5 and IID): the GPU is another random stream "
+            "for the same design, so the two devices' lr choices and verdicts can be set side by side.",
             "all four datasets as four processes of 4 threads each on one card (16 cores): a small model "
             "leaves a large GPU mostly idle, each process being bound by Python and kernel launches.",
-            "batch 32 × 2 local steps × 6 rounds (384 examples per client, vs 8 × 5 × 8 = 320 on the CPU): on a GPU "
-            "a step of this model costs about the same at batch 8 or 32, so the budget buys examples, not steps; "
-            "6 rounds (not 8) is what fits 10 minutes at the estimated cost; evaluation batch 512.",
-            "otherwise the CPU profile's protocol (full participation, alphas 0.5 and IID), so the two devices' "
-            "verdicts can be set side by side; looks 3 then 4 seeds (not 5): the fifth seed would not fit.",
+            "the 5 clients of a round train as one batched pass for lora and federa (inprocess.batch_clients="
+            "auto batches on CUDA; docs/batched_clients.md); FFT trains one client at a time.",
+            "looks 3 then 4 seeds (not 5): at the estimated cost a fifth seed of STS-B (1,379 test rows) would not "
+            "fit 10 minutes. The per-step costs are the H100's, not measured on an H200 (see COSTS).",
         )),
 }
 
 # Cost model of --plan: seconds per optimiser step of one method (batch × max_length as the profile) and
 # per evaluated row, one process.
-# - cpu: calibrated on the last committed CPU run (docs/results/claims-steps10: 83 min of runs at 1
-#   thread, 4,050 step-triples fft+lora+federa and ~88k evaluated rows): fft 0.38 s, lora/federa 0.25 s
-#   per 8×48 step and 0.012 s per evaluated row reproduce its 83 min within 8% (4,620 s vs 4,980 s).
-#   benchmarks/claims_costs.py measured on this shared machine (5× oversubscribed, CPU seconds): fft 1.07, lora 0.53 s per step,
-#   0.025–0.028 s per row: 2.2–2.8× the idle figures, the neighbours' cache and memory traffic.
+# - cpu: the claims-steps10 calibration (docs/results/claims-steps10, an earlier 2-core machine, 8×48 tokens:
+#   fft 0.38 s, lora/federa 0.25 s per step, 0.012 s per evaluated row, which reproduced its 83 min within 8%)
+#   scaled by 32/48 for the profile's 32 tokens (×0.7) and by 1.6 for this project's AMD EPYC machine (the
+#   default run's FFT-to-target wall, 125.1 s vs 83.0 s, is 1.5×; the golden-test machine comparison 1.6×).
+#   benchmarks/claims_costs.py measures the figures on a machine (CPU seconds, one thread).
 # - gpu: from the H100 run (docs/results/claims/h100_run.log: ~5 min of runs per dataset for 3,645 steps and
 #   ~60k evaluated rows with four processes sharing the card): ~0.06 s per step whatever the method (launch-
-#   bound at this size) and ~0.0015 s per row; an H200 is assumed no slower. Not measured on an H200.
+#   bound at this size) and ~0.0015 s per row; lora/federa at a third of that per client-step, their 5 clients
+#   batched into one pass (an assumption: batched throughput has not been measured on a GPU). An H200 is
+#   assumed no slower. Not measured on an H200.
 COSTS = {
-    "cpu": {"step_s": {"fft": 0.38, "lora": 0.25, "federa": 0.25}, "eval_s_per_row": 0.012, "start_s": 30.0},
-    "gpu": {"step_s": {"fft": 0.06, "lora": 0.06, "federa": 0.06}, "eval_s_per_row": 0.0015, "start_s": 60.0},
+    "cpu": {"step_s": {"fft": 0.43, "lora": 0.28, "federa": 0.28}, "eval_s_per_row": 0.0134, "start_s": 30.0},
+    "gpu": {"step_s": {"fft": 0.06, "lora": 0.02, "federa": 0.02}, "eval_s_per_row": 0.0015, "start_s": 60.0},
 }
 
 
@@ -232,6 +242,21 @@ def _pages_for(name: str, out: Path, pages: Path, outcome: Mapping[str, Any], bu
         text += ["## Learning-rate grid runs (`lr_grid.csv`)", "", "```", lr.strip(), "```", ""]
     text += ["## Plots", "", "Curves: the mean over seeds, each seed a thin line beneath it.", "", imgs, ""]
     (pages / f"{name}.md").write_text("\n".join(text), encoding="utf-8")
+
+
+def verdicts_record(outcome: Mapping[str, Any], run_s: float) -> dict[str, Any]:
+    """What a seed set decided on one dataset, as plain data (``verdicts.json``): each claim's verdict and
+    every comparison's interval, so a second seed set's pages can be set beside it (claims_agree.py)."""
+    def comp(c: Any) -> dict[str, Any]:
+        iv = c.verdict.interval
+        return {"alpha": c.alpha, "what": c.what, "decided": c.decided, "outcome": c.verdict.outcome,
+                "n": iv.n if iv else 0, "mean": iv.mean if iv else None, "lo": iv.lo if iv else None,
+                "hi": iv.hi if iv else None}
+
+    return {"claims": [{"title": c.title, "verdict": c.verdict, "comparisons": [comp(x) for x in c.comparisons]}
+                       for c in outcome["claims"]],
+            "learned": {a: {m: v.verdict for m, v in per.items()} for a, per in outcome["learned"].items()},
+            "run_s": run_s, "decided": list(decided_count(outcome["claims"]))}
 
 
 def measured_s(out: Path) -> float:
@@ -447,6 +472,10 @@ def main(argv: list[str] | None = None) -> int:
     overview = overview_markdown(verdicts, profile, seeds, wall, run_s, machines(out_root, run_s), learnt, decided,
                                  seeds_used)
     (pages / "overview.md").write_text(overview, encoding="utf-8")
+    record = {"profile": profile.name, "seeds": list(seeds), "looks": list(profile.looks),
+              "budget": list(profile.budget),
+              "datasets": {n: verdicts_record(o, run_s[n]) for n, (o, _) in outcomes.items()}}
+    (pages / "verdicts.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     print(f"\n== FeDeRA claims benchmark{' (QUICK: numbers meaningless)' if quick else ''} ==")
     print(overview)
     print(f"wall time of this invocation: {wall:.0f} s; results: {out_root}; pages: {pages}")

@@ -17,13 +17,15 @@ spec.loader.exec_module(claims)
 
 def test_estimate_prices_steps_grid_and_evaluation_by_hand():
     cpu = claims.PROFILES["cpu"]
+    step = sum(claims.COSTS["cpu"]["step_s"].values())  # one optimiser step of each of fft, lora, federa
+    row = claims.COSTS["cpu"]["eval_s_per_row"]
     e = claims.estimate(cpu, "bbc_news", 5)
-    # One cell: 8 rounds × 10 clients × 5 steps × (0.38 + 0.25 + 0.25) s = 352 s of training, plus evaluation
-    # at rounds 0, 2 (150-row subset) and 4, 6, 8 (445 rows): (2·150 + 3·445) × 3 methods × 0.012 s = 58.9 s.
-    assert e["cell_s"] == pytest.approx(352 + 1635 * 3 * 0.012)
-    # The grid per alpha: 3 multipliers × 2 seeds × (4 rounds × 50 steps × 0.88 s + (300 val rows at the end
-    # + 8 rows at round 0) × 3 methods × 0.012 s).
-    assert e["grid"] == pytest.approx(2 * 3 * 2 * (176 + 308 * 3 * 0.012))
+    # One cell: 6 rounds × 5 clients × 8 steps of training, plus evaluation every round: rounds 0–3 on the
+    # 150-row subset, rounds 4–6 on all 445 rows, for 3 methods.
+    assert e["cell_s"] == pytest.approx(6 * 5 * 8 * step + (4 * 150 + 3 * 445) * 3 * row)
+    # The grid per alpha: 3 multipliers × 2 seeds × (3 rounds × 40 steps + (300 val rows at the end + 8 rows
+    # at round 0) × 3 methods).
+    assert e["grid"] == pytest.approx(2 * 3 * 2 * (3 * 40 * step + 308 * 3 * row))
     assert e["total"] == pytest.approx(2 * (5 * e["cell_s"]) + e["grid"] + 30.0)
 
 
@@ -40,3 +42,19 @@ def test_plan_flags_a_plan_that_does_not_fit(capsys):
     assert claims.main(["--profile", "gpu", "--plan", "--looks", "3,8", "--seeds", "0,1,2,3,4,5,6,7"]) == 0
     assert "does NOT fit the profile's 10 min" in capsys.readouterr().out
     assert claims.main(["--profile", "cpu", "--plan", "--seeds", "0,1"]) == 2  # fewer seeds than the last look
+
+
+def test_verdicts_record_is_plain_json_with_each_comparison():
+    import json
+
+    from federa.compare.claims import Claim, Comparison
+    from federa.compare.stats import paired_verdict
+
+    v = paired_verdict([0.03, 0.02, 0.04], ">", 0.0)
+    claim = Claim("FeDeRA beats LoRA", v.verdict, ["..."], [Comparison("iid", "federa − lora", v, v.verdict)])
+    rec = claims.verdicts_record({"claims": [claim], "learned": {"iid": {"federa": v}}}, run_s=120.0)
+    back = json.loads(json.dumps(rec))
+    comp = back["claims"][0]["comparisons"][0]
+    assert back["claims"][0]["verdict"] == "supported" and comp["decided"] == "supported"
+    assert comp["n"] == 3 and comp["mean"] == pytest.approx(0.03) and comp["lo"] > 0
+    assert back["learned"] == {"iid": {"federa": "supported"}} and back["decided"] == [1, 1]

@@ -96,8 +96,8 @@ PROFILES: dict[str, Profile] = {
             "updates), so ten clients would double the compute for the same 48 sequential steps.",
             "8 local steps × 6 rounds = 48 optimiser steps per client, 240 per method per seed, every evaluation "
             "at batch 8 × 32 tokens (a BBC article's title and first sentence; a Rotten Tomatoes review's "
-            "opening): the budget that fits two seed sets of both datasets on 2 cores of this project's AMD EPYC "
-            "machine (1.6× slower than the machine of the earlier runs).",
+            "opening): the budget at which one seed set of both datasets fits 2 hours on 2 idle cores of this "
+            "project's AMD EPYC machine (1.6× slower than the machine of the earlier runs).",
             "seeds: a sequential plan of 3 then 5 seeds per alpha (97.5% intervals, Bonferroni over 2 looks): "
             "at the SD measured in claims-steps10 for FeDeRA − LoRA at alpha=0.5 (0.0186), an observed gap of "
             "+0.034 closes at n=5 under the corrected interval; gaps near zero need the equivalence band and "

@@ -51,13 +51,13 @@ def test_under_dp_the_svd_runs_on_the_noised_mean():
     cfg = build_config({}, ["methods=lora+fedsvd", "dp.enabled=true", "dp.noise_multiplier=1.0",
                             "clients_per_round=2", "num_clients=4"])
     stack = method_stack(cfg, "lora+fedsvd")
-    stack.start_frozen({A_KEY: A0})
+    stack.frozen.start_frozen({A_KEY: A0})
     g = {B_KEY: torch.zeros(4, 2)}
     updates = {0: Update({B_KEY: 0.1 * B1}, 3), 1: Update({B_KEY: 0.1 * B2}, 1)}
     noised = stack.aggregate_round(1, g, updates)[B_KEY]
     clean = (0.1 * B1 + 0.1 * B2) / 2  # DP-FedAvg: weight 1 each, deltas under the clip norm
     assert not torch.allclose(noised, clean, atol=1e-3)
-    new = stack.reparametrise(1, {B_KEY: noised})
+    new = stack.frozen.reparametrise(1, {B_KEY: noised})
     a_new = stack.layers()[-1].current_a(A_KEY)
     assert torch.allclose(new[B_KEY] @ a_new, noised @ A0, atol=1e-5)  # post-processing of what DP released
     with pytest.raises(ConfigError, match="server_opt"):

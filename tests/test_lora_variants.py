@@ -125,7 +125,7 @@ def test_fedex_makes_the_global_model_the_average_of_the_clients(tiny_cfg, tmp_p
     naive = w0 + s * server.state[b_key].double() @ server.state[a_key].double()
     assert (naive - expected).abs().max() > 10 * (after - expected).abs().max()  # the fold mattered
     assert record["lora_agg_error"] > 0  # what the fold repaired
-    fold_bytes = sum(t.numel() * 4 for t in server.strategy.base_fold().values())
+    fold_bytes = sum(t.numel() * 4 for t in server.strategy.frozen.base_fold().values())
     assert fold_bytes > 0
     # Resume: a fresh server rebuilds the model with the checkpointed fold applied.
     again = ServerRun(job, "federa+fedex", RunDir(tmp_path), log=lambda *_: None)
@@ -152,7 +152,7 @@ def test_fedex_final_model_carries_its_fold(tiny_cfg, tmp_path):
     assert run_method(job, "lora+fedex", rd, progress=False, log=lambda *_: None)["status"] == "done"
     fold = load_file(str(rd.final_model("lora+fedex") / "base_fold.safetensors"))
     server = ServerRun(job, "lora+fedex", rd, log=lambda *_: None)
-    assert fold.keys() == server.strategy.base_fold().keys() and all(t.abs().sum() > 0 for t in fold.values())
+    assert fold.keys() == server.strategy.frozen.base_fold().keys() and all(t.abs().sum() > 0 for t in fold.values())
     # The function base_fold.json names exists and rebuilds the trained frozen weights on a fresh model.
     import importlib
     import json

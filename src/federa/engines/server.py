@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from importlib import import_module
@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 
 from federa.accounting import Downlink, Ledger, RoundReplies, Totals
 from federa.checkpoint import load_checkpoint, save_checkpoint
-from federa.engines.transport import ClientTask, Transport, min_replies
+from federa.engines.transport import ClientTask, ScoreTask, Transport, min_replies
 from federa.errors import NonFiniteLossError
 from federa.events import Events
 from federa.export import self_contained_adapter
@@ -72,17 +72,16 @@ class ServerRun:
         # the strategy holds every simulated client's copy, starting from these values.
         variant = split_method(method_name)[1]
         private = private_tensors(self.model, job.private_names.get(method_name, ()))
-        self.strategy.start_private(private)
+        self.strategy.personal.start_private(private)
         self._start_frozen()
         # A baseline (+local, +centralized) sends nothing anywhere: its bytes are 0 by definition.
         self.travels = VARIANTS[variant].travels if variant else True
         self.ledger = Ledger(cfg.network, cfg.num_clients, cfg.seed, self.travels)  # bytes, time, trajectory, totals
         self.private_names = sorted(private)
         self.trainable += sum(t.numel() for t in private.values())
-        # Set by an engine whose clients keep their private tensors where the server cannot read them
-        # (Flower): (clients to score, those also on the test set) → each client's scores of its
-        # personalised model, computed on its node. None: the strategy holds every client's copy.
-        self.node_scores: Callable[[Sequence[int], set[int]], dict[int, dict[str, float]]] | None = None
+        # The transport :meth:`run` drives; when its clients keep their private tensors where the server
+        # cannot read them (Flower's nodes), the clients score their personalised models themselves.
+        self.transport: Transport | None = None
         self._folded: State = {}  # the unfolded frozen weights under the strategy's base fold (FedEx-LoRA)
         # Names this run (and its resumes) to the Flower nodes that keep a client's memory on disk.
         self.run_token = uuid.uuid4().hex
@@ -110,8 +109,8 @@ class ServerRun:
         self.state = payload["state"]
         load_trainable_state(self.model, self.state)
         self.strategy.load_state_dict(payload["strategy"])
-        self._folded = apply_base_fold(self.model, self.strategy.base_fold(), self._folded)
-        load_tensors(self.model, self.strategy.client_private(None))
+        self._folded = apply_base_fold(self.model, self.strategy.frozen.base_fold(), self._folded)
+        load_tensors(self.model, self.strategy.personal.client_private(None))
         self.ledger.totals = Totals.from_dict(payload["totals"])
         self.last_metrics = payload["last_metrics"]
         self.ledger.trajectory.load_state_dict(payload.get("trajectory", {}))
@@ -151,9 +150,9 @@ class ServerRun:
 
     def _start_frozen(self) -> None:
         """Hand the strategy the frozen tensors it moves (FedSVD's A), as every party builds them."""
-        if fragments := self.strategy.reads_frozen:
-            self.strategy.start_frozen({n: p.detach().cpu().clone() for n, p in self.model.named_parameters()
-                                        if not p.requires_grad and any(f in n for f in fragments)})
+        if fragments := self.strategy.frozen.reads_frozen:
+            self.strategy.frozen.start_frozen({n: p.detach().cpu().clone() for n, p in self.model.named_parameters()
+                                               if not p.requires_grad and any(f in n for f in fragments)})
 
     def _stage_settings(self, stage: int) -> TrainSettings:
         base = self.job.train_settings(self.name)
@@ -183,6 +182,7 @@ class ServerRun:
         fails here; any other :class:`~federa.errors.FederaError` (a federation that went away)
         reaches the caller, with every finished round checkpointed."""
         events = events if events is not None else Events()
+        self.transport = transport
         need = min_replies(self.job.cfg)
         shards = dict(self.shard_sizes)
         result = None
@@ -202,7 +202,7 @@ class ServerRun:
                     # checkpoints it; a Flower node keeps its own.
                     for cid in tasks:
                         if cid in replies.updates:
-                            self.strategy.keep_client_memory(cid, replies.updates[cid].memory)
+                            self.strategy.client_hook.keep_client_memory(cid, replies.updates[cid].memory)
                 transport.check(rnd, tasks, replies, need, self.log, self.name)
                 record = self.complete_round(rnd, replies.updates, started, aggregate=replies.aggregate)
                 transport.round_done(rnd, tasks, replies, record)
@@ -219,20 +219,28 @@ class ServerRun:
     def plan(self, rnd: int, with_rules: bool = True) -> dict[int, ClientTask]:
         """The round's sampled clients (client-id order), each with what it receives. ``with_rules``:
         build each client's strategy rule here, with the memory the strategy keeps for it."""
-        fold = self.strategy.base_fold()
+        fold = self.strategy.frozen.base_fold()
         tasks = {}
         for cid, settings in self.configure(rnd).items():
             payload = self.payload(rnd, cid)
-            rule = self.strategy.client_rule
+            rule = self.strategy.client_hook.client_rule
             if rule is not None and with_rules:
-                rule = rule(self.state, payload, self.strategy.client_memory(cid), settings)
+                rule = rule(self.state, payload, self.strategy.client_hook.client_memory(cid), settings)
             tasks[cid] = ClientTask(settings=settings, state=self.client_state(rnd, cid), payload=payload, fold=fold,
                                     setup=self.setup, rule=rule if with_rules else None)
         return tasks
 
-    def base_fold(self) -> State:
-        """The strategy's fold of the frozen weights (FedEx-LoRA), which every party holds."""
-        return self.strategy.base_fold()
+    def score_tasks(self, clients: Iterable[int], test: set[int]) -> dict[int, ScoreTask]:
+        """What each of ``clients`` is sent to score its personalised model on its own side (after the
+        last finished round); ``test``: the clients that score the test set too."""
+        fold = self.strategy.frozen.base_fold()
+        return {c: ScoreTask(state=self.client_state(self.round, c), fold=fold, setup=self.setup, test=c in test)
+                for c in clients}
+
+    def private_on_clients(self) -> bool:
+        """Whether each client keeps its private tensors (FedSA-LoRA's B) where the server cannot read
+        them (a Flower node): then the clients score their personalised models and keep their copies."""
+        return self.transport is not None and self.transport.keeps_client_memory
 
     # -- one round -----------------------------------------------------------------------
 
@@ -244,16 +252,16 @@ class ServerRun:
 
     def payload(self, rnd: int, client: int) -> State:
         """What the strategy sends ``client`` beside the global state this round (often nothing)."""
-        return self.strategy.client_payload(rnd, client, self.state)
+        return self.strategy.client_hook.client_payload(rnd, client, self.state)
 
     def client_state(self, rnd: int, client: int) -> State:
         """The trainable state ``client`` starts from (the global one, or its rank's factors)."""
-        return self.strategy.client_state(rnd, client, self.state)
+        return self.strategy.client_hook.client_state(rnd, client, self.state)
 
     def down_bytes(self, rnd: int, client: int) -> int:
         """Bytes sent to ``client`` beside the state: its payload and the base fold (FedEx-LoRA's
         folded residual, which every client needs in full to hold the server's frozen weights)."""
-        return state_bytes(self.payload(rnd, client)) + state_bytes(self.strategy.base_fold())
+        return state_bytes(self.payload(rnd, client)) + state_bytes(self.strategy.frozen.base_fold())
 
     def complete_round(self, rnd: int, updates: Mapping[int, Update], started: float,
                        aggregate: State | None = None) -> dict[str, Any]:
@@ -268,7 +276,8 @@ class ServerRun:
         new_state, strategy_metrics = self._aggregate(rnd, updates, aggregate)  # validation is the stack's first layer
         replies = self._judged(rnd, updates, strategy_metrics, aggregate)
         load_trainable_state(self.model, new_state)
-        self._folded = apply_base_fold(self.model, self.strategy.base_fold(), self._folded)  # FedEx; else nothing
+        # FedEx-LoRA's fold onto the server's frozen weights; else nothing.
+        self._folded = apply_base_fold(self.model, self.strategy.frozen.base_fold(), self._folded)
         t_eval = time.perf_counter()
         figures = self.ledger.account(rnd, replies, sent, self.state, new_state, strategy_metrics,
                                       {"round_s": t_eval - started, "aggregate_s": t_eval - t_agg})
@@ -295,7 +304,7 @@ class ServerRun:
             new_state = self.strategy.aggregate_round(rnd, self.state, updates)
         else:
             new_state = self.strategy.finish_sum(rnd, self.state, aggregate)
-        new_state = self.strategy.reparametrise(rnd, new_state)  # FedSVD's SVD, after DP's noise
+        new_state = self.strategy.frozen.reparametrise(rnd, new_state)  # FedSVD's SVD, after DP's noise
         strategy_metrics = self.strategy.round_metrics(rnd)  # rejected clients, ε under DP, ...
         if aggregate is not None:
             # The sum hides each update, but counts and metrics still arrive one by one: a forged
@@ -329,31 +338,32 @@ class ServerRun:
 
     def _evaluate(self) -> dict[str, Any]:
         job = self.job
-        if self.node_scores is not None and self.private_names and self.ledger.totals.contacted:
+        if self.private_on_clients() and self.private_names and self.ledger.totals.contacted:
             # FedSA-LoRA on Flower: the clients' B live on their nodes, which score the personalised
             # models themselves (before any client trained, every B is the start value the server
             # holds too, and the server evaluates as in-process).
             trained = sorted(self.ledger.totals.contacted)
             held_out = any(len(v) for v in job.val_parts)
-            replies = self.node_scores(range(job.cfg.num_clients) if held_out else trained, set(trained))
+            tasks = self.score_tasks(range(job.cfg.num_clients) if held_out else trained, set(trained))
+            replies = self.transport.personal_scores(self.round, tasks)
             self.last_metrics = node_metrics(replies, trained, job.cfg.num_clients, job.main_metric, held_out)
             return self.last_metrics
         scored = []
         test = eval_rows(job, self.round)  # the whole split, or eval_subset's fixed rows (federa.eval_split)
         # The global model (FedSA: global A with the clients' mean B), or with no global model (+local)
         # each client's own, averaged over clients.
-        for private, clients in self.strategy.test_privates():
+        for private, clients in self.strategy.personal.test_privates():
             load_tensors(self.model, private)
             scored.append((job.task.evaluate(self.model, test, job.collate, job.label_names,
                                              job.cfg.eval_batch_size, job.device, job.cfg.model.precision), clients))
-        load_tensors(self.model, self.strategy.client_private(None))  # what is checkpointed and saved
+        load_tensors(self.model, self.strategy.personal.client_private(None))  # what is checkpointed and saved
         metrics = mean_metrics(scored)
         # "score" is the task's main metric under one name, for targets, claims, plots and reports;
         # with held-out client splits, each client's score too (its own model where it has one).
         if job.cfg.eval_subset is not None:
             metrics["eval_rows"] = len(test)
         self.last_metrics = {"score": metrics[job.main_metric], **metrics,
-                             **evaluate_clients(job, self.model, self.strategy.client_private)}
+                             **evaluate_clients(job, self.model, self.strategy.personal.client_private)}
         return self.last_metrics
 
     def _log_round(self, rnd: int, metrics: dict[str, float], round_stats: dict[str, Any]) -> dict[str, Any]:
@@ -381,11 +391,11 @@ class ServerRun:
 
     def finish(self) -> dict[str, Any]:
         final = self.run_dir.final_model(self.name)
-        load_tensors(self.model, self.strategy.client_private(None))
+        load_tensors(self.model, self.strategy.personal.client_private(None))
         with self._saveable() as model:
             self.method.save(model, final, self.setup)
         self_contained_adapter(final, self.model, self.job.model_path, self.job.tokenizer)
-        if fold := self.strategy.base_fold():
+        if fold := self.strategy.frozen.base_fold():
             # FedEx-LoRA moved frozen weights too: the adapter alone is not the trained model.
             save_file({k: v.contiguous() for k, v in fold.items()}, str(final / "base_fold.safetensors"))
             (final / "base_fold.json").write_text(json.dumps({
@@ -394,7 +404,7 @@ class ServerRun:
                        "federa.strategies.fedex.apply_base_fold(model, fold, {}) does it"}, indent=2))
         # Cloned: clients never sampled share the initial tensors, which safetensors refuses to save twice.
         personal = {f"client{c}/{k}": v.clone() for c in range(self.job.cfg.num_clients)
-                    for k, v in self.strategy.client_private(c).items()} if self.node_scores is None else {}
+                    for k, v in self.strategy.personal.client_private(c).items()} if not self.private_on_clients() else {}
         if personal:  # FedSA-LoRA: each client's own B and head, for its personalised model
             save_file(personal, str(final / "client_private.safetensors"))
         elif self.private_names:

@@ -35,6 +35,17 @@ class ClientTask:
     rule: LocalRule | None = None
 
 
+@dataclass(frozen=True)
+class ScoreTask:
+    """What one client receives to score its personalised model where its private tensors live (its
+    node): the global model as it would start a round, which the client completes with its own."""
+
+    state: State  # the trainable state it would start from (the global one, or its rank's factors)
+    fold: State  # the strategy's base fold, which the client holds on its frozen weights
+    setup: State  # the method's broadcast setup, for a client that does not hold it yet
+    test: bool  # also score the test set (a client that has trained), not only its own held-out split
+
+
 @dataclass
 class Replies:
     """A round's replies: client id → update, in client-id order; client id → why it failed."""
@@ -51,7 +62,8 @@ class Transport:
     clients live in this process."""
 
     # True when each client keeps its own memory between its rounds (a Flower node keeps SCAFFOLD's
-    # cᵢ); False: the strategy keeps every simulated client's memory and checkpoints it.
+    # cᵢ, FedSA-LoRA's B): then the server cannot build a client's personalised model and asks
+    # :meth:`personal_scores`. False: the strategy keeps every simulated client's memory and checkpoints it.
     keeps_client_memory: bool = False
 
     def start_round(self, rnd: int) -> set[int]:
@@ -70,6 +82,12 @@ class Transport:
     def round_done(self, rnd: int, tasks: Mapping[int, ClientTask], replies: Replies,
                    record: Mapping[str, Any]) -> None:
         """After the round was aggregated, evaluated and checkpointed."""
+
+    def personal_scores(self, rnd: int, tasks: Mapping[int, ScoreTask]) -> dict[int, dict[str, float]]:
+        """Each client's scores of its personalised model, for a transport whose clients keep their
+        private tensors (:attr:`keeps_client_memory`): ``val.<metric>`` for every client in ``tasks``,
+        ``test.<metric>`` too where its task says ``test``. A client that does not answer is left out."""
+        raise NotImplementedError(f"{type(self).__name__} keeps client memory but cannot score personalised models")
 
     def close(self) -> None:
         """Release what the transport holds (worker processes)."""

@@ -3,7 +3,9 @@
 A strategy decides which clients train and with what settings, and turns their replies into
 the next global state. It knows nothing about processes or transport, so the in-process and
 the Flower engine drive the same object. Any state it keeps across rounds goes through
-``state_dict``/``load_state_dict`` so that checkpoints capture it.
+``state_dict``/``load_state_dict`` so that checkpoints capture it. A plain strategy writes
+:meth:`Strategy.aggregate` alone; what some do besides (a client hook, personalised tensors,
+frozen weights they move) are capabilities with defaults (:mod:`federa.strategies.capabilities`).
 
 A :class:`Wrapper` is a strategy around another one (Flower's DP-wrapper pattern): it may
 change the replies before the inner strategy sees them (validation, clipping) and the result
@@ -18,7 +20,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from federa.types import LocalRule, State, TrainSettings, Update
+from federa.strategies.capabilities import (
+    NO_CLIENT_HOOK, NO_FROZEN_WEIGHTS, NOT_PERSONALISED, ClientHook, FrozenWeights, Personalised,
+)
+from federa.types import State, TrainSettings, Update
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,19 +45,21 @@ def derive_seed(*parts: int) -> int:
 
 
 class Strategy(ABC):
+    """The server core: which clients train with what settings (:meth:`configure_round`) and the
+    next global state from their replies (:meth:`aggregate`, the one method a strategy must write).
+
+    What a strategy may do beyond that is grouped in three capabilities
+    (:mod:`federa.strategies.capabilities`), reached as :attr:`client_hook`, :attr:`personal` and
+    :attr:`frozen`: the strategy itself when it subclasses the capability's class, else a default
+    that does nothing.
+    """
+
     name: ClassVar[str] = ""
     # Its config section (``cfg.<name>``), or None when it has no settings of its own.
     settings: ClassVar[type[Section] | None] = None
     # True when aggregate() is a weighted mean Σwᵢ·stateᵢ/Σwᵢ of the replies: then a sum is
     # all it needs (secure aggregation) and one client's influence is bounded (DP).
     linear: ClassVar[bool] = False
-    # Its part of each client's local training (SCAFFOLD's drift correction), or None: plain
-    # local training. The client hook: :meth:`client_payload` down, ``Update.extra`` up,
-    # ``Update.memory`` kept by the client between its rounds (see :class:`LocalRule`).
-    client_rule: ClassVar[type[LocalRule] | None] = None
-    # Whether that client rule sends tensors of its own beside the state (SCAFFOLD's Δcᵢ): a wrapper
-    # that covers only the state (DP, SecAgg+) cannot stand around it. FedSA's rule sends none.
-    client_sends_extra: ClassVar[bool] = True
     # False for a baseline whose rounds aggregate nothing (+local, +centralized): wrappers that act
     # on an aggregate (clipping, server optimiser, DP, SecAgg+) have nothing to act on there.
     aggregates: ClassVar[bool] = True
@@ -75,76 +82,28 @@ class Strategy(ABC):
         strategy keeps each simulated client's memory, on Flower each node keeps its own."""
         return None
 
-    def client_state(self, rnd: int, client: int, global_state: State) -> State:
-        """The trainable state ``client`` starts from this round, and the template its reply must
-        match: the global state, unless clients hold states of their own shapes (heterogeneous
-        LoRA ranks: FLoRA, FlexLoRA, HetLoRA send each client its rank's factors)."""
-        return global_state
+    # -- capabilities: the strategy itself when it has one, else the do-nothing default ---------
 
-    # -- the client hook (strategies with a ``client_rule``) --------------------------------
+    @property
+    def client_hook(self) -> ClientHook:
+        """What each client is sent and what is kept for it (SCAFFOLD, heterogeneous ranks, FedSA)."""
+        return self if isinstance(self, ClientHook) else NO_CLIENT_HOOK
 
-    def client_payload(self, rnd: int, client: int, global_state: State) -> State:
-        """Tensors sent to ``client`` beside the global state this round (counted in bytes_down)."""
-        return {}
+    @property
+    def personal(self) -> Personalised:
+        """The tensors each client keeps to itself (FedSA-LoRA's B, +local)."""
+        return self if isinstance(self, Personalised) else NOT_PERSONALISED
 
-    def expected_extra(self, global_state: State) -> State:
-        """Tensors every reply must carry in ``Update.extra``, as a template (names, shapes,
-        dtypes) that validation checks replies against; empty: replies carry none."""
-        return {}
+    @property
+    def frozen(self) -> FrozenWeights:
+        """The frozen weights the strategy reads or moves (FedEx-LoRA, FLoRA, FRLoRA, FedSVD)."""
+        return self if isinstance(self, FrozenWeights) else NO_FROZEN_WEIGHTS
 
-    def client_memory(self, client: int) -> State:
-        """What ``client`` kept from its last round, when the engine simulates clients in this
-        process and the strategy keeps their memory for them (and checkpoints it). On Flower the
-        node keeps it (``federa.engines.flower.node_memory``) and this is never asked."""
-        return {}
-
-    def keep_client_memory(self, client: int, memory: State) -> None:
-        """Store ``client``'s memory after its round (in-process simulation only)."""
+    # -- the server core -------------------------------------------------------------------
 
     def register_shards(self, sizes: Mapping[int, int]) -> None:
         """The examples each client holds, as the server's partition says (client id → count);
         validation caps a reply's weight by it. A client missing here has no registered shard."""
-
-    def base_fold(self) -> State:
-        """Cumulative tensors added to frozen weights of every party, by parameter name
-        (FedEx-LoRA's folded residual); empty for strategies that never touch frozen weights.
-        Engines send it to every sampled client (counted in ``bytes_down``) and set each frozen
-        weight to its unfolded value + the fold."""
-        return {}
-
-    # -- frozen tensors a strategy moves (FedSVD's A) ---------------------------------------
-
-    # Name fragments of the frozen tensors the strategy must read: the server hands their values to
-    # :meth:`start_frozen` once (FedSVD re-orthonormalises the shared A, so it needs A itself).
-    reads_frozen: ClassVar[tuple[str, ...]] = ()
-
-    def start_frozen(self, frozen: State) -> None:
-        """Told once by the server: the frozen tensors named by :attr:`reads_frozen`, at the values
-        every party builds them with (before any :meth:`base_fold`)."""
-
-    def reparametrise(self, rnd: int, state: State) -> State:
-        """The new global state once every wrapper is done with it (after DP's noise, SecAgg+'s
-        sum): a change of parametrisation that keeps the model (FedSVD refactors B·A by SVD), which
-        as post-processing of the released aggregate costs no privacy. Default: the state as it is."""
-        return state
-
-    # -- personalised parts (FedSA-LoRA's B): trained on each client, never sent ----------
-
-    def start_private(self, initial: State) -> None:
-        """Told once by the server: the tensors a method variant keeps on each client, at the
-        values every client builds them with (empty: nothing is private)."""
-
-    def client_private(self, client: int | None) -> State:
-        """``client``'s private tensors as they stand (its model = the global state + these), or
-        with None those the global model is evaluated and saved with; empty: every client's
-        model is the global model."""
-        return {}
-
-    def test_privates(self) -> list[tuple[State, int]]:
-        """The models the test-set score averages over, each as the private tensors it adds to the
-        global state with the number of clients that hold it: the one global model by default;
-        several when no global model exists (+local: every client's own)."""
-        return [(self.client_private(None), 1)]
 
     def sample_clients(self, rnd: int, clients: Sequence[int]) -> list[int]:
         """Uniform sample without replacement, a pure function of (seed, round, client ids)."""
@@ -183,7 +142,10 @@ class Strategy(ABC):
 
 
 class Wrapper(Strategy):
-    """A strategy around ``inner``: :meth:`before` the replies, :meth:`after` the result."""
+    """A strategy around ``inner``: :meth:`before` the replies, :meth:`after` the result.
+
+    Sampling, client settings and every capability are the inner strategy's: a wrapper acts on
+    the server side only, so it forwards the three capability attributes, not their methods."""
 
     section: ClassVar[str | None] = None  # its config section (several wrappers may share one)
     # Capabilities, checked when a stack is built from a config:
@@ -213,7 +175,6 @@ class Wrapper(Strategy):
     def wrap(cls, inner: Strategy, cfg: Config) -> Wrapper:
         return cls(inner)
 
-    # Sampling and client settings are the inner strategy's.
     @property
     def clients_per_round(self) -> int:  # type: ignore[override]
         return self.inner.clients_per_round
@@ -223,60 +184,22 @@ class Wrapper(Strategy):
         return self.inner.seed
 
     @property
-    def linear(self) -> bool:  # type: ignore[override]
-        return self.inner.linear
+    def client_hook(self) -> ClientHook:
+        return self.inner.client_hook
 
     @property
-    def client_rule(self) -> type[LocalRule] | None:  # type: ignore[override]
-        return self.inner.client_rule
+    def personal(self) -> Personalised:
+        return self.inner.personal
 
     @property
-    def aggregates(self) -> bool:  # type: ignore[override]
-        return self.inner.aggregates
+    def frozen(self) -> FrozenWeights:
+        return self.inner.frozen
 
     def configure_round(self, rnd: int, clients: Sequence[int], base: TrainSettings) -> dict[int, TrainSettings]:
         return self.inner.configure_round(rnd, clients, base)
 
-    # The client hook is the core strategy's; wrappers act on the server side only.
-    def client_state(self, rnd: int, client: int, global_state: State) -> State:
-        return self.inner.client_state(rnd, client, global_state)
-
-    def client_payload(self, rnd: int, client: int, global_state: State) -> State:
-        return self.inner.client_payload(rnd, client, global_state)
-
-    def expected_extra(self, global_state: State) -> State:
-        return self.inner.expected_extra(global_state)
-
-    def client_memory(self, client: int) -> State:
-        return self.inner.client_memory(client)
-
-    def keep_client_memory(self, client: int, memory: State) -> None:
-        self.inner.keep_client_memory(client, memory)
-
     def register_shards(self, sizes: Mapping[int, int]) -> None:
         self.inner.register_shards(sizes)
-
-    def base_fold(self) -> State:
-        return self.inner.base_fold()
-
-    def start_private(self, initial: State) -> None:
-        self.inner.start_private(initial)
-
-    @property
-    def reads_frozen(self) -> tuple[str, ...]:  # type: ignore[override]
-        return self.inner.reads_frozen
-
-    def start_frozen(self, frozen: State) -> None:
-        self.inner.start_frozen(frozen)
-
-    def reparametrise(self, rnd: int, state: State) -> State:
-        return self.inner.reparametrise(rnd, state)
-
-    def client_private(self, client: int | None) -> State:
-        return self.inner.client_private(client)
-
-    def test_privates(self) -> list[tuple[State, int]]:
-        return self.inner.test_privates()
 
     def before(self, rnd: int, global_state: State, updates: Updates) -> Updates:
         return updates

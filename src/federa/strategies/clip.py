@@ -33,5 +33,6 @@ class ClipDeltas(Wrapper):
         return cls(inner, cfg.robust.clip_delta_norm)
 
     def before(self, rnd: int, global_state: State, updates: Updates) -> Updates:
-        return {c: replace(u, state=clip_update(u.state, self.client_state(rnd, c, global_state), self.max_norm))
+        start = self.client_hook.client_state  # what each client started from (its rank's factors, if its own)
+        return {c: replace(u, state=clip_update(u.state, start(rnd, c, global_state), self.max_norm))
                 for c, u in updates.items()}

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from federa.strategies.base import Strategy, Updates
+from federa.strategies.capabilities import FrozenWeights
 from federa.strategies.fedavg import weighted_average
 from federa.methods.lora_math import lora_pairs, weighted_mean
 from federa.types import State
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 BASE_SUFFIX = ".base_layer.weight"  # peft keeps the frozen matrix of an adapted module here
 
 
-class FoldsIntoBase:
+class FoldsIntoBase(FrozenWeights):
     """The part of a strategy that moves frozen weights (FedEx-LoRA's residual, FLoRA's stacked
     update): the cumulative fold per frozen weight, in float64, which the engines apply and ship
     as :meth:`base_fold` and which checkpoints keep."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 
+from federa.strategies.capabilities import ClientHook, Personalised
 from federa.strategies.fedavg import FedAvg
 from federa.types import LocalRule, State
 
@@ -50,7 +51,7 @@ class FedSAClient(LocalRule):
         return {}, {k: new_state[k] for k in self.memory}
 
 
-class FedSA(FedAvg):
+class FedSA(FedAvg, ClientHook, Personalised):
     name = "fedsa"
     client_rule = FedSAClient
     client_sends_extra = False  # only A goes up, inside the state: DP's clipping and noise cover it

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from federa.strategies.capabilities import FrozenWeights
 from federa.strategies.fedavg import FedAvg
 from federa.methods.lora_math import A_KEY, B_KEY
 from federa.types import State
@@ -44,7 +45,7 @@ def refactor(b: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return (u[:, :r] * s[:r]).contiguous(), vh[:r].contiguous()
 
 
-class FedSVD(FedAvg):
+class FedSVD(FedAvg, FrozenWeights):
     name = "fedsvd"
     reads_frozen = (A_KEY,)
 

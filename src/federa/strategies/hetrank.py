@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from federa.strategies.base import Strategy, Updates
+from federa.strategies.capabilities import ClientHook
 from federa.strategies.fedavg import weighted_average
 from federa.methods.lora_math import lora_rank, with_rank
 from federa.types import State
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from federa.config import Config
 
 
-class HeterogeneousRanks(Strategy):
+class HeterogeneousRanks(Strategy, ClientHook):
     """The common part: each client's rank, its share of the global state, the head's average."""
 
     def __init__(self, clients_per_round: int, seed: int, rank: int = 8, client_ranks: list[int] | None = None,

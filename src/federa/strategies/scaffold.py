@@ -26,6 +26,7 @@ from pydantic import Field
 
 from federa.settings import Section
 from federa.strategies.base import Strategy, Updates
+from federa.strategies.capabilities import ClientHook
 from federa.types import LocalRule, State, TrainSettings
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class ScaffoldClient(LocalRule):
         return extra, memory
 
 
-class Scaffold(Strategy):
+class Scaffold(Strategy, ClientHook):
     name = "scaffold"
     settings = ScaffoldSettings
     client_rule = ScaffoldClient

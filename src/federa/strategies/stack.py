@@ -46,7 +46,7 @@ def stack_problem(cfg: Config, strategy: str | None = None) -> str | None:
     layers = stack.layers() if isinstance(stack, Wrapper) else [stack]
     wrappers, core = [w for w in layers if isinstance(w, Wrapper)], layers[-1]
     for w in wrappers:
-        if w.covers_state_only and core.client_rule is not None and core.client_sends_extra:
+        if w.covers_state_only and core.client_hook.client_rule is not None and core.client_hook.client_sends_extra:
             return (f"{_label(w)} covers only the model update, but strategy={core.name}'s clients also send "
                     "tensors of their own that it would not cover; turn one of them off")
     for w in wrappers:

@@ -235,12 +235,13 @@ class Validate(Wrapper):
     def before(self, rnd: int, global_state: State, updates: Updates) -> Updates:
         # Each reply is checked against the state its client started from (the global state,
         # or its own rank's factors under heterogeneous LoRA ranks).
+        hook = self.client_hook
         accepted, self.rejected = split_valid(updates, global_state, self.max_update_norm,
-                                              self.expected_extra(global_state),
-                                              start=lambda cid: self.client_state(rnd, cid, global_state),
+                                              hook.expected_extra(global_state),
+                                              start=lambda cid: hook.client_state(rnd, cid, global_state),
                                               max_abs_value=self.max_abs_value)
         if self.outlier_k is not None:
-            norms = {c: global_norm(delta(u.state, self.client_state(rnd, c, global_state))) for c, u in accepted.items()}
+            norms = {c: global_norm(delta(u.state, hook.client_state(rnd, c, global_state))) for c, u in accepted.items()}
             history = [n for past in self.recent_norms for n in past]
             for cid, reason in outliers(norms, self.outlier_k, history).items():
                 self.rejected[cid] = reason

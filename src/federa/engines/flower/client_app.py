@@ -162,7 +162,7 @@ def client_rule(cfg, method: str):
     server sent: the same stack the server builds, so any strategy's rule runs here unchanged."""
     from federa.strategies.per_method import method_stack
 
-    return method_stack(cfg, method).client_rule
+    return method_stack(cfg, method).client_hook.client_rule
 
 
 def train_content(content: RecordDict, context: Context) -> RecordDict:

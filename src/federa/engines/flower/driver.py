@@ -27,7 +27,7 @@ from flwr.serverapp import Grid
 
 from federa.types import Update
 from federa.engines.server import ServerRun
-from federa.engines.transport import ClientTask, Replies, Transport, min_replies
+from federa.engines.transport import ClientTask, Replies, ScoreTask, Transport, min_replies
 from federa.errors import FederaError, NonFiniteLossError
 from federa.engines.flower import FlowerError, wire
 from federa.engines.flower.nodes import NodeMap
@@ -134,25 +134,24 @@ class GridTransport(Transport):
         # Replies arrive in any order; FedAvg sums in client order, like the in-process engine.
         return {c: updates[c] for c in sorted(updates)}
 
-    def personal_scores(self, clients, test: set[int]) -> dict[int, dict[str, float]]:
-        """Each node's scores of its client's personalised model (FedSA-LoRA), after the server's last
-        round: ``val.<metric>`` for every client in ``clients``, ``test.<metric>`` too for those in
-        ``test``. Not counted in the bytes: evaluation traffic is not part of the protocol (the
-        in-process engine counts none either). A node that does not answer leaves its client unscored."""
-        server = self.server
-        rnd, fold = server.round, server.base_fold()
-        targets = {cid: self.nodes.node_of[cid] for cid in clients if cid in self.nodes.node_of}
+    def personal_scores(self, rnd: int, tasks: Mapping[int, ScoreTask]) -> dict[int, dict[str, float]]:
+        """Each node's scores of its client's personalised model (FedSA-LoRA), for the tasks the server
+        built (:meth:`ServerRun.score_tasks`). Not counted in the bytes: evaluation traffic is not part
+        of the protocol (the in-process engine counts none either). A node that does not answer leaves
+        its client unscored."""
+        server, targets = self.server, self._targets(tasks)
         msgs = []
         for cid, nid in targets.items():
+            task = tasks[cid]
             content = RecordDict({
                 wire.SETTINGS: wire.evaluate_record(server.name, cid, self.cfg_yaml, self.labels, rnd,
-                                                    server.run_token, cid in test),
-                wire.STATE: wire.state_record(server.client_state(rnd, cid)),
+                                                    server.run_token, task.test),
+                wire.STATE: wire.state_record(task.state),
             })
             if nid not in self.has_setup:  # a client never sampled yet still needs the model's setup
-                content.array_records[wire.SETUP] = wire.state_record(server.setup)
-            if fold:
-                content.array_records[wire.FOLD] = wire.state_record(fold)
+                content.array_records[wire.SETUP] = wire.state_record(task.setup)
+            if task.fold:
+                content.array_records[wire.FOLD] = wire.state_record(task.fold)
             msgs.append(Message(content, nid, MessageType.EVALUATE, group_id=f"{server.name}:{rnd}:evaluate",
                                 ttl=self.timeout))
         client_of = {nid: cid for cid, nid in targets.items()}
@@ -212,9 +211,9 @@ def drive_method(grid: Grid, job: Job, method: str, run_dir: RunDir, context: Co
     server = ServerRun(job, method, run_dir, log=log)
     stop_file(run_dir, method).unlink(missing_ok=True)
     nodes = NodeMap(grid, cfg.num_clients, cfg.flower.round_timeout_s, log=log)
+    # A client's private tensors (FedSA-LoRA's B and head) stay on its node: the nodes score its model
+    # (GridTransport.personal_scores, asked by the server's evaluation).
     transport = GridTransport(grid, server, nodes, context, log=log)
-    # A client's private tensors (FedSA-LoRA's B and head) stay on its node: the nodes score its model.
-    server.node_scores = transport.personal_scores
     try:
         nodes.wait(min_replies(cfg))
         return server.run(transport)

@@ -148,7 +148,7 @@ class Wrapper(Strategy):
     the server side only, so it forwards the three capability attributes, not their methods."""
 
     section: ClassVar[str | None] = None  # its config section (several wrappers may share one)
-    # Capabilities, checked when a stack is built from a config:
+    # What it needs from the rest of the stack, checked when a stack is built from a config:
     needs_individual_updates: ClassVar[bool] = False  # reads each client's update, not just a sum
     hides_individual_updates: ClassVar[bool] = False  # the server gets only the sum (SecAgg+)
     needs_linear: ClassVar[bool] = False  # only sound around a linear (mean) strategy

@@ -237,11 +237,23 @@ def _pages_for(name: str, out: Path, pages: Path, outcome: Mapping[str, Any], bu
             "Why this protocol:", "", *(f"- {w}" for w in profile.why), "",
             f"**Cost**: {run_s / 60:.1f} min of runs (all cells and lr grids, summed); {decided} of {read} "
             f"comparisons decided (supported, refuted or equivalent; undecidable settings not counted): {per}. "
-            f"**Seeds per comparison**: {seeds_line(outcome['claims'])}.", "", claims, ""]
+            f"**Seeds per comparison**: {seeds_line(outcome['claims'])}.{short_plan(outcome['claims'], profile)}",
+            "", claims, ""]
     if lr:
         text += ["## Learning-rate grid runs (`lr_grid.csv`)", "", "```", lr.strip(), "```", ""]
     text += ["## Plots", "", "Curves: the mean over seeds, each seed a thin line beneath it.", "", imgs, ""]
     (pages / f"{name}.md").write_text("\n".join(text), encoding="utf-8")
+
+
+def short_plan(claims: Sequence[Any], profile: Profile) -> str:
+    """A sentence when the sequential plan stopped before its last look with comparisons still open."""
+    open_n = [c.verdict.interval.n for claim in claims for c in claim.comparisons if c.open]
+    if not open_n or max(open_n) >= profile.looks[-1]:
+        return ""
+    return (f" **The plan stopped early**: {len(open_n)} comparison(s) were still open at n={max(open_n)} when the "
+            f"runs stopped (time), before the look at {profile.looks[-1]} seeds; they stay inconclusive, read at the "
+            f"registered {look_confidence(len(profile.looks)):.1%} (a look not taken adds no error), and their "
+            "sample-size lines say how many seeds would close them.")
 
 
 def verdicts_record(outcome: Mapping[str, Any], run_s: float) -> dict[str, Any]:
@@ -395,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a budget key, e.g. --set local_steps=10 (repeatable; use a new --out: finished "
                         "cells of another budget are refused)")
     p.add_argument("--jobs", type=int, help="datasets run at once, each in its own process (default: the profile's)")
+    p.add_argument("--read-only", action="store_true",
+                   help="run nothing: read the finished cells back and write the pages (a plan stopped before its "
+                        "last look is read at its registered confidence, and the pages say which looks were taken)")
     args = p.parse_args(argv)
     _quiet_libraries()
     base = PROFILES["quick" if args.quick else args.profile]
@@ -427,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     pages.mkdir(parents=True, exist_ok=True)
     common = [*profile.budget, f"model.num_threads={profile.threads}"]
     started = time.perf_counter()
-    if profile.jobs > 1 and len(datasets) > 1:
+    if profile.jobs > 1 and len(datasets) > 1 and not args.read_only:
         child = ["--profile", profile.name, *(f"--set={kv}" for kv in args.set), "--alphas", ",".join(alphas),
                  "--seeds", ",".join(map(str, seeds)), "--looks", ",".join(map(str, looks)),
                  "--last-k", str(args.last_k), "--threads", str(profile.threads), "--jobs", "1"]
@@ -450,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             plan = Plan(base=build_config({"name": f"claims-{name}"}, budget), methods=METHODS, alphas=alphas,
-                        seeds=seeds, out=out, lr_grid=True, last_k=args.last_k, looks=looks)
+                        seeds=seeds, out=out, lr_grid=True, last_k=args.last_k, looks=looks,
+                        read_only=args.read_only)
             outcome = run_compare(plan, progress=False)
         except FederaError as err:
             print(f"[{name}] error: {err}", file=sys.stderr)

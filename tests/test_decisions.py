@@ -187,6 +187,17 @@ def test_sequential_plan_adds_seeds_only_where_a_comparison_is_open(monkeypatch,
     assert logs[0] == "look 1/3 at 3 seeds: decided at alpha 0.5; open at alpha iid"
     assert logs[-1] == "look 3/3 at 8 seeds: open at alpha iid"
 
+    # Read back only (the plan stopped for time after look 1): nothing runs, look 2's seeds are not on disk,
+    # so the reading stops at look 1, at the registered confidence.
+    ran[:] = [(a, s) for a in ("0.5", "iid") for s in range(3)]
+    before, logs[:] = list(ran), []
+    stopped = Plan(base=build_config({}), methods=("lora", "federa"), alphas=("0.5", "iid"), seeds=tuple(range(8)),
+                   out=tmp_path, looks=(3, 5, 8), read_only=True)
+    run._run_sequential(stopped, lambda cells: None if stopped.read_only else ran.extend(cells), logs.append)
+    assert ran == before and stopped.confidence == plan.confidence
+    assert logs == ["look 1/3 at 3 seeds: decided at alpha 0.5; open at alpha iid",
+                    "look 2/3 at 5 seeds: not taken (read back only)"]
+
 
 def test_evaluation_reads_a_fixed_stratified_subset_except_the_final_k():
     import numpy as np

@@ -65,6 +65,8 @@ def run_compare(plan: Plan, progress: bool = True, log=print) -> dict[str, Any]:
 
         def run(cells: list[Cell]) -> None:
             for cell in cells:
+                if plan.read_only:
+                    continue
                 rd = plan.cell_dir(cell)
                 rd.root.mkdir(parents=True, exist_ok=True)
                 with writer_lock.held(rd.root, role="federa compare"):
@@ -88,9 +90,13 @@ def _run_sequential(plan: Plan, run, log) -> None:
 
     active, done = list(plan.alphas), 0
     for k, look in enumerate(plan.looks, 1):
+        new_seeds = set(plan.seeds[done:look])
         run([Cell(a, s) for a in active for s in plan.seeds[done:look]])
         done = look
         cells = load_cells(plan)
+        if plan.read_only and k > 1 and not any(c.seed in new_seeds for c in cells):
+            log(f"look {k}/{len(plan.looks)} at {look} seeds: not taken (read back only)")
+            break
         claims = check_claims(plan, summary_rows(plan, cells), cells)
         still = {c.alpha for claim in claims for c in claim.comparisons if c.open}
         stopped = [a for a in active if a not in still]

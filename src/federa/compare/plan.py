@@ -64,6 +64,9 @@ class Plan:
     looks: tuple[int, ...] = ()
     margin: float = DEFAULT_MARGIN  # the equivalence band ±margin on the main metric (score)
     grid_seeds: int = DEFAULT_GRID_SEEDS  # the lr grid runs on this many seeds of each alpha
+    # Read the finished cells back and run nothing: a plan stopped early (out of time) is read at the
+    # confidence it was registered with, which stays valid (a look not taken cannot add an error).
+    read_only: bool = False
 
     @property
     def confidence(self) -> float:
